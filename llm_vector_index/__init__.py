@@ -1,0 +1,50 @@
+"""Vector indexes for llm embedding collections.
+
+Public API: ``Index`` (open, create, build and query an index), the backend
+contract (``VectorIndex``, ``Option``, ``Capabilities``) and ``hookimpl`` for
+plugins that add backends through ``register_vector_index_backends``.
+"""
+
+from .base import Capabilities, Option, VectorIndex
+from .errors import (
+    DimensionMismatch,
+    IdNotFound,
+    IndexBusy,
+    IndexExists,
+    InvalidIndexName,
+    InvalidOptions,
+    ModelMismatch,
+    NotBuilt,
+    UnknownBackend,
+    UnknownCollection,
+    VectorIndexError,
+)
+from .hookspecs import hookimpl
+from .index import BuildReport, Index, IndexEntry
+from .registry import BackendInfo, add_hookspecs, get_backend, get_backends
+
+add_hookspecs()
+
+__all__ = [
+    "BackendInfo",
+    "BuildReport",
+    "Capabilities",
+    "DimensionMismatch",
+    "IdNotFound",
+    "Index",
+    "IndexBusy",
+    "IndexEntry",
+    "IndexExists",
+    "InvalidIndexName",
+    "InvalidOptions",
+    "ModelMismatch",
+    "NotBuilt",
+    "Option",
+    "UnknownBackend",
+    "UnknownCollection",
+    "VectorIndex",
+    "VectorIndexError",
+    "get_backend",
+    "get_backends",
+    "hookimpl",
+]

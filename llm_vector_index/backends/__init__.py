@@ -1,0 +1,1 @@
+"Built-in backends, each registered through our own hook like a third-party one."

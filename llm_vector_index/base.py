@@ -1,0 +1,246 @@
+"""The contract every vector index backend implements.
+
+A backend stores float32 vectors under int64 labels and answers k-nearest-
+neighbour queries by cosine similarity. It knows nothing of llm, SQLite, ids or
+freshness: numpy in, numpy out.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import InvalidOptions
+
+
+@dataclass(frozen=True)
+class Option:
+    "An option a backend accepts: ``llm index create ... -o name value``."
+
+    name: str
+    type: type  # int, float, str or bool
+    default: Any
+    help: str
+
+    def parse(self, value: Any) -> Any:
+        "Convert a value (a string from the CLI, or a Python value) to this type."
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+        elif self.type is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str):
+                try:
+                    return int(value.strip())
+                except ValueError:
+                    pass
+        elif self.type is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value.strip())
+                except ValueError:
+                    pass
+        elif isinstance(value, self.type):
+            return value
+        raise InvalidOptions(
+            f"Option {self.name} must be {self.type.__name__}, got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    "What a backend can do, declared as data so callers can plan around it."
+
+    exact: bool = False  # results are the true k nearest, not approximate
+    filtered_search: bool = True  # search(allowed=...) is answered natively
+    persistent: bool = True  # save() writes files that a new instance reopens
+
+
+class VectorIndex(abc.ABC):
+    """A k-NN index over float32 vectors keyed by int64 labels.
+
+    Subclasses set ``name``, ``options`` and ``capabilities`` and implement the
+    abstract methods. The constructor opens what ``save()`` last wrote in
+    ``path`` (a directory owned by this index), or starts empty.
+
+    Contract (checked by ``llm_vector_index.testing.VectorIndexContract``):
+
+    - ``add`` is an upsert: adding a label again replaces its vector.
+    - ``remove`` ignores labels it does not hold.
+    - ``search`` returns ``(scores, labels)``, each of shape ``(len(queries),
+      m)`` with ``m = min(k, live vectors)`` (fewer only where ``allowed``
+      leaves fewer), best first; scores are cosine similarity whatever the
+      backend measures internally; never a placeholder label such as -1.
+    - ``save`` persists atomically: a crash leaves the previous save intact.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(
+        self,
+        path: Path,
+        dimensions: int,
+        metric: str = "cosine",
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if metric != "cosine":
+            raise InvalidOptions(f"Unsupported metric {metric!r}: only cosine")
+        self.path = Path(path)
+        self.dimensions = dimensions
+        self.metric = metric
+        self.settings = self.validate_options(options or {}, dimensions)
+
+    # -- options ---------------------------------------------------------
+
+    @classmethod
+    def validate_options(
+        cls, values: Mapping[str, Any], dimensions: int | None = None
+    ) -> dict[str, Any]:
+        """Return every declared option, parsed, with defaults filled in.
+
+        Raise ``InvalidOptions`` for an unknown or ill-typed option. Subclasses
+        extend this to check values (``dimensions`` is None when not yet known).
+        """
+        declared = {option.name: option for option in cls.options}
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise InvalidOptions(
+                f"Unknown option {unknown[0]!r} for backend {cls.name} "
+                f"(options: {known})"
+            )
+        return {
+            name: option.parse(values[name]) if name in values else option.default
+            for name, option in declared.items()
+        }
+
+    # -- the contract ----------------------------------------------------
+
+    @abc.abstractmethod
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        "Insert or replace vectors (n, dimensions) under int64 labels (n,)."
+
+    @abc.abstractmethod
+    def remove(self, labels: np.ndarray) -> None:
+        "Remove these labels; labels not held are ignored."
+
+    @abc.abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        "Return (cosine scores, labels) of the k best per query, best first."
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        "Number of live vectors."
+
+    @abc.abstractmethod
+    def save(self) -> None:
+        "Persist to ``self.path`` atomically."
+
+    def close(self) -> None:
+        "Release resources (connections, file handles). Optional."
+
+    # -- helpers for implementations --------------------------------------
+
+    def check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        "Return vectors as a C-contiguous float32 (n, dimensions) array."
+        array = np.ascontiguousarray(vectors, dtype=np.float32)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        if array.ndim != 2 or array.shape[1] != self.dimensions:
+            from .errors import DimensionMismatch
+
+            raise DimensionMismatch(
+                f"Expected vectors of {self.dimensions} dimensions, "
+                f"got shape {array.shape}"
+            )
+        return array
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    "Unit-length copies of float32 rows; zero rows stay zero (cosine 0)."
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+def unique_last(
+    labels: np.ndarray, vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    "Drop repeated labels in one batch, keeping the last vector (upsert order)."
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(vectors):
+        raise ValueError(f"{len(labels)} labels for {len(vectors)} vectors")
+    _, first_from_end = np.unique(labels[::-1], return_index=True)
+    if len(first_from_end) == len(labels):
+        return labels, vectors
+    keep = np.sort(len(labels) - 1 - first_from_end)
+    return labels[keep], vectors[keep]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    "Column indices of the k highest scores per row, best first."
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return np.empty((scores.shape[0], 0), dtype=np.int64)
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file through ``write(fileobj)`` so that readers see the old or
+    the new content, never a torn one: temp file, fsync, rename, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fileobj:
+            write(fileobj)
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    "Atomically save named arrays as one uncompressed .npz file."
+    atomic_write(path, lambda fileobj: np.savez(fileobj, **arrays))
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    "Arrays saved by ``save_arrays``, or None if nothing was saved yet."
+    if not Path(path).exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,220 @@
+"""Our tables in the embeddings database, beside llm's own.
+
+``vector_indexes`` describes each index; ``vector_index_collections`` says which
+llm collections it covers; ``vector_index_labels`` maps each backend label to
+the llm row it holds (and that row's ``updated`` as indexed);
+``vector_index_defaults`` names a collection's default index.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("llm_vector_index")
+
+
+@migrations()
+def m001_create_tables(db: Database) -> None:
+    db["vector_indexes"].create(
+        {
+            "id": int,
+            "name": str,
+            "backend": str,
+            "options": str,  # JSON: the validated options, defaults filled in
+            "model": str,
+            "dimensions": int,  # NULL until the first build that sees a row
+            "metric": str,
+            "created": float,
+            "built": float,  # time the last build committed, NULL if never
+            "build_seconds": float,
+            "watermark": int,  # rows with updated >= this are looked at again
+            "rows": int,
+            "next_label": int,
+            "generation": int,  # +1 on every committed build
+        },
+        pk="id",
+        not_null={"name", "backend", "options", "model", "metric", "created"},
+        defaults={"rows": 0, "next_label": 0, "generation": 0},
+    )
+    db["vector_indexes"].create_index(["name"], unique=True)
+    db["vector_index_collections"].create(
+        {"index_id": int, "collection": str, "position": int},
+        pk=("index_id", "collection"),
+        foreign_keys=[("index_id", "vector_indexes", "id")],
+    )
+    db["vector_index_labels"].create(
+        {
+            "index_id": int,
+            "label": int,
+            "collection_id": int,
+            "id": str,
+            "updated": int,
+        },
+        pk=("index_id", "label"),
+        foreign_keys=[("index_id", "vector_indexes", "id")],
+    )
+    db["vector_index_labels"].create_index(
+        ["index_id", "collection_id", "id"], unique=True
+    )
+    db["vector_index_defaults"].create(
+        {"collection": str, "index_id": int},
+        pk="collection",
+        foreign_keys=[("index_id", "vector_indexes", "id")],
+    )
+
+
+def ensure_schema(db: Database) -> None:
+    "Create or upgrade our tables, and the one index we add to llm's table."
+    migrations.apply(db)
+    # Lets the incremental scan find rows by `updated` without reading every
+    # row's page (and so every vector). An extra index is invisible to llm.
+    db.execute(
+        "create index if not exists idx_embeddings_collection_updated "
+        "on embeddings (collection_id, updated)"
+    )
+
+
+def has_catalog(db: Database) -> bool:
+    return db["vector_indexes"].exists()
+
+
+@dataclass
+class IndexRecord:
+    "One row of ``vector_indexes`` plus its collections, in creation order."
+
+    id: int
+    name: str
+    backend: str
+    options: dict[str, Any]
+    model: str
+    dimensions: int | None
+    metric: str
+    created: float
+    built: float | None
+    build_seconds: float | None
+    watermark: int | None
+    rows: int
+    next_label: int
+    generation: int
+    collections: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: dict, collections: list[str]) -> IndexRecord:
+        values = dict(row)
+        values["options"] = json.loads(values["options"])
+        return cls(**values, collections=collections)
+
+
+def get_record(db: Database, name: str) -> IndexRecord | None:
+    if not has_catalog(db):
+        return None
+    rows = list(db["vector_indexes"].rows_where("name = ?", [name]))
+    if not rows:
+        return None
+    collections = [
+        row["collection"]
+        for row in db.query(
+            "select collection from vector_index_collections "
+            "where index_id = ? order by position",
+            [rows[0]["id"]],
+        )
+    ]
+    return IndexRecord.from_row(rows[0], collections)
+
+
+def list_records(db: Database) -> list[IndexRecord]:
+    if not has_catalog(db):
+        return []
+    names = [row["name"] for row in db.query("select name from vector_indexes order by name")]
+    return [record for name in names if (record := get_record(db, name))]
+
+
+def insert_record(
+    db: Database,
+    *,
+    name: str,
+    backend: str,
+    options: dict[str, Any],
+    model: str,
+    dimensions: int | None,
+    collections: list[str],
+    created: float,
+) -> None:
+    with db.atomic():
+        index_id = (
+            db["vector_indexes"]
+            .insert(
+                {
+                    "name": name,
+                    "backend": backend,
+                    "options": json.dumps(options, sort_keys=True),
+                    "model": model,
+                    "dimensions": dimensions,
+                    "metric": "cosine",
+                    "created": created,
+                }
+            )
+            .last_pk
+        )
+        db["vector_index_collections"].insert_all(
+            {"index_id": index_id, "collection": collection, "position": position}
+            for position, collection in enumerate(collections)
+        )
+
+
+def delete_record(db: Database, index_id: int) -> None:
+    with db.atomic():
+        for table in (
+            "vector_index_labels",
+            "vector_index_collections",
+            "vector_index_defaults",
+        ):
+            db.execute(f"delete from {table} where index_id = ?", [index_id])
+        db.execute("delete from vector_indexes where id = ?", [index_id])
+
+
+def database_path(db: Database) -> Path | None:
+    "The file behind the connection, or None for an in-memory database."
+    for row in db.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return Path(row[2]) if row[2] else None
+    return None
+
+
+def commit_build(
+    db: Database,
+    index_id: int,
+    *,
+    replace_all: bool,
+    deleted_labels: list[int],
+    label_rows: list[tuple[int, int, str, int | None]],
+    values: dict[str, Any],
+) -> None:
+    """Record a build in one transaction: the label map changes (rows of
+    ``(label, collection_id, id, updated)``), then the index row, generation + 1."""
+    with db.atomic():
+        if replace_all:
+            db.execute("delete from vector_index_labels where index_id = ?", [index_id])
+        for start in range(0, len(deleted_labels), 500):
+            chunk = deleted_labels[start : start + 500]
+            db.execute(
+                "delete from vector_index_labels where index_id = ? "
+                f"and label in ({','.join('?' * len(chunk))})",
+                [index_id, *chunk],
+            )
+        db.conn.executemany(
+            "insert or replace into vector_index_labels "
+            "(index_id, label, collection_id, id, updated) values (?, ?, ?, ?, ?)",
+            ((index_id, *row) for row in label_rows),
+        )
+        assignments = ", ".join(f"[{key}] = :{key}" for key in values)
+        db.execute(
+            f"update vector_indexes set {assignments}, generation = generation + 1 "
+            "where id = :index_id",
+            {**values, "index_id": index_id},
+        )

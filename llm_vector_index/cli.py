@@ -1,0 +1,279 @@
+"""``llm index ...``: thin commands over ``llm_vector_index.Index``.
+
+Commands parse arguments and print; the library does the work. Every
+``VectorIndexError`` becomes one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import llm
+from click_default_group import DefaultGroup
+from sqlite_utils import Database
+
+from .errors import VectorIndexError
+from .index import DEFAULT_BACKEND, Index, indexes_directory
+from .registry import get_backends
+from . import catalog
+
+
+class IndexGroup(DefaultGroup):
+    "A DefaultGroup that reports library errors as one clean line."
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VectorIndexError as error:
+            raise click.ClickException(str(error)) from None
+
+
+def database_option(function):
+    return click.option(
+        "-d",
+        "--database",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="LLM_EMBEDDINGS_DB",
+        help="Embeddings database (default: llm's embeddings.db)",
+    )(function)
+
+
+def open_database(path: Path | None) -> Database:
+    "The embeddings database, refusing (without creating) a missing one."
+    path = path or llm.user_dir() / "embeddings.db"
+    if not path.exists():
+        raise click.ClickException(f"Database not found: {path}")
+    db = Database(path)
+    if not db["embeddings"].exists():
+        raise click.ClickException(f"No embeddings table found in database {path}")
+    return db
+
+
+@click.group(cls=IndexGroup, default="list", default_if_no_args=True)
+def index_group():
+    "Manage vector indexes for embedding collections"
+
+
+@index_group.command(name="create")
+@click.argument("name")
+@click.argument("collections", nargs=-1, required=True)
+@click.option(
+    "-b", "--backend", default=DEFAULT_BACKEND, show_default=True,
+    help="Backend to use: see 'llm index backends'",
+)
+@click.option(
+    "options", "-o", "--option", type=(str, str), multiple=True,
+    help="Backend option, e.g. -o factory HNSW32",
+)
+@click.option("--build", "build_now", is_flag=True, help="Build the index right away")
+@database_option
+def index_create(name, collections, backend, options, build_now, database):
+    """
+    Create a vector index over one or more collections
+
+    The collections must share an embedding model.
+
+    \b
+        llm index create docs-hnsw docs
+        llm index create all-notes notes-2024 notes-2025 -b exact
+        llm index create docs-ivf docs -o factory IVF1024,Flat -o nprobe 64
+    """
+    db = open_database(database)
+    index = Index.create(
+        name, collections, db, backend=backend, options=dict(options)
+    )
+    click.echo(
+        f"Created index {name} ({backend}) over {', '.join(index.collections)}",
+        err=True,
+    )
+    if build_now:
+        _build(index, full=False)
+
+
+@index_group.command(name="build")
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Rebuild from scratch")
+@database_option
+def index_build(name, full, database):
+    """
+    Bring an index up to date with its collections
+
+    Only rows added or changed since the last build are read; deleted rows
+    are removed.
+
+    \b
+        llm index build docs-hnsw
+        llm index build docs-hnsw --full
+    """
+    _build(Index(name, open_database(database)), full)
+
+
+def _build(index: Index, full: bool) -> None:
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and total:
+            bar = click.progressbar(length=total, label=f"Indexing {index.name}", file=sys.stderr)
+            bar.__enter__()
+        if bar is not None:
+            bar.update(done)
+
+    try:
+        report = index.build(full=full, progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    kind = "Full build" if report.full else "Build"
+    click.echo(
+        f"{kind} of {index.name}: {report.added} indexed, {report.deleted} removed, "
+        f"{report.rows} rows, {report.seconds:.2f}s",
+        err=True,
+    )
+
+
+@index_group.command(name="similar")
+@click.argument("name")
+@click.argument("id", required=False)
+@click.option(
+    "-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
+    help="File to embed for comparison",
+)
+@click.option("-c", "--content", help="Content to embed for comparison")
+@click.option("--binary", is_flag=True, help="Treat input as binary data")
+@click.option("-n", "--number", type=int, default=10, help="Number of results to return")
+@click.option("-p", "--plain", is_flag=True, help="Output in plain text format")
+@click.option("--prefix", default="", help="Just IDs with this prefix")
+@database_option
+def index_similar(name, id, input, content, binary, number, plain, prefix, database):
+    """
+    Return the top N most similar rows, like 'llm similar', from an index
+
+    \b
+        llm index similar docs-hnsw -c "I like cats"
+        llm index similar docs-hnsw 1234 -n 5 --plain
+    """
+    if not id and not content and not input:
+        raise click.ClickException("Must provide content or an ID for the comparison")
+    index = Index(name, open_database(database))
+    if id:
+        results = index.similar_by_id(id, number, prefix=prefix)
+    else:
+        if not content:
+            if not input or input == "-":
+                content = (sys.stdin.buffer if binary else sys.stdin).read()
+            else:
+                with open(input, "rb" if binary else "r") as f:
+                    content = f.read()
+        if not content:
+            raise click.ClickException("No content provided")
+        results = index.similar(content, number, prefix=prefix)
+    for result in results:
+        output = asdict(result)
+        if output["collection"] is None:
+            del output["collection"]  # a single collection: exactly llm's output
+        if plain:
+            where = f" [{result.collection}]" if result.collection else ""
+            click.echo(f"{result.id} ({result.score}){where}\n")
+            if result.content:
+                click.echo(textwrap.indent(result.content, "  "))
+            if result.metadata:
+                click.echo(textwrap.indent(json.dumps(result.metadata), "  "))
+            click.echo("")
+        else:
+            click.echo(json.dumps(output))
+
+
+def _describe(index_record: catalog.IndexRecord, db: Database) -> dict:
+    return {
+        "name": index_record.name,
+        "backend": index_record.backend,
+        "options": index_record.options,
+        "collections": index_record.collections,
+        "model": index_record.model,
+        "dimensions": index_record.dimensions,
+        "metric": index_record.metric,
+        "rows": index_record.rows,
+        "built": index_record.built,
+        "build_seconds": index_record.build_seconds,
+        "generation": index_record.generation,
+        "path": str(indexes_directory(db) / index_record.name),
+    }
+
+
+@index_group.command(name="list")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+@database_option
+def index_list(json_, database):
+    "List vector indexes"
+    db = open_database(database)
+    records = catalog.list_records(db)
+    if json_:
+        click.echo(json.dumps([_describe(record, db) for record in records], indent=2))
+        return
+    for record in records:
+        state = f"{record.rows} rows" if record.built else "not built"
+        click.echo(f"{record.name}: {record.backend} over {', '.join(record.collections)}")
+        click.echo(f"  {state}, {record.model}")
+
+
+@index_group.command(name="show")
+@click.argument("name")
+@database_option
+def index_show(name, database):
+    "Show an index's settings, size and where its files are"
+    db = open_database(database)
+    index = Index(name, db)
+    details = _describe(index.record, db)
+    details["disk_bytes"] = sum(
+        path.stat().st_size for path in index.path.rglob("*") if path.is_file()
+    ) if index.path.exists() else 0
+    click.echo(json.dumps(details, indent=2))
+
+
+@index_group.command(name="drop")
+@click.argument("name")
+@database_option
+def index_drop(name, database):
+    "Drop an index and its files (the collections are untouched)"
+    Index(name, open_database(database)).delete()
+    click.echo(f"Dropped index {name}", err=True)
+
+
+@index_group.command(name="backends")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def index_backends(json_):
+    "List available backends and their options"
+    backends = [
+        {
+            "name": info.name,
+            "plugin": info.plugin,
+            "exact": info.cls.capabilities.exact,
+            "options": [
+                {
+                    "name": option.name,
+                    "type": option.type.__name__,
+                    "default": option.default,
+                    "help": option.help,
+                }
+                for option in info.cls.options
+            ],
+        }
+        for info in get_backends().values()
+    ]
+    if json_:
+        click.echo(json.dumps(backends, indent=2))
+        return
+    for backend in backends:
+        kind = "exact" if backend["exact"] else "approximate"
+        click.echo(f"{backend['name']}: {kind} (plugin {backend['plugin']})")
+        for option in backend["options"]:
+            click.echo(
+                f"  -o {option['name']} {option['type']} "
+                f"(default {option['default']}): {option['help']}"
+            )

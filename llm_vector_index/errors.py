@@ -1,0 +1,52 @@
+"""Errors raised by llm-vector-index.
+
+Every error a user can cause is a ``VectorIndexError``; the CLI turns each into
+one line on stderr and exit code 1.
+"""
+
+
+class VectorIndexError(Exception):
+    "Base class for errors a user can cause and fix."
+
+
+class UnknownBackend(VectorIndexError):
+    "No backend of that name is registered."
+
+
+class InvalidOptions(VectorIndexError, ValueError):
+    "An option is unknown, of the wrong type or out of range."
+
+
+class InvalidIndexName(VectorIndexError, ValueError):
+    "The index name is empty or would escape the index folder."
+
+
+class IndexExists(VectorIndexError):
+    "An index of that name already exists."
+
+
+class UnknownCollection(VectorIndexError):
+    "A collection named for an index does not exist."
+
+
+class ModelMismatch(VectorIndexError):
+    "Collections (or a collection and its index) use different embedding models."
+
+
+class DimensionMismatch(VectorIndexError, ValueError):
+    "A vector does not have the index's number of dimensions."
+
+
+class IdNotFound(VectorIndexError, KeyError):
+    "An ID is not in any collection the index covers."
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class IndexBusy(VectorIndexError):
+    "Another process is building this index."
+
+
+class NotBuilt(VectorIndexError):
+    "The index has never been built."

@@ -1,0 +1,168 @@
+"""The incremental scan: which llm rows were added, changed or deleted since
+the index was last built, and reading their vectors in batches.
+
+It reads ids and timestamps first and vectors only for the rows that need
+them; it never decodes a vector row by row (one ``np.frombuffer`` per batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlite_utils import Database
+
+from .errors import DimensionMismatch
+
+BATCH_SIZE = 2000  # rows per vector read; well under SQLite's variable limit
+
+
+@dataclass
+class Batch:
+    "Rows read from one collection: ids, their ``updated`` and their vectors."
+
+    collection_id: int
+    ids: list[str]
+    updated: list[int | None]
+    vectors: np.ndarray  # (len(ids), dimensions) float32
+
+
+@dataclass
+class Changes:
+    "What a build must do: rows to (re)index per collection, labels to drop."
+
+    upserts: dict[int, list[str]] = field(default_factory=dict)
+    deleted_labels: list[int] = field(default_factory=list)
+
+    @property
+    def upsert_count(self) -> int:
+        return sum(len(ids) for ids in self.upserts.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.upsert_count or self.deleted_labels)
+
+
+def find_changes(
+    db: Database, index_id: int, collection_ids: list[int], watermark: int | None
+) -> Changes:
+    """Compare llm's rows with the label map, reading ids and timestamps only.
+
+    - changed: ``updated >= watermark`` (inclusive: ``updated`` has one-second
+      resolution, so rows written in the second of the last build are looked
+      at again) and different from the ``updated`` we indexed;
+    - new: any row with no label, whatever its ``updated`` says (rows written
+      by other tools may carry NULL, old or future timestamps);
+    - deleted: labels whose row is gone, or whose collection is no longer one
+      the index covers (deleted, or deleted and re-created).
+    """
+    changes = Changes()
+    for collection_id in collection_ids:
+        ids = [
+            row[0]
+            for row in db.execute(
+                """
+                select e.id from embeddings e
+                where e.collection_id = :collection
+                and not exists (
+                    select 1 from vector_index_labels l
+                    where l.index_id = :index
+                    and l.collection_id = e.collection_id and l.id = e.id
+                )
+                """,
+                {"collection": collection_id, "index": index_id},
+            ).fetchall()
+        ]
+        if watermark is not None:
+            ids += [
+                row[0]
+                for row in db.execute(
+                    """
+                    select e.id from embeddings e
+                    join vector_index_labels l
+                      on l.index_id = :index
+                      and l.collection_id = e.collection_id and l.id = e.id
+                    where e.collection_id = :collection
+                    and e.updated >= :watermark
+                    and l.updated is not e.updated
+                    """,
+                    {
+                        "collection": collection_id,
+                        "index": index_id,
+                        "watermark": watermark,
+                    },
+                ).fetchall()
+            ]
+        if ids:
+            changes.upserts[collection_id] = ids
+    covered = ",".join(str(int(collection_id)) for collection_id in collection_ids)
+    changes.deleted_labels = [
+        row[0]
+        for row in db.execute(
+            f"""
+            select l.label from vector_index_labels l
+            where l.index_id = :index
+            and (
+                l.collection_id not in ({covered or "null"})
+                or not exists (
+                    select 1 from embeddings e
+                    where e.collection_id = l.collection_id and e.id = l.id
+                )
+            )
+            """,
+            {"index": index_id},
+        ).fetchall()
+    ]
+    return changes
+
+
+def read_all(
+    db: Database, collection_id: int, dimensions: int | None
+) -> Iterator[Batch]:
+    "Every row of a collection, in batches (a full build)."
+    cursor = db.execute(
+        "select id, updated, embedding from embeddings where collection_id = ?",
+        [collection_id],
+    )
+    while rows := cursor.fetchmany(BATCH_SIZE):
+        batch = _to_batch(collection_id, rows, dimensions)
+        dimensions = batch.vectors.shape[1]
+        yield batch
+
+
+def read_rows(
+    db: Database, collection_id: int, ids: Iterable[str], dimensions: int | None
+) -> Iterator[Batch]:
+    """These rows of a collection, in batches. Rows deleted since the scan are
+    simply absent; ``updated`` is read with the vector, so it is what we index."""
+    ids = list(ids)
+    for start in range(0, len(ids), BATCH_SIZE):
+        chunk = ids[start : start + BATCH_SIZE]
+        rows = db.execute(
+            "select id, updated, embedding from embeddings "
+            f"where collection_id = ? and id in ({','.join('?' * len(chunk))})",
+            [collection_id, *chunk],
+        ).fetchall()
+        if rows:
+            batch = _to_batch(collection_id, rows, dimensions)
+            dimensions = batch.vectors.shape[1]
+            yield batch
+
+
+def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
+    blobs = [row[2] or b"" for row in rows]
+    width = 4 * dimensions if dimensions else len(blobs[0])
+    if width == 0 or any(len(blob) != width for blob in blobs):
+        bad = next(row for row, blob in zip(rows, blobs) if len(blob) != width or not blob)
+        expected = width // 4
+        raise DimensionMismatch(
+            f"Row {bad[0]!r} has {len(bad[2] or b'') // 4} dimensions, "
+            f"expected {expected}: was it embedded with another model?"
+        )
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), width // 4)
+    return Batch(
+        collection_id=collection_id,
+        ids=[row[0] for row in rows],
+        updated=[row[1] for row in rows],
+        vectors=vectors.astype(np.float32, copy=False),
+    )

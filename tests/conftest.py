@@ -1,0 +1,114 @@
+import hashlib
+import sys
+from pathlib import Path
+
+import llm
+import numpy as np
+import pytest
+from llm.plugins import pm
+from sqlite_utils import Database
+
+from llm_vector_index.testing import write_embeddings
+
+
+def pytest_configure(config):
+    # Keep installed llm plugins out, as llm's own tests do.
+    sys._called_from_test = True
+
+
+class HashEmbedding(llm.EmbeddingModel):
+    "A deterministic 16-d model: character trigram counts hashed into buckets."
+
+    model_id = "hash-16"
+    batch_size = 100
+
+    def embed_batch(self, texts):
+        for text in texts:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            vector = [0.0] * 16
+            padded = f"  {text.lower()}  "
+            for start in range(len(padded) - 2):
+                digest = hashlib.md5(padded[start : start + 3].encode()).digest()
+                vector[digest[0] % 16] += 1.0
+            yield vector
+
+
+@pytest.fixture(autouse=True)
+def user_path(tmp_path, monkeypatch):
+    path = tmp_path / "llm-user"
+    path.mkdir()
+    monkeypatch.setenv("LLM_USER_PATH", str(path))
+    monkeypatch.delenv("LLM_EMBEDDINGS_DB", raising=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def hash_model():
+    class HashModelPlugin:
+        __name__ = "HashModelPlugin"
+
+        @llm.hookimpl
+        def register_embedding_models(self, register):
+            register(HashEmbedding())
+
+    pm.register(HashModelPlugin(), name="test-hash-model")
+    try:
+        yield
+    finally:
+        pm.unregister(name="test-hash-model")
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "embeddings.db"
+
+
+@pytest.fixture
+def db(db_path):
+    return Database(db_path)
+
+
+WORDS = (
+    "cat dog fish bird horse cow sheep goat lion tiger bear wolf fox deer "
+    "apple pear plum grape lemon lime melon berry cherry peach"
+).split()
+
+
+@pytest.fixture
+def texts():
+    "Stored text rows embedded with the hash model through llm itself."
+    return {f"doc-{i:03d}": f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} {i}"
+            for i in range(120)}
+
+
+@pytest.fixture
+def text_collection(db, texts):
+    collection = llm.Collection("docs", db, model_id="hash-16")
+    collection.embed_multi_with_metadata(
+        ((id, text, {"n": n}) for n, (id, text) in enumerate(texts.items())), store=True
+    )
+    return collection
+
+
+def snapshot(*paths: Path) -> dict:
+    "Every file under these paths with its bytes' hash: to prove nothing changed."
+    files = {}
+    for root in paths:
+        candidates = [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []
+        for path in candidates:
+            if path.is_file():
+                files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+@pytest.fixture
+def vectors_collection(db):
+    "Two hundred clustered 24-d vectors with known values, model 'test-model'."
+    from llm_vector_index.testing import clustered_vectors
+
+    vectors = clustered_vectors(200, 24, clusters=8, seed=4)
+    ids = [f"v{i:03d}" for i in range(200)]
+    write_embeddings(db, "vecs", ids, vectors, contents=[f"row {i}" for i in range(200)],
+                     metadatas=[{"i": i} if i % 2 else None for i in range(200)], updated=1000)
+    return ids, vectors

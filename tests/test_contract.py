@@ -1,0 +1,23 @@
+"The shipped contract suite, run for every built-in backend."
+
+from llm_vector_index.backends.exact import ExactIndex
+from llm_vector_index.backends.faiss import FaissIndex
+from llm_vector_index.testing import VectorIndexContract
+
+
+class TestExact(VectorIndexContract):
+    backend_class = ExactIndex
+
+
+class TestFaissDefault(VectorIndexContract):
+    backend_class = FaissIndex
+
+
+class TestFaissFlat(VectorIndexContract):
+    backend_class = FaissIndex
+    options = {"factory": "Flat"}
+
+
+class TestFaissIVF(VectorIndexContract):
+    backend_class = FaissIndex
+    options = {"factory": "IVF16,Flat", "nprobe": 16}

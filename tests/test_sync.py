@@ -1,0 +1,169 @@
+"Incremental builds: each case checks what queries return afterwards."
+
+import fcntl
+
+import llm
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli as llm_cli
+
+from llm_vector_index import DimensionMismatch, Index, IndexBusy, ModelMismatch
+from llm_vector_index import catalog
+from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+from .conftest import snapshot
+
+BACKENDS = ["exact", "faiss"]
+
+
+def top(index, vector, number=1):
+    return [e.id for e in index.similar_by_vector(vector, number)]
+
+
+def labels(db):
+    return db.execute("select count(*) from vector_index_labels").fetchone()[0]
+
+
+@pytest.fixture(params=BACKENDS)
+def built(request, db, vectors_collection):
+    index = Index.create("ix", ["vecs"], db, backend=request.param)
+    index.build()
+    return index
+
+
+def test_add(db, built):
+    fresh = clustered_vectors(5, 24, clusters=2, seed=99) * 3
+    write_embeddings(db, "vecs", [f"new{i}" for i in range(5)], fresh)
+    report = built.build()
+    assert (report.full, report.added, report.deleted, report.rows) == (False, 5, 0, 205)
+    for i in range(5):
+        assert top(built, fresh[i]) == [f"new{i}"]
+    assert labels(db) == 205
+
+
+def test_change_same_id_new_vector(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    replacement = -vectors[7]
+    write_embeddings(db, "vecs", ["v007"], replacement[None])
+    report = built.build()
+    assert (report.added, report.deleted, report.rows) == (1, 0, 200)
+    assert top(built, replacement) == ["v007"]
+    assert built.similar_by_vector(replacement, 1)[0].score == pytest.approx(1.0)
+    assert "v007" not in top(built, vectors[7], 10)
+
+
+def test_delete(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    db.execute("delete from embeddings where id in ('v001', 'v002')")
+    db.conn.commit()
+    report = built.build()
+    assert (report.added, report.deleted, report.rows) == (0, 2, 198)
+    assert not {"v001", "v002"} & set(top(built, vectors[1], 200))
+    assert len(built.similar_by_vector(vectors[1], 500)) == 198
+    assert labels(db) == 198
+
+
+def test_deleted_rows_never_returned_before_rebuild(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    nearest = top(built, vectors[3], 5)
+    db.execute("delete from embeddings where id = ?", [nearest[0]])
+    db.conn.commit()
+    results = top(built, vectors[3], 5)
+    assert nearest[0] not in results and len(results) == 5
+
+
+def test_collection_deleted_with_llm(db_path, db, vectors_collection):
+    write_embeddings(db, "other", ["o1", "o2"], clustered_vectors(2, 24, seed=8))
+    index = Index.create("ix", ["vecs", "other"], db, backend="faiss")
+    assert index.build().rows == 202
+    result = CliRunner().invoke(llm_cli, ["collections", "delete", "other", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    report = index.build()
+    assert (report.deleted, report.rows) == (2, 200)
+    assert not {"o1", "o2"} & {e.id for e in index.similar_by_vector(np.ones(24), 300)}
+
+
+def test_rows_written_in_the_second_of_the_build(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    second = built.record.watermark  # whole second in which the build started
+    changed = vectors[10] * -1
+    write_embeddings(db, "vecs", ["v010"], changed[None], updated=second)
+    # a new row carrying an old timestamp, as another tool might write
+    write_embeddings(db, "vecs", ["old-stamp"], (vectors[20] * -1)[None], updated=5)
+    report = built.build()
+    assert report.added == 2
+    assert top(built, changed) == ["v010"]
+    assert top(built, -vectors[20]) == ["old-stamp"]
+
+
+def test_nothing_to_do(db, built):
+    before = snapshot(built.path)
+    generation = built.record.generation
+    report = built.build()
+    assert (report.added, report.deleted, report.rows) == (0, 0, 200)
+    assert snapshot(built.path) == before
+    assert built.record.generation == generation + 1
+
+
+def test_full_rebuild(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    expected = top(built, vectors[0], 10)
+    report = built.build(full=True)
+    assert (report.full, report.added, report.rows) == (True, 200, 200)
+    assert top(built, vectors[0], 10) == expected
+    assert labels(db) == 200
+
+
+def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collection, monkeypatch):
+    ids, vectors = vectors_collection
+    write_embeddings(db, "vecs", ["late"], (vectors[0] * -1)[None])
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "commit_build", crash)
+    with pytest.raises(KeyboardInterrupt):
+        built.build()  # backend saved, catalog not committed
+    monkeypatch.undo()
+    reopened = Index("ix", db)
+    with pytest.raises(Exception, match="do not match its catalog"):
+        reopened.similar_by_vector(vectors[0])
+    report = reopened.build()
+    assert report.full and report.rows == 201
+    assert top(reopened, -vectors[0]) == ["late"]
+
+
+def test_model_change_is_refused(db, built):
+    before = snapshot(built.path)
+    db.execute("update collections set model = 'other-model' where name = 'vecs'")
+    db.conn.commit()
+    with pytest.raises(ModelMismatch, match="now uses other-model"):
+        built.build()
+    with pytest.raises(ModelMismatch):
+        built.build(full=True)
+    assert snapshot(built.path) == before
+
+
+def test_wrong_dimension_row_is_refused(db, built):
+    before = snapshot(built.path)
+    write_embeddings(db, "vecs", ["short"], np.ones((1, 8), np.float32))
+    with pytest.raises(DimensionMismatch, match="'short' has 8 dimensions, expected 24"):
+        built.build()
+    assert snapshot(built.path) == before
+    assert labels(db) == 200
+
+
+def test_one_build_at_a_time(db, built):
+    with open(built._lock_path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(IndexBusy, match="being built by another process"):
+            built.build()
+
+
+def test_embed_through_llm_then_build(db, text_collection):
+    index = Index.create("t", ["docs"], db, backend="exact")
+    index.build()
+    text_collection.embed("fresh", "zebra zebra quokka", store=True)
+    assert index.build().added == 1
+    assert index.similar("zebra zebra quokka", 1)[0].id == "fresh"
