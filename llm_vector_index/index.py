@@ -300,10 +300,9 @@ class Index:
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
                 labels = self._labels_for(collection_id, batch.ids)
-                for position, label in enumerate(labels):
-                    if label < 0:
-                        labels[position] = next_label
-                        next_label += 1
+                new = labels < 0
+                labels[new] = np.arange(next_label, next_label + new.sum())
+                next_label += int(new.sum())
                 backend.add(labels, batch.vectors)
                 label_rows += zip(
                     labels.tolist(), [collection_id] * len(batch.ids),
@@ -361,7 +360,14 @@ class Index:
         self, value: str | bytes, number: int = 10, prefix: str | None = None
     ) -> list[IndexEntry]:
         "Embed ``value`` with the index's model and return the nearest rows."
-        vector = llm.get_embedding_model(self.record.model).embed(value)
+        try:
+            model = llm.get_embedding_model(self.record.model)
+        except llm.UnknownModelError:
+            raise VectorIndexError(
+                f"Embedding model {self.record.model!r} of index {self.name!r} is not "
+                "installed: query by ID or vector, or install its plugin"
+            ) from None
+        vector = model.embed(value)
         return self.similar_by_vector(vector, number, prefix=prefix)
 
     def similar_by_id(

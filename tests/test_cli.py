@@ -117,6 +117,8 @@ BAD_INPUT = [
     (["similar", "ix"], "Must provide content or an ID for the comparison"),
     (["similar", "ix", "zzz"], "ID 'zzz' not found in index 'ix'"),
     (["similar", "ix", "o1"], "ID 'o1' not found in index 'ix'"),
+    (["similar", "ix", "-c", "hello"],
+     "Embedding model 'test-model' of index 'ix' is not installed"),
     (["similar", "ix", "v001", "-n", "0"], "number must be a positive integer, got 0"),
     (["similar", "ix", "v001", "-n", "-2"], "number must be a positive integer, got -2"),
 ]

@@ -113,6 +113,8 @@ class FaissIndex(VectorIndex):
             self._index = faiss.deserialize_index(saved["index"])
             self._slot_labels = saved["slot_labels"]
         self._slots: dict[int, int] | None = None  # label -> live slot, lazily
+        self._live_mask: np.ndarray | None = None
+        self._all_live = True
         # Vectors waiting until there are enough to train on (IVF, PQ).
         self._pending: list[np.ndarray] = []
         if saved is not None and len(saved["pending"]):
@@ -149,6 +151,16 @@ class FaissIndex(VectorIndex):
             live = np.flatnonzero(self._slot_labels >= 0)
             self._slots = dict(zip(self._slot_labels[live].tolist(), live.tolist()))
         return self._slots
+
+    def _live(self) -> np.ndarray:
+        "Which slots hold a live vector (cached: queries must not pay O(n))."
+        if self._live_mask is None:
+            self._live_mask = self._slot_labels >= 0
+            self._all_live = bool(self._live_mask.all())
+        return self._live_mask
+
+    def _changed(self) -> None:
+        self._live_mask = None
 
     def _dead_count(self) -> int:
         return len(self._slot_labels) - len(self._slot_map())
@@ -192,6 +204,7 @@ class FaissIndex(VectorIndex):
         start = len(self._slot_labels)
         self._slot_labels = np.concatenate([self._slot_labels, labels])
         slots.update(zip(labels.tolist(), range(start, start + len(labels))))
+        self._changed()
         if self._index.is_trained and not self._pending:
             self._index.add(vectors)
         else:
@@ -203,6 +216,7 @@ class FaissIndex(VectorIndex):
             slot = slots.pop(label, None)
             if slot is not None:
                 self._slot_labels[slot] = -1
+                self._changed()
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -210,9 +224,11 @@ class FaissIndex(VectorIndex):
         faiss = _faiss()
         queries = normalize(self.check_vectors(queries))
         self._flush()
-        live = self._slot_labels >= 0
+        live = self._live()
+        all_live = self._all_live
         if allowed is not None:
-            live &= np.isin(self._slot_labels, np.asarray(allowed, dtype=np.int64))
+            live = live & np.isin(self._slot_labels, np.asarray(allowed, dtype=np.int64))
+            all_live = False
         live_count = int(live.sum())
         wanted = min(k, live_count)
         if wanted == 0:
@@ -225,7 +241,7 @@ class FaissIndex(VectorIndex):
             # Untrained, or few allowed: scanning them beats a filtered walk.
             return self._exact_search(queries, k, np.flatnonzero(live))
         selector = None
-        if not live.all():
+        if not all_live:
             bitmap = np.packbits(live, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
         threads = 1 if len(queries) <= SINGLE_THREAD_QUERIES else faiss.omp_get_max_threads()
@@ -277,6 +293,7 @@ class FaissIndex(VectorIndex):
         self._index.add(vectors)
         self._slot_labels = self._slot_labels[live]
         self._slots = None
+        self._changed()
 
 
 @hookimpl
