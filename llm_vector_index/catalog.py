@@ -194,9 +194,11 @@ def commit_build(
     deleted_labels: list[int],
     label_rows: list[tuple[int, int, str, int | None]],
     values: dict[str, Any],
+    new_generation: bool = True,
 ) -> None:
     """Record a build in one transaction: the label map changes (rows of
-    ``(label, collection_id, id, updated)``), then the index row, generation + 1."""
+    ``(label, collection_id, id, updated)``), then the index row, and the
+    generation + 1 when the files changed."""
     with db.atomic():
         if replace_all:
             db.execute("delete from vector_index_labels where index_id = ?", [index_id])
@@ -213,8 +215,9 @@ def commit_build(
             ((index_id, *row) for row in label_rows),
         )
         assignments = ", ".join(f"[{key}] = :{key}" for key in values)
+        step = 1 if new_generation else 0
         db.execute(
-            f"update vector_indexes set {assignments}, generation = generation + 1 "
+            f"update vector_indexes set {assignments}, generation = generation + {step} "
             "where id = :index_id",
             {**values, "index_id": index_id},
         )

@@ -25,7 +25,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import catalog, sync
-from .base import VectorIndex
+from .base import VectorIndex, atomic_write
 from .errors import (
     DimensionMismatch,
     IdNotFound,
@@ -234,7 +234,7 @@ class Index:
                 self._commit(started, True, [], [], dimensions=None, rows=0)
                 return BuildReport(full, 0, 0, 0, time.time() - started)
             backend = self.backend() if self.record.built else None
-            if backend is not None and backend.count() != self.record.rows:
+            if backend is not None and not self._files_match_catalog(backend):
                 full = True  # an interrupted build: start again from the rows
             if full or backend is None:  # first builds stream every row
                 return self._build_full(collection_ids, dimensions, started, progress)
@@ -279,6 +279,7 @@ class Index:
                     )
                     if progress:
                         progress(len(batch.ids), total)
+            _write_generation(staging, self.record.generation + 1)
             backend.save()
             backend.close()
             self.close()
@@ -313,15 +314,26 @@ class Index:
         if changes.deleted_labels:
             backend.remove(np.array(changes.deleted_labels, dtype=np.int64))
         if changes:
+            # The marker goes first: if we die before the catalog commits, the
+            # files and the catalog disagree visibly rather than silently.
+            _write_generation(self.path, self.record.generation + 1)
             backend.save()
         rows = backend.count()
         self._commit(
             started, False, changes.deleted_labels, label_rows,
+            new_generation=bool(changes),
             dimensions=dimensions, rows=rows, next_label=next_label,
         )
         return BuildReport(
             False, len(label_rows), len(changes.deleted_labels), rows,
             self.record.build_seconds or 0.0,
+        )
+
+    def _files_match_catalog(self, backend: VectorIndex) -> bool:
+        "False after a build that saved files but did not commit the catalog."
+        return (
+            _read_generation(self.path) == self.record.generation
+            and backend.count() == self.record.rows
         )
 
     def _labels_for(self, collection_id: int, ids: list[str]) -> np.ndarray:
@@ -335,7 +347,9 @@ class Index:
         )
         return np.array([known.get(id, -1) for id in ids], dtype=np.int64)
 
-    def _commit(self, started, replace_all, deleted, label_rows, **values) -> None:
+    def _commit(
+        self, started, replace_all, deleted, label_rows, new_generation=True, **values
+    ) -> None:
         finished = time.time()
         catalog.commit_build(
             self.db,
@@ -343,6 +357,7 @@ class Index:
             replace_all=replace_all,
             deleted_labels=deleted,
             label_rows=label_rows,
+            new_generation=new_generation,
             values={
                 **values,
                 # Whole seconds, taken before the scan: rows written during the
@@ -415,7 +430,7 @@ class Index:
                 f"has {dimensions}"
             )
         backend = self.backend()
-        if backend.count() != self.record.rows:
+        if not self._files_match_catalog(backend):
             raise VectorIndexError(
                 f"Index {self.name!r} files do not match its catalog (an interrupted "
                 f"build?): run llm index build {self.name}"
@@ -506,6 +521,21 @@ def _peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
         if row is not None:
             return row[0] // 4
     return None
+
+
+GENERATION_FILE = "generation"
+
+
+def _write_generation(directory: Path, generation: int) -> None:
+    "Record which catalog generation the files in ``directory`` belong to."
+    atomic_write(directory / GENERATION_FILE, lambda f: f.write(b"%d" % generation))
+
+
+def _read_generation(directory: Path) -> int | None:
+    try:
+        return int((directory / GENERATION_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _swap_directories(new: Path, current: Path) -> None:

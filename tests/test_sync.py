@@ -103,7 +103,7 @@ def test_nothing_to_do(db, built):
     report = built.build()
     assert (report.added, report.deleted, report.rows) == (0, 0, 200)
     assert snapshot(built.path) == before
-    assert built.record.generation == generation + 1
+    assert built.record.generation == generation  # the files did not change
 
 
 def test_full_rebuild(db, built, vectors_collection):
@@ -132,6 +132,25 @@ def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collectio
     report = reopened.build()
     assert report.full and report.rows == 201
     assert top(reopened, -vectors[0]) == ["late"]
+
+
+def test_interrupted_full_build_is_detected(db, built, vectors_collection, monkeypatch):
+    ids, vectors = vectors_collection
+    db.execute("delete from embeddings where id = 'v000'")  # new labels differ
+    db.conn.commit()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "commit_build", crash)
+    with pytest.raises(KeyboardInterrupt):
+        built.build(full=True)  # files swapped in, catalog not committed
+    monkeypatch.undo()
+    reopened = Index("ix", db)
+    with pytest.raises(Exception, match="do not match its catalog"):
+        reopened.similar_by_vector(vectors[1])
+    assert reopened.build().full
+    assert top(reopened, vectors[1]) == ["v001"]
 
 
 def test_model_change_is_refused(db, built):
