@@ -175,6 +175,20 @@ class VectorIndex(abc.ABC):
         return array
 
 
+def require(module: str, extra: str):
+    "Import an optional library, or say in one line how to install it."
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from .errors import VectorIndexError
+
+        raise VectorIndexError(
+            f"This backend needs {module}: llm install 'llm-vector-index[{extra}]'"
+        ) from None
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     "Unit-length copies of float32 rows; zero rows stay zero (cosine 0)."
     vectors = np.asarray(vectors, dtype=np.float32)

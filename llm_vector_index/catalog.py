@@ -54,6 +54,7 @@ def m001_create_tables(db: Database) -> None:
             "collection_id": int,
             "id": str,
             "updated": int,
+            "checksum": int,  # of the vector as indexed: see sync.checksums()
         },
         pk=("index_id", "label"),
         foreign_keys=[("index_id", "vector_indexes", "id")],
@@ -192,12 +193,12 @@ def commit_build(
     *,
     replace_all: bool,
     deleted_labels: list[int],
-    label_rows: list[tuple[int, int, str, int | None]],
+    label_rows: list[tuple[int, int, str, int | None, int]],
     values: dict[str, Any],
     new_generation: bool = True,
 ) -> None:
     """Record a build in one transaction: the label map changes (rows of
-    ``(label, collection_id, id, updated)``), then the index row, and the
+    ``(label, collection_id, id, updated, checksum)``), then the index row, and the
     generation + 1 when the files changed."""
     with db.atomic():
         if replace_all:
@@ -210,8 +211,8 @@ def commit_build(
                 [index_id, *chunk],
             )
         db.conn.executemany(
-            "insert or replace into vector_index_labels "
-            "(index_id, label, collection_id, id, updated) values (?, ?, ?, ?, ?)",
+            "insert or replace into vector_index_labels (index_id, label, "
+            "collection_id, id, updated, checksum) values (?, ?, ?, ?, ?, ?)",
             ((index_id, *row) for row in label_rows),
         )
         assignments = ", ".join(f"[{key}] = :{key}" for key in values)

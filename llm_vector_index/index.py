@@ -262,7 +262,7 @@ class Index:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             backend = self._new_backend(staging, dimensions)
-            label_rows: list[tuple[int, int, str, int | None]] = []
+            label_rows: list[tuple] = []
             total = sum(
                 self.db.execute(
                     "select count(*) from embeddings where collection_id = ?", [cid]
@@ -273,10 +273,7 @@ class Index:
                 for batch in sync.read_all(self.db, collection_id, dimensions):
                     labels = np.arange(len(label_rows), len(label_rows) + len(batch.ids))
                     backend.add(labels, batch.vectors)
-                    label_rows += zip(
-                        labels.tolist(), [collection_id] * len(batch.ids),
-                        batch.ids, batch.updated,
-                    )
+                    label_rows += batch.label_rows(labels)
                     if progress:
                         progress(len(batch.ids), total)
             _write_generation(staging, self.record.generation + 1)
@@ -297,7 +294,7 @@ class Index:
             self.db, self.record.id, collection_ids, self.record.watermark
         )
         next_label = self.record.next_label
-        label_rows: list[tuple[int, int, str, int | None]] = []
+        label_rows: list[tuple] = []
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
                 labels = self._labels_for(collection_id, batch.ids)
@@ -305,10 +302,7 @@ class Index:
                 labels[new] = np.arange(next_label, next_label + new.sum())
                 next_label += int(new.sum())
                 backend.add(labels, batch.vectors)
-                label_rows += zip(
-                    labels.tolist(), [collection_id] * len(batch.ids),
-                    batch.ids, batch.updated,
-                )
+                label_rows += batch.label_rows(labels)
                 if progress:
                     progress(len(batch.ids), changes.upsert_count)
         if changes.deleted_labels:

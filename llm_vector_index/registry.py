@@ -18,6 +18,7 @@ from .errors import UnknownBackend
 DEFAULT_BACKEND_PLUGINS = (
     "llm_vector_index.backends.exact",
     "llm_vector_index.backends.faiss",
+    "llm_vector_index.backends.hnswlib",
 )
 
 

@@ -27,6 +27,29 @@ class Batch:
     updated: list[int | None]
     vectors: np.ndarray  # (len(ids), dimensions) float32
 
+    def label_rows(self, labels: np.ndarray) -> list[tuple]:
+        "Label map rows: (label, collection_id, id, updated, checksum)."
+        return list(
+            zip(
+                labels.tolist(),
+                [self.collection_id] * len(self.ids),
+                self.ids,
+                self.updated,
+                checksums(self.vectors).tolist(),
+            )
+        )
+
+
+def checksums(vectors: np.ndarray) -> np.ndarray:
+    """A 64-bit checksum per vector, computed for a whole batch at once.
+
+    Each float's bits are multiplied by an odd weight for its position and
+    summed modulo 2**64, so changing any one value changes the sum."""
+    words = np.ascontiguousarray(vectors, dtype="<f4").view("<u4").astype(np.uint64)
+    weights = (np.arange(words.shape[1], dtype=np.uint64) * 0x9E3779B97F4A7C15) | 1
+    with np.errstate(over="ignore"):
+        return (words * weights).sum(axis=1, dtype=np.uint64).view(np.int64)
+
 
 @dataclass
 class Changes:
@@ -50,7 +73,8 @@ def find_changes(
 
     - changed: ``updated >= watermark`` (inclusive: ``updated`` has one-second
       resolution, so rows written in the second of the last build are looked
-      at again) and different from the ``updated`` we indexed;
+      at again) and different from the ``updated`` we indexed, or the same
+      ``updated`` but a different vector checksum (rewritten within a second);
     - new: any row with no label, whatever its ``updated`` says (rows written
       by other tools may carry NULL, old or future timestamps);
     - deleted: labels whose row is gone, or whose collection is no longer one
@@ -93,6 +117,7 @@ def find_changes(
                     },
                 ).fetchall()
             ]
+            ids += _rewritten_in_the_same_second(db, index_id, collection_id, watermark)
         if ids:
             changes.upserts[collection_id] = ids
     covered = ",".join(str(int(collection_id)) for collection_id in collection_ids)
@@ -114,6 +139,30 @@ def find_changes(
         ).fetchall()
     ]
     return changes
+
+
+def _rewritten_in_the_same_second(
+    db: Database, index_id: int, collection_id: int, watermark: int
+) -> list[str]:
+    """Rows at or after the watermark whose ``updated`` equals the indexed one:
+    few (the last build's second), so their vectors are read and compared."""
+    rows = db.execute(
+        """
+        select e.id, l.checksum from embeddings e
+        join vector_index_labels l
+          on l.index_id = :index and l.collection_id = e.collection_id and l.id = e.id
+        where e.collection_id = :collection and e.updated >= :watermark
+        and l.updated is e.updated
+        """,
+        {"collection": collection_id, "index": index_id, "watermark": watermark},
+    ).fetchall()
+    indexed = dict(rows)
+    changed = []
+    for batch in read_rows(db, collection_id, indexed, None):
+        for id, checksum in zip(batch.ids, checksums(batch.vectors).tolist()):
+            if checksum != indexed[id]:
+                changed.append(id)
+    return changed
 
 
 def read_all(

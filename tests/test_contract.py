@@ -2,6 +2,7 @@
 
 from llm_vector_index.backends.exact import ExactIndex
 from llm_vector_index.backends.faiss import FaissIndex
+from llm_vector_index.backends.hnswlib import HnswlibIndex
 from llm_vector_index.testing import VectorIndexContract
 
 
@@ -21,3 +22,8 @@ class TestFaissFlat(VectorIndexContract):
 class TestFaissIVF(VectorIndexContract):
     backend_class = FaissIndex
     options = {"factory": "IVF16,Flat", "nprobe": 16}
+
+
+class TestHnswlib(VectorIndexContract):
+    backend_class = HnswlibIndex
+

@@ -97,6 +97,18 @@ def test_rows_written_in_the_second_of_the_build(db, built, vectors_collection):
     assert top(built, -vectors[20]) == ["old-stamp"]
 
 
+def test_row_rewritten_within_the_same_second(db, built, vectors_collection):
+    ids, vectors = vectors_collection
+    second = built.record.watermark + 5  # still "now" for the next builds
+    write_embeddings(db, "vecs", ["hot"], vectors[:1] * -1, updated=second)
+    assert built.build().added == 1
+    rewritten = vectors[1] * -1  # same id, same second, another vector
+    write_embeddings(db, "vecs", ["hot"], rewritten[None], updated=second)
+    assert built.build().added == 1
+    assert top(built, rewritten) == ["hot"]
+    assert built.build().added == 0  # re-read, compared, unchanged
+
+
 def test_nothing_to_do(db, built):
     before = snapshot(built.path)
     generation = built.record.generation
