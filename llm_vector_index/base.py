@@ -28,6 +28,7 @@ class Option:
     type: type  # int, float, str or bool
     default: Any
     help: str
+    minimum: float | None = None  # for numbers: the smallest value allowed
 
     def parse(self, value: Any) -> Any:
         "Convert a value (a string from the CLI, or a Python value) to this type."
@@ -126,10 +127,16 @@ class VectorIndex(abc.ABC):
                 f"Unknown option {unknown[0]!r} for backend {cls.name} "
                 f"(options: {known})"
             )
-        return {
+        settings = {
             name: option.parse(values[name]) if name in values else option.default
             for name, option in declared.items()
         }
+        for name, option in declared.items():
+            if option.minimum is not None and settings[name] < option.minimum:
+                raise InvalidOptions(
+                    f"Option {name} must be at least {option.minimum:g}"
+                )
+        return settings
 
     # -- the contract ----------------------------------------------------
 
@@ -222,6 +229,15 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+def exact_search(
+    queries: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    "Cosine top-k of normalised queries over any vectors: (scores, labels)."
+    scores = queries @ normalize(vectors).T
+    best = top_k(scores, k)
+    return np.take_along_axis(scores, best, axis=1), labels[best]
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> None:

@@ -21,8 +21,8 @@ from ..base import (
     VectorIndex,
     load_arrays,
     normalize,
+    exact_search,
     save_arrays,
-    top_k,
     unique_last,
 )
 from ..errors import InvalidOptions, VectorIndexError
@@ -63,18 +63,15 @@ class FaissIndex(VectorIndex):
     options = (
         Option("factory", str, "HNSW32", "FAISS index_factory string, e.g. "
                "Flat, HNSW32, IVF1024,Flat, IVF1024,PQ48"),
-        Option("ef_search", int, 64, "HNSW: candidates explored per query"),
-        Option("ef_construction", int, 40, "HNSW: candidates explored per insert"),
-        Option("nprobe", int, 128, "IVF: inverted lists visited per query"),
+        Option("ef_search", int, 64, "HNSW: candidates explored per query", 1),
+        Option("ef_construction", int, 40, "HNSW: candidates explored per insert", 1),
+        Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
     @classmethod
     def validate_options(cls, values, dimensions=None):
         settings = super().validate_options(values, dimensions)
-        for name in ("ef_search", "ef_construction", "nprobe"):
-            if settings[name] < 1:
-                raise InvalidOptions(f"Option {name} must be at least 1")
         # Only faiss itself knows which strings it accepts: try the string on the
         # real dimensions (or a divisible stand-in when they are not known yet).
         try:
@@ -257,10 +254,7 @@ class FaissIndex(VectorIndex):
         return scores, self._slot_labels[slots]
 
     def _exact_search(self, queries, k, slots):
-        vectors = normalize(self._vectors(slots))
-        scores = queries @ vectors.T
-        best = top_k(scores, k)
-        return np.take_along_axis(scores, best, axis=1), self._slot_labels[slots][best]
+        return exact_search(queries, self._vectors(slots), self._slot_labels[slots], k)
 
     def count(self) -> int:
         return len(self._slot_map())
