@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--llm-queries", type=int, default=3,
                         help="llm brute-force queries (each takes seconds)")
-    parser.add_argument("--backends", default="exact,faiss")
+    parser.add_argument("--backends", default="exact,faiss,hnswlib,chroma")
     parser.add_argument("-o", "--option", nargs=3, action="append", default=[],
                         metavar=("BACKEND", "KEY", "VALUE"), help="e.g. -o faiss ef_search 96")
     parser.add_argument("--npz", help="real vectors: shared/data/pypi-minilm-40k.npz")

@@ -29,6 +29,7 @@ class Option:
     default: Any
     help: str
     minimum: float | None = None  # for numbers: the smallest value allowed
+    secret: bool = False  # never printed (tokens)
 
     def parse(self, value: Any) -> Any:
         "Convert a value (a string from the CLI, or a Python value) to this type."
@@ -70,6 +71,9 @@ class Capabilities:
     exact: bool = False  # results are the true k nearest, not approximate
     filtered_search: bool = True  # search(allowed=...) is answered natively
     persistent: bool = True  # save() writes files that a new instance reopens
+    # False where every write lands at once (a Chroma server): changes made
+    # since save() may already be persisted.
+    atomic_save: bool = True
 
 
 class VectorIndex(abc.ABC):
@@ -164,6 +168,13 @@ class VectorIndex(abc.ABC):
 
     def close(self) -> None:
         "Release resources (connections, file handles). Optional."
+
+    def destroy(self) -> None:
+        "Delete what this index keeps outside ``path`` (e.g. on a server). Optional."
+
+    def describe(self) -> dict[str, Any]:
+        "Facts worth showing in ``llm index show`` (never secrets). Optional."
+        return {}
 
     # -- helpers for implementations --------------------------------------
 

@@ -19,7 +19,7 @@ from sqlite_utils import Database
 
 from .errors import VectorIndexError
 from .index import DEFAULT_BACKEND, Index, indexes_directory
-from .registry import get_backends
+from .registry import get_backend, get_backends
 from . import catalog
 
 
@@ -189,11 +189,23 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, datab
             click.echo(json.dumps(output))
 
 
+def _public_options(index_record: catalog.IndexRecord) -> dict:
+    "The index's options with secrets (tokens) masked."
+    try:
+        secret = {o.name for o in get_backend(index_record.backend).cls.options if o.secret}
+    except VectorIndexError:  # its plugin is not installed any more
+        secret = set()
+    return {
+        key: "********" if key in secret and value else value
+        for key, value in index_record.options.items()
+    }
+
+
 def _describe(index_record: catalog.IndexRecord, db: Database) -> dict:
     return {
         "name": index_record.name,
         "backend": index_record.backend,
-        "options": index_record.options,
+        "options": _public_options(index_record),
         "collections": index_record.collections,
         "model": index_record.model,
         "dimensions": index_record.dimensions,
@@ -230,6 +242,9 @@ def index_show(name, database):
     db = open_database(database)
     index = Index(name, db)
     details = _describe(index.record, db)
+    backend = index.backend()
+    if backend is not None:
+        details.update(backend.describe())
     details["disk_bytes"] = sum(
         path.stat().st_size for path in index.path.rglob("*") if path.is_file()
     ) if index.path.exists() else 0

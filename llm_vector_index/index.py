@@ -145,8 +145,11 @@ class Index:
         return cls(name, db)
 
     def delete(self) -> None:
-        "Drop the index: its catalog rows and its files."
+        "Drop the index: its catalog rows, its files, and data kept elsewhere."
+        retired = self._open_saved_backend()
         catalog.delete_record(self.db, self.record.id)
+        if retired is not None:
+            retired.destroy()
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._lock_path.unlink(missing_ok=True)
@@ -257,8 +260,19 @@ class Index:
             ids.append(row["id"])
         return ids
 
+    def _open_saved_backend(self) -> VectorIndex | None:
+        "The backend as saved, or None if there is none or it cannot be opened."
+        if not self.record.built:
+            return None
+        try:
+            return self.backend()
+        except Exception:  # damaged files are what a full rebuild replaces
+            return None
+
     def _build_full(self, collection_ids, dimensions, started, progress):
-        staging = self.path.with_name(f".{self.name}.rebuild")
+        retired = self._open_saved_backend()
+        # Same folder name one level down: backends may name things after it.
+        staging = self.path.parent / ".rebuild" / self.name
         shutil.rmtree(staging, ignore_errors=True)
         try:
             backend = self._new_backend(staging, dimensions)
@@ -287,6 +301,8 @@ class Index:
             started, True, [], label_rows, dimensions=dimensions,
             rows=len(label_rows), next_label=len(label_rows),
         )
+        if retired is not None:
+            retired.destroy()  # e.g. the old collection on a Chroma server
         return BuildReport(True, len(label_rows), 0, len(label_rows), self.record.build_seconds or 0.0)
 
     def _build_incremental(self, backend, collection_ids, dimensions, started, progress):
@@ -295,6 +311,10 @@ class Index:
         )
         next_label = self.record.next_label
         label_rows: list[tuple] = []
+        if changes and not backend.capabilities.atomic_save:
+            # Its writes land at once: mark the files as ahead of the catalog
+            # before the first one, so a failure part-way is detected.
+            _write_generation(self.path, self.record.generation + 1)
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
                 labels = self._labels_for(collection_id, batch.ids)

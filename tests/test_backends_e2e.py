@@ -15,6 +15,7 @@ BACKENDS = [
     ("faiss", []),
     ("faiss", ["-o", "factory", "IVF32,Flat", "-o", "nprobe", "8"]),
     ("hnswlib", []),
+    ("chroma", []),
 ]
 
 
@@ -30,6 +31,15 @@ def ids(output):
 
 @pytest.mark.parametrize("backend,options", BACKENDS)
 def test_backend_end_to_end(db_path, db, backend, options):
+    check_backend(db_path, db, backend, options)
+
+
+def test_chroma_server_end_to_end(db_path, db, chroma_server):
+    options = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
+    check_backend(db_path, db, "chroma", options)
+
+
+def check_backend(db_path, db, backend, options):
     vectors = clustered_vectors(3000, 32, clusters=30, seed=2)
     write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors)
     run("create", "exact", "c", "-b", "exact", "--build", "-d", db_path)

@@ -99,7 +99,7 @@ BAD_INPUT = [
     (["create", "new", "nope"], "Collection 'nope' does not exist"),
     (["create", "new", "vecs", "other"],
      "Collections must share an embedding model: 'vecs' uses test-model, 'other' uses other-model"),
-    (["create", "new", "vecs", "-b", "nope"], "Unknown backend 'nope'; available: exact, faiss, hnswlib"),
+    (["create", "new", "vecs", "-b", "nope"], "Unknown backend 'nope'; available: chroma, exact, faiss, hnswlib"),
     (["create", "new", "vecs", "-o", "bogus", "1"], "Unknown option 'bogus' for backend faiss"),
     (["create", "new", "vecs", "-o", "ef_search", "many"], "Option ef_search must be int, got 'many'"),
     (["create", "new", "vecs", "-o", "ef_search", "0"], "Option ef_search must be at least 1"),

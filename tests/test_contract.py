@@ -1,5 +1,8 @@
 "The shipped contract suite, run for every built-in backend."
 
+import pytest
+
+from llm_vector_index.backends.chroma import ChromaIndex
 from llm_vector_index.backends.exact import ExactIndex
 from llm_vector_index.backends.faiss import FaissIndex
 from llm_vector_index.backends.hnswlib import HnswlibIndex
@@ -27,3 +30,15 @@ class TestFaissIVF(VectorIndexContract):
 class TestHnswlib(VectorIndexContract):
     backend_class = HnswlibIndex
 
+
+
+class TestChromaLocal(VectorIndexContract):
+    backend_class = ChromaIndex
+
+
+class TestChromaServer(VectorIndexContract):
+    backend_class = ChromaIndex
+
+    @pytest.fixture(autouse=True)
+    def _server(self, chroma_server):
+        self.options = dict(chroma_server)

@@ -1,0 +1,207 @@
+"""``chroma``: a Chroma collection, in a local directory or on a Chroma server.
+
+Local mode (the default) keeps a ``PersistentClient`` directory inside the
+index's folder. Server mode (``-o host H -o port P``) talks to ``chroma run``
+through ``HttpClient``: the way to grow past one machine. Vectors are stored
+under our labels as ids, in a collection created with cosine space and no
+embedding function (llm embeds; Chroma's default function would download a
+model). ``import chromadb`` (about a second) happens only in here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..base import (
+    Capabilities,
+    Option,
+    VectorIndex,
+    atomic_write,
+    exact_search,
+    normalize,
+    require,
+    unique_last,
+)
+from ..errors import VectorIndexError
+from ..hookspecs import hookimpl
+
+STATE_FILE = "chroma.json"  # which Chroma collection this index uses
+
+
+def _chromadb():
+    return require("chromadb", "chroma")
+
+
+def collection_name(index_name: str) -> str:
+    """A valid Chroma collection name (3-512 of [a-zA-Z0-9._-], alphanumeric at
+    both ends, no '..') from an index name, unique through a random suffix."""
+    stem = re.sub(r"[^a-zA-Z0-9._-]", "-", index_name).strip("._-")
+    stem = re.sub(r"\.{2,}", ".", stem)[:400] or "index"
+    return f"llm-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def connect(settings: Mapping[str, Any], local_path: Path):
+    "A Chroma client for these options: a server if ``host`` is set."
+    chromadb = _chromadb()
+    from chromadb.config import Settings
+
+    quiet = Settings(anonymized_telemetry=False)
+    if not settings["host"]:
+        local_path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(local_path), settings=quiet)
+    headers = {}
+    if settings["token"]:
+        header = settings["token_header"]
+        value = settings["token"]
+        headers[header] = f"Bearer {value}" if header.lower() == "authorization" else value
+    where = f"{settings['host']}:{settings['port']}"
+    try:
+        client = chromadb.HttpClient(
+            host=settings["host"], port=settings["port"], ssl=settings["ssl"],
+            headers=headers, settings=quiet,
+        )
+        client.heartbeat()
+    except Exception as error:  # connection refused, DNS, TLS, auth: one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise VectorIndexError(f"Cannot reach Chroma server at {where}: {reason}") from None
+    return client
+
+
+class ChromaIndex(VectorIndex):
+    name = "chroma"
+    options = (
+        Option("host", str, "", "Chroma server host (default: a local directory)"),
+        Option("port", int, 8000, "Chroma server port", 1),
+        Option("ssl", bool, False, "Connect to the server over https"),
+        Option("token", str, "", "Auth token for a secured server", secret=True),
+        Option("token_header", str, "Authorization",
+               "Header for the token: Authorization (Bearer) or X-Chroma-Token"),
+        Option("ef_search", int, 100, "HNSW candidates explored per query", 1),
+    )
+    capabilities = Capabilities(exact=False, filtered_search=True, atomic_save=False)
+
+    @classmethod
+    def validate_options(cls, values, dimensions=None):
+        settings = super().validate_options(values, dimensions)
+        if settings["host"]:
+            connect(settings, Path()).close()  # unreachable: refuse before creating
+        return settings
+
+    def __init__(
+        self,
+        path: Path,
+        dimensions: int,
+        metric: str = "cosine",
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(path, dimensions, metric, options)
+        self._client = connect(self.settings, self.path / "chroma")
+        state_file = self.path / STATE_FILE
+        if state_file.exists():
+            self._name = json.loads(state_file.read_text())["collection"]
+        else:
+            self._name = collection_name(self.path.name)
+        self._collection = self._client.get_or_create_collection(
+            self._name,
+            # Chroma defaults to l2 and cannot change space later: say cosine now.
+            configuration={"hnsw": {"space": "cosine", "ef_search": self.settings["ef_search"]}},
+            embedding_function=None,
+        )
+        self._batch = self._client.get_max_batch_size()
+
+    @contextmanager
+    def _write_lock(self):
+        "A local Chroma directory must not be written by two processes at once."
+        if self.settings["host"]:
+            yield
+            return
+        with open(self.path / "chroma.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        labels, vectors = unique_last(labels, normalize(self.check_vectors(vectors)))
+        with self._write_lock():
+            for start in range(0, len(labels), self._batch):  # upsert: add ignores existing ids
+                end = start + self._batch
+                self._collection.upsert(
+                    ids=[str(label) for label in labels[start:end].tolist()],
+                    embeddings=vectors[start:end],
+                )
+
+    def remove(self, labels: np.ndarray) -> None:
+        ids = [str(label) for label in np.asarray(labels, dtype=np.int64).tolist()]
+        with self._write_lock():
+            for start in range(0, len(ids), self._batch):
+                self._collection.delete(ids=ids[start : start + self._batch])
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = normalize(self.check_vectors(queries))
+        ids = None
+        if allowed is not None:
+            ids = [str(label) for label in np.asarray(allowed, dtype=np.int64).tolist()]
+        wanted = min(k, self.count() if ids is None else len(ids))
+        if wanted == 0:
+            return _no_results(len(queries))
+        result = self._collection.query(
+            query_embeddings=queries, n_results=wanted, ids=ids, include=["distances"]
+        )
+        if all(len(row) == wanted for row in result["ids"]):
+            labels = np.array(result["ids"], dtype=np.int64).reshape(len(queries), wanted)
+            distances = np.array(result["distances"], dtype=np.float32).reshape(labels.shape)
+            return 1.0 - distances, labels  # Chroma's cosine distance is 1 - cos
+        # Short: the graph missed some (deletions), or some allowed labels are
+        # not stored. Answer exactly over what is stored.
+        stored = self._collection.get(ids=ids, include=["embeddings"])
+        if not stored["ids"]:
+            return _no_results(len(queries))
+        labels = np.array(stored["ids"], dtype=np.int64)
+        return exact_search(queries, np.asarray(stored["embeddings"], np.float32), labels, k)
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def save(self) -> None:
+        # Chroma persists every write itself; we record which collection is ours.
+        atomic_write(
+            self.path / STATE_FILE,
+            lambda f: f.write(json.dumps({"collection": self._name}).encode()),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def destroy(self) -> None:
+        try:
+            self._client.delete_collection(self._name)
+        except Exception:  # already gone
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        where = (
+            f"{'https' if self.settings['ssl'] else 'http'}://{self.settings['host']}:{self.settings['port']}"
+            if self.settings["host"] else str(self.path / "chroma")
+        )
+        return {"chroma_collection": self._name, "chroma": where}
+
+
+def _no_results(queries: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((queries, 0), np.float32), np.empty((queries, 0), np.int64)
+
+
+@hookimpl
+def register_vector_index_backends(register):
+    register(ChromaIndex)

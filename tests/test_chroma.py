@@ -1,0 +1,82 @@
+"Chroma specifics: server errors, collection names, tokens, server-side cleanup."
+
+import json
+import re
+import socket
+
+import chromadb
+import pytest
+from chromadb.config import Settings
+from click.testing import CliRunner
+
+from llm_vector_index.backends.chroma import collection_name
+from llm_vector_index.cli import index_group
+
+from .conftest import snapshot
+
+
+def run(*args):
+    return CliRunner().invoke(index_group, [str(arg) for arg in args])
+
+
+def server_collections(server):
+    client = chromadb.HttpClient(host=server["host"], port=server["port"],
+                                 settings=Settings(anonymized_telemetry=False))
+    try:
+        return {collection.name for collection in client.list_collections()}
+    finally:
+        client.close()
+
+
+def test_unreachable_server_is_one_line_and_writes_nothing(db_path, vectors_collection):
+    assert run("create", "ix", "vecs", "-b", "exact", "-d", db_path).exit_code == 0
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes")
+    result = run("create", "remote", "vecs", "-b", "chroma", "-o", "host", "127.0.0.1",
+                 "-o", "port", port, "-d", db_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: Cannot reach Chroma server at 127.0.0.1:{port}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes") == before
+
+
+@pytest.mark.parametrize("name", ["ix", "a..b", "x" * 100, "-_.", "docs.v2"])
+def test_collection_names_are_valid_for_chroma(name):
+    derived = collection_name(name)
+    assert 3 <= len(derived) <= 512
+    assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]*[a-zA-Z0-9]", derived)
+    assert ".." not in derived
+    assert collection_name(name) != derived  # unique per index
+
+
+def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, chroma_server):
+    server = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
+    created = run("create", "remote", "vecs", "-b", "chroma", *server,
+                  "-o", "token", "s3cret-token", "--build", "-d", db_path)
+    assert created.exit_code == 0, created.output
+    shown = run("show", "remote", "-d", db_path).output
+    assert "s3cret-token" not in shown
+    details = json.loads(shown)
+    assert details["options"]["token"] == "********"
+    first = details["chroma_collection"]
+    assert first.startswith("llm-remote-") and first in server_collections(chroma_server)
+    assert details["chroma"] == f"http://127.0.0.1:{chroma_server['port']}"
+    assert "s3cret-token" not in run("list", "--json", "-d", db_path).output
+
+    assert run("build", "remote", "--full", "-d", db_path).exit_code == 0
+    second = json.loads(run("show", "remote", "-d", db_path).output)["chroma_collection"]
+    assert second != first
+    assert first not in server_collections(chroma_server)  # the old one was removed
+    assert len(json.loads(run("similar", "remote", "v001", "-n", "300", "-d", db_path).output.splitlines()[0]))
+
+    assert run("drop", "remote", "-d", db_path).exit_code == 0
+    assert second not in server_collections(chroma_server)
+
+
+def test_local_chroma_lives_beside_the_database(db_path, vectors_collection):
+    assert run("create", "local", "vecs", "-b", "chroma", "--build", "-d", db_path).exit_code == 0
+    details = json.loads(run("show", "local", "-d", db_path).output)
+    assert details["chroma"].startswith(str(db_path.parent / "embeddings.db.vector-indexes" / "local"))
+    assert details["rows"] == 200
