@@ -28,14 +28,18 @@ step llm collections list
 step llm index backends
 step llm index create articles-hnsw articles
 step llm index create articles-exact articles --backend exact
-step llm index build articles-hnsw
-step llm index build articles-exact
+step llm index create articles-hnswlib articles --backend hnswlib
+step llm index create articles-chroma articles --backend chroma
+for index in articles-hnsw articles-exact articles-hnswlib articles-chroma; do
+  step llm index build "$index"
+done
 step llm index list
 
-echo; echo "Same query three ways: llm's brute force, then the two indexes"
+echo; echo "The same query: llm's brute force, then each index"
 step time llm similar articles a000042 -n 3
-step time llm index similar articles-exact a000042 -n 3
-step time llm index similar articles-hnsw a000042 -n 3
+for index in articles-exact articles-hnsw articles-hnswlib articles-chroma; do
+  step time llm index similar "$index" a000042 -n 3
+done
 
 echo; echo "Change 1% of the rows, delete 10, then build again: only those are read"
 python - <<PY

@@ -8,9 +8,7 @@ freshness: numpy in, numpy out.
 from __future__ import annotations
 
 import abc
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -249,39 +247,3 @@ def exact_search(
     scores = queries @ normalize(vectors).T
     best = top_k(scores, k)
     return np.take_along_axis(scores, best, axis=1), labels[best]
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write a file through ``write(fileobj)`` so that readers see the old or
-    the new content, never a torn one: temp file, fsync, rename, fsync dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fileobj:
-            write(fileobj)
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    "Atomically save named arrays as one uncompressed .npz file."
-    atomic_write(path, lambda fileobj: np.savez(fileobj, **arrays))
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
-    "Arrays saved by ``save_arrays``, or None if nothing was saved yet."
-    if not Path(path).exists():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}

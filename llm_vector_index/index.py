@@ -25,7 +25,8 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import catalog, sync
-from .base import VectorIndex, atomic_write
+from .base import VectorIndex
+from .storage import atomic_write
 from .errors import (
     DimensionMismatch,
     IdNotFound,

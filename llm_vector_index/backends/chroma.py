@@ -11,7 +11,6 @@ model). ``import chromadb`` (about a second) happens only in here.
 from __future__ import annotations
 
 import fcntl
-import json
 import re
 import uuid
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ from ..base import (
     Capabilities,
     Option,
     VectorIndex,
-    atomic_write,
     exact_search,
     normalize,
     require,
@@ -32,8 +30,7 @@ from ..base import (
 )
 from ..errors import VectorIndexError
 from ..hookspecs import hookimpl
-
-STATE_FILE = "chroma.json"  # which Chroma collection this index uses
+from ..storage import load_snapshot, save_snapshot
 
 
 def _chromadb():
@@ -104,9 +101,9 @@ class ChromaIndex(VectorIndex):
     ) -> None:
         super().__init__(path, dimensions, metric, options)
         self._client = connect(self.settings, self.path / "chroma")
-        state_file = self.path / STATE_FILE
-        if state_file.exists():
-            self._name = json.loads(state_file.read_text())["collection"]
+        saved = load_snapshot(self.path)
+        if saved is not None:
+            self._name = saved.meta["collection"]
         else:
             self._name = collection_name(self.path.name)
         self._collection = self._client.get_or_create_collection(
@@ -116,6 +113,8 @@ class ChromaIndex(VectorIndex):
             embedding_function=None,
         )
         self._batch = self._client.get_max_batch_size()
+        # Chroma counts by scanning (about 10 ms at 100k rows): once per change.
+        self._count: int | None = None
 
     @contextmanager
     def _write_lock(self):
@@ -132,6 +131,7 @@ class ChromaIndex(VectorIndex):
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels, vectors = unique_last(labels, normalize(self.check_vectors(vectors)))
+        self._count = None
         with self._write_lock():
             for start in range(0, len(labels), self._batch):  # upsert: add ignores existing ids
                 end = start + self._batch
@@ -142,6 +142,7 @@ class ChromaIndex(VectorIndex):
 
     def remove(self, labels: np.ndarray) -> None:
         ids = [str(label) for label in np.asarray(labels, dtype=np.int64).tolist()]
+        self._count = None
         with self._write_lock():
             for start in range(0, len(ids), self._batch):
                 self._collection.delete(ids=ids[start : start + self._batch])
@@ -172,14 +173,13 @@ class ChromaIndex(VectorIndex):
         return exact_search(queries, np.asarray(stored["embeddings"], np.float32), labels, k)
 
     def count(self) -> int:
-        return self._collection.count()
+        if self._count is None:
+            self._count = self._collection.count()
+        return self._count
 
     def save(self) -> None:
         # Chroma persists every write itself; we record which collection is ours.
-        atomic_write(
-            self.path / STATE_FILE,
-            lambda f: f.write(json.dumps({"collection": self._name}).encode()),
-        )
+        save_snapshot(self.path, {}, meta={"collection": self._name})
 
     def close(self) -> None:
         self._client.close()

@@ -11,18 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..base import (
-    Capabilities,
-    VectorIndex,
-    load_arrays,
-    normalize,
-    save_arrays,
-    top_k,
-    unique_last,
-)
+from ..base import Capabilities, VectorIndex, normalize, top_k, unique_last
 from ..hookspecs import hookimpl
-
-STATE_FILE = "exact.npz"
+from ..storage import array_writer, load_snapshot, save_snapshot
 
 
 class ExactIndex(VectorIndex):
@@ -37,13 +28,13 @@ class ExactIndex(VectorIndex):
         options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(path, dimensions, metric, options)
-        saved = load_arrays(self.path / STATE_FILE)
+        saved = load_snapshot(self.path)
         if saved is None:
             self._labels = np.empty(0, dtype=np.int64)
             self._vectors = np.empty((0, dimensions), dtype=np.float32)
         else:
-            self._labels = saved["labels"]
-            self._vectors = saved["vectors"]
+            self._labels = saved.array("labels")
+            self._vectors = saved.array("vectors")
         self._size = len(self._labels)
         self._positions: dict[int, int] | None = None  # built on first write
 
@@ -115,10 +106,12 @@ class ExactIndex(VectorIndex):
         return self._size
 
     def save(self) -> None:
-        save_arrays(
-            self.path / STATE_FILE,
-            labels=self._labels[: self._size],
-            vectors=self._vectors[: self._size],
+        save_snapshot(
+            self.path,
+            {
+                "labels": array_writer(self._labels[: self._size]),
+                "vectors": array_writer(self._vectors[: self._size]),
+            },
         )
 
 

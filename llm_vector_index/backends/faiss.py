@@ -19,16 +19,13 @@ from ..base import (
     Capabilities,
     Option,
     VectorIndex,
-    load_arrays,
-    normalize,
     exact_search,
-    save_arrays,
+    normalize,
     unique_last,
 )
 from ..errors import InvalidOptions, VectorIndexError
 from ..hookspecs import hookimpl
-
-STATE_FILE = "faiss.npz"
+from ..storage import array_writer, load_snapshot, save_snapshot
 # Compact when tombstones exceed this share of the slots (and at least 1,000).
 COMPACT_RATIO = 0.25
 # Filters this small are searched exactly over reconstructed vectors: a graph
@@ -94,7 +91,7 @@ class FaissIndex(VectorIndex):
     ) -> None:
         super().__init__(path, dimensions, metric, options)
         faiss = _faiss()
-        saved = load_arrays(self.path / STATE_FILE)
+        saved = load_snapshot(self.path)
         if saved is None:
             self._index = faiss.index_factory(
                 dimensions, self.settings["factory"], faiss.METRIC_INNER_PRODUCT
@@ -107,15 +104,15 @@ class FaissIndex(VectorIndex):
             if ivf is not None:
                 ivf.make_direct_map()  # lets compaction reconstruct vectors
         else:
-            self._index = faiss.deserialize_index(saved["index"])
-            self._slot_labels = saved["slot_labels"]
+            self._index = faiss.read_index(str(saved.files["index"]))
+            self._slot_labels = saved.array("slot_labels")
         self._slots: dict[int, int] | None = None  # label -> live slot, lazily
         self._live_mask: np.ndarray | None = None
         self._all_live = True
         # Vectors waiting until there are enough to train on (IVF, PQ).
         self._pending: list[np.ndarray] = []
-        if saved is not None and len(saved["pending"]):
-            self._pending.append(saved["pending"])
+        if saved is not None and "pending" in saved.files:
+            self._pending.append(np.array(saved.array("pending")))
 
     # -- faiss index types --------------------------------------------------
 
@@ -265,16 +262,14 @@ class FaissIndex(VectorIndex):
         compactable = not self._pending and dead >= 1000
         if compactable and dead > COMPACT_RATIO * len(self._slot_labels):
             self._compact()
-        save_arrays(
-            self.path / STATE_FILE,
-            index=_faiss().serialize_index(self._index),
-            slot_labels=self._slot_labels,
-            pending=(
-                self._pending[0]
-                if self._pending
-                else np.empty((0, self.dimensions), np.float32)
-            ),
-        )
+        files = {
+            # written by faiss itself: no copy of the index through Python
+            "index": lambda path: _faiss().write_index(self._index, str(path)),
+            "slot_labels": array_writer(self._slot_labels),
+        }
+        if self._pending:
+            files["pending"] = array_writer(self._pending[0])
+        save_snapshot(self.path, files)
 
     def _compact(self) -> None:
         "Rebuild from the live vectors so tombstones stop costing time and space."

@@ -7,7 +7,6 @@ does not grow the file. ``import hnswlib`` happens only when an index opens.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,16 +16,14 @@ from ..base import (
     Capabilities,
     Option,
     VectorIndex,
-    load_arrays,
+    exact_search,
     normalize,
     require,
-    exact_search,
-    save_arrays,
     unique_last,
 )
 from ..hookspecs import hookimpl
+from ..storage import array_writer, load_snapshot, save_snapshot
 
-STATE_FILE = "hnswlib.npz"  # our metadata; names the graph file it belongs to
 EXACT_FILTER_LIMIT = 4096  # allow-lists this small are scanned exactly
 SINGLE_THREAD_QUERIES = 8
 
@@ -57,7 +54,7 @@ class HnswlibIndex(VectorIndex):
         super().__init__(path, dimensions, metric, options)
         hnswlib = require("hnswlib", "hnswlib")
         self._graph = hnswlib.Index(space="cosine", dim=dimensions)
-        saved = load_arrays(self.path / STATE_FILE)
+        saved = load_snapshot(self.path)
         if saved is None:
             self._graph.init_index(
                 max_elements=1024,
@@ -67,14 +64,10 @@ class HnswlibIndex(VectorIndex):
             )
             self._live: set[int] = set()
             self._marked: set[int] = set()  # marked deleted, slot maybe reused
-            self._graph_file: str | None = None
         else:
-            self._graph_file = str(saved["graph_file"])
-            self._graph.load_index(
-                str(self.path / self._graph_file), allow_replace_deleted=True
-            )
-            self._live = set(saved["live"].tolist())
-            self._marked = set(saved["marked"].tolist())
+            self._graph.load_index(str(saved.files["graph"]), allow_replace_deleted=True)
+            self._live = set(saved.array("live").tolist())
+            self._marked = set(saved.array("marked").tolist())
         # ef is not in hnswlib's file: it comes from our options every time.
         self._graph.set_ef(self.settings["ef"])
 
@@ -139,27 +132,20 @@ class HnswlibIndex(VectorIndex):
         return len(self._live)
 
     def save(self) -> None:
-        # Write the graph under a new name, then point our metadata at it in one
-        # atomic rename: a crash leaves the previous pair intact.
-        self.path.mkdir(parents=True, exist_ok=True)
-        previous = self._graph_file
-        generation = 0 if previous is None else int(previous.split("-")[1].split(".")[0]) + 1
-        graph_file = f"graph-{generation}.bin"
-        self._graph.save_index(str(self.path / graph_file))
-        with open(self.path / graph_file, "rb") as written:
-            os.fsync(written.fileno())
-        present = set(self._graph.get_ids_list())
-        self._marked &= present  # forget deleted labels whose slots were reused
-        save_arrays(
-            self.path / STATE_FILE,
-            graph_file=np.array(graph_file),
-            live=np.fromiter(self._live, dtype=np.int64, count=len(self._live)),
-            marked=np.fromiter(self._marked, dtype=np.int64, count=len(self._marked)),
-            ef=np.array(self.settings["ef"]),
+        self._marked &= set(self._graph.get_ids_list())  # slots reused since
+        save_snapshot(
+            self.path,
+            {
+                "graph": lambda path: self._graph.save_index(str(path)),
+                "live": array_writer(np.fromiter(self._live, np.int64, len(self._live))),
+                "marked": array_writer(
+                    np.fromiter(self._marked, np.int64, len(self._marked))
+                ),
+            },
+            # hnswlib's file lacks ef; recorded here, though the index's
+            # options (which set it on every open) are the source of truth.
+            meta={"ef": self.settings["ef"]},
         )
-        self._graph_file = graph_file
-        if previous and previous != graph_file:
-            (self.path / previous).unlink(missing_ok=True)
 
 
 @hookimpl
