@@ -7,14 +7,11 @@ objects scored exactly as llm scores them.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +23,9 @@ from sqlite_utils import Database
 
 from . import catalog, sync
 from .base import VectorIndex
-from .storage import atomic_write
 from .errors import (
     DimensionMismatch,
     IdNotFound,
-    IndexBusy,
     IndexExists,
     InvalidIndexName,
     ModelMismatch,
@@ -38,6 +33,7 @@ from .errors import (
     UnknownCollection,
     VectorIndexError,
 )
+from .build import Build, BuildReport, read_generation
 from .registry import get_backend
 
 DEFAULT_BACKEND = "faiss"
@@ -49,15 +45,6 @@ class IndexEntry(Entry):
     "An llm ``Entry`` that also names the collection the row came from."
 
     collection: str | None = None
-
-
-@dataclass
-class BuildReport:
-    full: bool
-    added: int  # rows (re)indexed
-    deleted: int
-    rows: int  # rows in the index afterwards
-    seconds: float
 
 
 def indexes_directory(db: Database) -> Path:
@@ -113,7 +100,7 @@ class Index:
             raise UnknownCollection("An index needs at least one collection")
         models = {}
         for collection in collections:
-            row = _collection_row(db, collection)
+            row = sync.collection_row(db, collection)
             if row is None:
                 raise UnknownCollection(f"Collection {collection!r} does not exist")
             models[collection] = row["model"]
@@ -125,7 +112,7 @@ class Index:
                     f"{models[first]}, {collection!r} uses {models[collection]}"
                 )
         backend_class = get_backend(backend).cls
-        dimensions = _peek_dimensions(db, collections)
+        dimensions = sync.peek_dimensions(db, collections)
         settings = backend_class.validate_options(options or {}, dimensions)
         if cls.exists(db, name):
             raise IndexExists(f"Index {name!r} already exists")
@@ -147,13 +134,13 @@ class Index:
 
     def delete(self) -> None:
         "Drop the index: its catalog rows, its files, and data kept elsewhere."
-        retired = self._open_saved_backend()
+        retired = self.open_saved_backend()
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
-        self._lock_path.unlink(missing_ok=True)
+        self.lock_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._backend is not None:
@@ -176,92 +163,48 @@ class Index:
         return indexes_directory(self.db) / self.name
 
     @property
-    def _lock_path(self) -> Path:
+    def lock_path(self) -> Path:
+        "Held while a build runs: one build at a time per index."
         return indexes_directory(self.db) / f".{self.name}.lock"
 
     def count(self) -> int:
         "Rows in the index as of its last build."
         return self.record.rows
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        "Read the catalog row again (after a build, or another process's)."
         record = catalog.get_record(self.db, self.name)
         if record is None:
             raise self.DoesNotExist(f"Index {self.name!r} does not exist")
         self.record = record
 
-    def _new_backend(self, path: Path, dimensions: int) -> VectorIndex:
+    def new_backend(self, path: Path, dimensions: int) -> VectorIndex:
+        "A backend of this index's kind and options, opening what is in ``path``."
         backend_class = get_backend(self.record.backend).cls
         return backend_class(path, dimensions, self.record.metric, self.record.options)
 
     def backend(self) -> VectorIndex | None:
         "The backend as last saved (None before the first build with rows)."
         if self._backend is None and self.record.dimensions:
-            self._backend = self._new_backend(self.path, self.record.dimensions)
+            self._backend = self.new_backend(self.path, self.record.dimensions)
         return self._backend
 
     # -- building -------------------------------------------------------------
-
-    @contextmanager
-    def _build_lock(self) -> Iterator[None]:
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock_file:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise IndexBusy(
-                    f"Index {self.name!r} is being built by another process"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def build(
         self, full: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> BuildReport:
         """Bring the index up to date with the rows now in its collections.
 
-        Incremental unless ``full`` (or the saved backend disagrees with the
+        Incremental unless ``full`` (or the saved files disagree with the
         catalog, e.g. after a crash mid-build). ``progress(rows, total)`` is
-        called as each batch of rows is indexed. The backend is saved before the catalog commits, so
-        an interrupted build leaves the previous state usable.
+        called as each batch of rows is indexed. The backend is saved before
+        the catalog commits, so an interrupted build leaves the previous state
+        usable or visibly stale.
         """
-        started = time.time()
-        with self._build_lock():
-            self._reload()
-            collection_ids = self._collection_ids()
-            dimensions = self.record.dimensions or _peek_dimensions(
-                self.db, self.collections
-            )
-            catalog.ensure_schema(self.db)
-            if dimensions is None:  # nothing to index yet
-                self._commit(started, True, [], [], dimensions=None, rows=0)
-                return BuildReport(full, 0, 0, 0, time.time() - started)
-            backend = self.backend() if self.record.built else None
-            if backend is not None and not self._files_match_catalog(backend):
-                full = True  # an interrupted build: start again from the rows
-            if full or backend is None:  # first builds stream every row
-                return self._build_full(collection_ids, dimensions, started, progress)
-            return self._build_incremental(
-                backend, collection_ids, dimensions, started, progress
-            )
+        return Build(self, progress).run(full)
 
-    def _collection_ids(self) -> list[int]:
-        ids = []
-        for collection in self.collections:
-            row = _collection_row(self.db, collection)
-            if row is None:
-                continue  # deleted from llm: its labels are dropped
-            if row["model"] != self.record.model:
-                raise ModelMismatch(
-                    f"Collection {collection!r} now uses {row['model']} but index "
-                    f"{self.name!r} was built with {self.record.model}: drop and "
-                    "re-create the index"
-                )
-            ids.append(row["id"])
-        return ids
-
-    def _open_saved_backend(self) -> VectorIndex | None:
+    def open_saved_backend(self) -> VectorIndex | None:
         "The backend as saved, or None if there is none or it cannot be opened."
         if not self.record.built:
             return None
@@ -270,119 +213,12 @@ class Index:
         except Exception:  # damaged files are what a full rebuild replaces
             return None
 
-    def _build_full(self, collection_ids, dimensions, started, progress):
-        retired = self._open_saved_backend()
-        # Same folder name one level down: backends may name things after it.
-        staging = self.path.parent / ".rebuild" / self.name
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            backend = self._new_backend(staging, dimensions)
-            label_rows: list[tuple] = []
-            total = sum(
-                self.db.execute(
-                    "select count(*) from embeddings where collection_id = ?", [cid]
-                ).fetchone()[0]
-                for cid in collection_ids
-            )
-            for collection_id in collection_ids:
-                for batch in sync.read_all(self.db, collection_id, dimensions):
-                    labels = np.arange(len(label_rows), len(label_rows) + len(batch.ids))
-                    backend.add(labels, batch.vectors)
-                    label_rows += batch.label_rows(labels)
-                    if progress:
-                        progress(len(batch.ids), total)
-            _write_generation(staging, self.record.generation + 1)
-            backend.save()
-            backend.close()
-            self.close()
-            _swap_directories(staging, self.path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        self._commit(
-            started, True, [], label_rows, dimensions=dimensions,
-            rows=len(label_rows), next_label=len(label_rows),
-        )
-        if retired is not None:
-            retired.destroy()  # e.g. the old collection on a Chroma server
-        return BuildReport(True, len(label_rows), 0, len(label_rows), self.record.build_seconds or 0.0)
-
-    def _build_incremental(self, backend, collection_ids, dimensions, started, progress):
-        changes = sync.find_changes(
-            self.db, self.record.id, collection_ids, self.record.watermark
-        )
-        next_label = self.record.next_label
-        label_rows: list[tuple] = []
-        if changes and not backend.capabilities.atomic_save:
-            # Its writes land at once: mark the files as ahead of the catalog
-            # before the first one, so a failure part-way is detected.
-            _write_generation(self.path, self.record.generation + 1)
-        for collection_id, ids in changes.upserts.items():
-            for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
-                labels = self._labels_for(collection_id, batch.ids)
-                new = labels < 0
-                labels[new] = np.arange(next_label, next_label + new.sum())
-                next_label += int(new.sum())
-                backend.add(labels, batch.vectors)
-                label_rows += batch.label_rows(labels)
-                if progress:
-                    progress(len(batch.ids), changes.upsert_count)
-        if changes.deleted_labels:
-            backend.remove(np.array(changes.deleted_labels, dtype=np.int64))
-        if changes:
-            # The marker goes first: if we die before the catalog commits, the
-            # files and the catalog disagree visibly rather than silently.
-            _write_generation(self.path, self.record.generation + 1)
-            backend.save()
-        rows = backend.count()
-        self._commit(
-            started, False, changes.deleted_labels, label_rows,
-            new_generation=bool(changes),
-            dimensions=dimensions, rows=rows, next_label=next_label,
-        )
-        return BuildReport(
-            False, len(label_rows), len(changes.deleted_labels), rows,
-            self.record.build_seconds or 0.0,
-        )
-
-    def _files_match_catalog(self, backend: VectorIndex) -> bool:
+    def files_match_catalog(self, backend: VectorIndex) -> bool:
         "False after a build that saved files but did not commit the catalog."
         return (
-            _read_generation(self.path) == self.record.generation
+            read_generation(self.path) == self.record.generation
             and backend.count() == self.record.rows
         )
-
-    def _labels_for(self, collection_id: int, ids: list[str]) -> np.ndarray:
-        "Existing labels for these ids (a changed row keeps its label), -1 if new."
-        known = dict(
-            self.db.execute(
-                "select id, label from vector_index_labels where index_id = ? "
-                f"and collection_id = ? and id in ({','.join('?' * len(ids))})",
-                [self.record.id, collection_id, *ids],
-            ).fetchall()
-        )
-        return np.array([known.get(id, -1) for id in ids], dtype=np.int64)
-
-    def _commit(
-        self, started, replace_all, deleted, label_rows, new_generation=True, **values
-    ) -> None:
-        finished = time.time()
-        catalog.commit_build(
-            self.db,
-            self.record.id,
-            replace_all=replace_all,
-            deleted_labels=deleted,
-            label_rows=label_rows,
-            new_generation=new_generation,
-            values={
-                **values,
-                # Whole seconds, taken before the scan: rows written during the
-                # build carry updated >= this and are looked at next time.
-                "watermark": int(started),
-                "built": finished,
-                "build_seconds": finished - started,
-            },
-        )
-        self._reload()
 
     # -- queries --------------------------------------------------------------
 
@@ -445,7 +281,7 @@ class Index:
                 f"has {dimensions}"
             )
         backend = self.backend()
-        if not self._files_match_catalog(backend):
+        if not self.files_match_catalog(backend):
             raise VectorIndexError(
                 f"Index {self.name!r} files do not match its catalog (an interrupted "
                 f"build?): run llm index build {self.name}"
@@ -515,48 +351,3 @@ class Index:
         ]
         entries.sort(key=lambda entry: entry.score, reverse=True)
         return entries
-
-
-def _collection_row(db: Database, name: str) -> dict | None:
-    if not db["collections"].exists():
-        return None
-    rows = list(db["collections"].rows_where("name = ?", [name]))
-    return rows[0] if rows else None
-
-
-def _peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
-    "Dimensions of the first stored vector in these collections, if any."
-    for collection in collections:
-        row = db.execute(
-            "select length(e.embedding) from embeddings e "
-            "join collections c on c.id = e.collection_id "
-            "where c.name = ? and e.embedding is not null limit 1",
-            [collection],
-        ).fetchone()
-        if row is not None:
-            return row[0] // 4
-    return None
-
-
-GENERATION_FILE = "generation"
-
-
-def _write_generation(directory: Path, generation: int) -> None:
-    "Record which catalog generation the files in ``directory`` belong to."
-    atomic_write(directory / GENERATION_FILE, lambda f: f.write(b"%d" % generation))
-
-
-def _read_generation(directory: Path) -> int | None:
-    try:
-        return int((directory / GENERATION_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _swap_directories(new: Path, current: Path) -> None:
-    "Put a freshly built folder in place of the current one."
-    retired = current.with_name(f".{current.name}.retired-{os.getpid()}")
-    if current.exists():
-        os.replace(current, retired)
-    os.replace(new, current)
-    shutil.rmtree(retired, ignore_errors=True)

@@ -7,7 +7,7 @@ them; it never decodes a vector row by row (one ``np.frombuffer`` per batch).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,3 +215,24 @@ def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
         updated=[row[1] for row in rows],
         vectors=vectors.astype(np.float32, copy=False),
     )
+
+
+def collection_row(db: Database, name: str) -> dict | None:
+    if not db["collections"].exists():
+        return None
+    rows = list(db["collections"].rows_where("name = ?", [name]))
+    return rows[0] if rows else None
+
+
+def peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
+    "Dimensions of the first stored vector in these collections, if any."
+    for collection in collections:
+        row = db.execute(
+            "select length(e.embedding) from embeddings e "
+            "join collections c on c.id = e.collection_id "
+            "where c.name = ? and e.embedding is not null limit 1",
+            [collection],
+        ).fetchone()
+        if row is not None:
+            return row[0] // 4
+    return None

@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import llm
-import numpy as np
 import pytest
 from llm.plugins import pm
 from sqlite_utils import Database

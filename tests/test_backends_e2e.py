@@ -3,7 +3,6 @@ change and delete, similar; results agree with the exact backend."""
 
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

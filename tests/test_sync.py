@@ -2,7 +2,6 @@
 
 import fcntl
 
-import llm
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -186,7 +185,7 @@ def test_wrong_dimension_row_is_refused(db, built):
 
 
 def test_one_build_at_a_time(db, built):
-    with open(built._lock_path, "a") as held:
+    with open(built.lock_path, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(IndexBusy, match="being built by another process"):
             built.build()

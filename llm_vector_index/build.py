@@ -1,0 +1,228 @@
+"""One build of one index: the incremental scan applied to its backend, the
+backend saved, then the catalog committed.
+
+A generation marker beside the backend's files says which catalog generation
+they belong to; it is written before the files change, so a build that dies
+before the catalog commits leaves files and catalog visibly out of step (the
+next query says so, the next build repairs it), never silently wrong.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import catalog, sync
+from .base import VectorIndex
+from .errors import IndexBusy, ModelMismatch
+from .storage import atomic_write
+
+if TYPE_CHECKING:
+    from .index import Index
+
+GENERATION_FILE = "generation"
+
+
+@dataclass
+class BuildReport:
+    full: bool
+    added: int  # rows (re)indexed
+    deleted: int
+    rows: int  # rows in the index afterwards
+    seconds: float
+
+
+class Build:
+    def __init__(
+        self, index: Index, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.index = index
+        self.db = index.db
+        self.progress = progress
+        self.started = time.time()
+
+    def run(self, full: bool) -> BuildReport:
+        index = self.index
+        with build_lock(index):
+            index.reload()
+            record = index.record
+            collection_ids = self._collection_ids()
+            dimensions = record.dimensions or sync.peek_dimensions(self.db, index.collections)
+            catalog.ensure_schema(self.db)
+            if dimensions is None:  # nothing to index yet
+                self._commit(True, [], [], dimensions=None, rows=0)
+                return BuildReport(full, 0, 0, 0, time.time() - self.started)
+            backend = index.backend() if record.built else None
+            if backend is not None and not index.files_match_catalog(backend):
+                full = True  # an interrupted build: start again from the rows
+            if full or backend is None:  # first builds stream every row
+                return self._full(collection_ids, dimensions)
+            return self._incremental(backend, collection_ids, dimensions)
+
+    def _collection_ids(self) -> list[int]:
+        record = self.index.record
+        ids = []
+        for collection in record.collections:
+            row = sync.collection_row(self.db, collection)
+            if row is None:
+                continue  # deleted from llm: its labels are dropped
+            if row["model"] != record.model:
+                raise ModelMismatch(
+                    f"Collection {collection!r} now uses {row['model']} but index "
+                    f"{record.name!r} was built with {record.model}: drop and "
+                    "re-create the index"
+                )
+            ids.append(row["id"])
+        return ids
+
+    def _full(self, collection_ids: list[int], dimensions: int) -> BuildReport:
+        index = self.index
+        retired = index.open_saved_backend()
+        # Same folder name one level down: backends may name things after it.
+        staging = index.path.parent / ".rebuild" / index.name
+        shutil.rmtree(staging, ignore_errors=True)
+        label_rows: list[tuple] = []
+        try:
+            backend = index.new_backend(staging, dimensions)
+            total = sum(
+                self.db.execute(
+                    "select count(*) from embeddings where collection_id = ?", [cid]
+                ).fetchone()[0]
+                for cid in collection_ids
+            )
+            for collection_id in collection_ids:
+                for batch in sync.read_all(self.db, collection_id, dimensions):
+                    labels = np.arange(len(label_rows), len(label_rows) + len(batch.ids))
+                    backend.add(labels, batch.vectors)
+                    label_rows += batch.label_rows(labels)
+                    if self.progress:
+                        self.progress(len(batch.ids), total)
+            write_generation(staging, index.record.generation + 1)
+            backend.save()
+            backend.close()
+            index.close()
+            _swap_directories(staging, index.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        rows = len(label_rows)
+        self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
+        if retired is not None:
+            retired.destroy()  # e.g. the old collection on a Chroma server
+        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0)
+
+    def _incremental(
+        self, backend: VectorIndex, collection_ids: list[int], dimensions: int
+    ) -> BuildReport:
+        index = self.index
+        record = index.record
+        changes = sync.find_changes(self.db, record.id, collection_ids, record.watermark)
+        next_label = record.next_label
+        label_rows: list[tuple] = []
+        if changes and not backend.capabilities.atomic_save:
+            # Its writes land at once: mark the files as ahead of the catalog
+            # before the first one, so a failure part-way is detected.
+            write_generation(index.path, record.generation + 1)
+        for collection_id, ids in changes.upserts.items():
+            for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
+                labels = self._labels_for(collection_id, batch.ids)
+                new = labels < 0
+                labels[new] = np.arange(next_label, next_label + new.sum())
+                next_label += int(new.sum())
+                backend.add(labels, batch.vectors)
+                label_rows += batch.label_rows(labels)
+                if self.progress:
+                    self.progress(len(batch.ids), changes.upsert_count)
+        if changes.deleted_labels:
+            backend.remove(np.array(changes.deleted_labels, dtype=np.int64))
+        if changes:
+            write_generation(index.path, record.generation + 1)
+            backend.save()
+        rows = backend.count()
+        self._commit(
+            False, changes.deleted_labels, label_rows, new_generation=bool(changes),
+            dimensions=dimensions, rows=rows, next_label=next_label,
+        )
+        return BuildReport(
+            False, len(label_rows), len(changes.deleted_labels), rows,
+            index.record.build_seconds or 0.0,
+        )
+
+    def _labels_for(self, collection_id: int, ids: list[str]) -> np.ndarray:
+        "Existing labels for these ids (a changed row keeps its label), -1 if new."
+        known = dict(
+            self.db.execute(
+                "select id, label from vector_index_labels where index_id = ? "
+                f"and collection_id = ? and id in ({','.join('?' * len(ids))})",
+                [self.index.record.id, collection_id, *ids],
+            ).fetchall()
+        )
+        return np.array([known.get(id, -1) for id in ids], dtype=np.int64)
+
+    def _commit(
+        self, replace_all, deleted, label_rows, new_generation=True, **values
+    ) -> None:
+        finished = time.time()
+        catalog.commit_build(
+            self.db,
+            self.index.record.id,
+            replace_all=replace_all,
+            deleted_labels=deleted,
+            label_rows=label_rows,
+            new_generation=new_generation,
+            values={
+                **values,
+                # Whole seconds, taken before the scan: rows written during the
+                # build carry updated >= this and are looked at next time.
+                "watermark": int(self.started),
+                "built": finished,
+                "build_seconds": finished - self.started,
+            },
+        )
+        self.index.reload()
+
+
+@contextmanager
+def build_lock(index: Index) -> Iterator[None]:
+    "One build at a time per index, across processes."
+    index.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(index.lock_path, "a") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexBusy(
+                f"Index {index.name!r} is being built by another process"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def write_generation(directory: Path, generation: int) -> None:
+    "Record which catalog generation the files in ``directory`` belong to."
+    atomic_write(directory / GENERATION_FILE, lambda f: f.write(b"%d" % generation))
+
+
+def read_generation(directory: Path) -> int | None:
+    try:
+        return int((directory / GENERATION_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _swap_directories(new: Path, current: Path) -> None:
+    "Put a freshly built folder in place of the current one."
+    retired = current.with_name(f".{current.name}.retired-{os.getpid()}")
+    if current.exists():
+        os.replace(current, retired)
+    os.replace(new, current)
+    shutil.rmtree(retired, ignore_errors=True)
