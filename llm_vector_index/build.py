@@ -10,6 +10,7 @@ next query says so, the next build repairs it), never silently wrong.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import catalog, sync
+from . import catalog, freshness, sync
 from .base import VectorIndex
 from .errors import IndexBusy, ModelMismatch
 from .storage import atomic_write
@@ -56,6 +57,8 @@ class Build:
             index.reload()
             record = index.record
             collection_ids = self._collection_ids()
+            # Before the scan: a row written during the build changes it again.
+            self.fingerprint = freshness.fingerprint(self.db, collection_ids)
             dimensions = record.dimensions or sync.peek_dimensions(self.db, index.collections)
             catalog.ensure_schema(self.db)
             if dimensions is None:  # nothing to index yet
@@ -185,6 +188,7 @@ class Build:
                 "watermark": int(self.started),
                 "built": finished,
                 "build_seconds": finished - self.started,
+                "fingerprint": json.dumps(self.fingerprint),
             },
         )
         self.index.reload()

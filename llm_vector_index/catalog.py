@@ -9,6 +9,7 @@ the llm row it holds (and that row's ``updated`` as indexed);
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,16 @@ def m001_create_tables(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_refresh_and_fingerprint(db: Database) -> None:
+    # refresh: "auto" (a query first brings a stale index up to date) or
+    # "manual" (a query answers from the last build and says it is behind).
+    db["vector_indexes"].add_column("refresh", str, not_null_default="auto")
+    # What the collections looked like when the last build started: see
+    # freshness.py. JSON, NULL before the first build.
+    db["vector_indexes"].add_column("fingerprint", str)
+
+
 def ensure_schema(db: Database) -> None:
     "Create or upgrade our tables, and the one index we add to llm's table."
     migrations.apply(db)
@@ -102,12 +113,16 @@ class IndexRecord:
     rows: int
     next_label: int
     generation: int
+    refresh: str = "auto"
+    fingerprint: dict | None = None
     collections: list[str] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: dict, collections: list[str]) -> IndexRecord:
         values = dict(row)
         values["options"] = json.loads(values["options"])
+        if values.get("fingerprint"):
+            values["fingerprint"] = json.loads(values["fingerprint"])
         return cls(**values, collections=collections)
 
 
@@ -145,7 +160,8 @@ def insert_record(
     dimensions: int | None,
     collections: list[str],
     created: float,
-) -> None:
+    refresh: str = "auto",
+) -> int:
     with db.atomic():
         index_id = (
             db["vector_indexes"]
@@ -158,6 +174,7 @@ def insert_record(
                     "dimensions": dimensions,
                     "metric": "cosine",
                     "created": created,
+                    "refresh": refresh,
                 }
             )
             .last_pk
@@ -166,6 +183,60 @@ def insert_record(
             {"index_id": index_id, "collection": collection, "position": position}
             for position, collection in enumerate(collections)
         )
+    return index_id
+
+
+def set_default(db: Database, collection: str, index_id: int) -> None:
+    db["vector_index_defaults"].upsert(
+        {"collection": collection, "index_id": index_id}, pk="collection"
+    )
+
+
+def clear_default(db: Database, collection: str) -> None:
+    if has_catalog(db):
+        db.execute("delete from vector_index_defaults where collection = ?", [collection])
+        db.conn.commit()
+
+
+def default_index_name(db: Database, collection: str) -> str | None:
+    "The name of the collection's default index, or None (the usual case)."
+    if not has_catalog(db):
+        return None
+    row = db.execute(
+        "select i.name from vector_index_defaults d "
+        "join vector_indexes i on i.id = d.index_id where d.collection = ?",
+        [collection],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def defaults_of(db: Database, index_id: int) -> list[str]:
+    "Collections whose default index this is."
+    return [
+        row[0]
+        for row in db.execute(
+            "select collection from vector_index_defaults where index_id = ? "
+            "order by collection",
+            [index_id],
+        )
+    ]
+
+
+def is_writable(db: Database, index_id: int) -> bool:
+    "Can this connection write the catalog? (False for a read-only database.)"
+    try:
+        db.execute("savepoint vector_index_probe")
+        try:
+            db.execute(
+                "update vector_indexes set generation = generation where id = ?",
+                [index_id],
+            )
+        finally:
+            db.execute("rollback to vector_index_probe")
+            db.execute("release vector_index_probe")
+        return True
+    except sqlite3.OperationalError:
+        return False
 
 
 def delete_record(db: Database, index_id: int) -> None:

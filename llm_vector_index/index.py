@@ -7,44 +7,35 @@ objects scored exactly as llm scores them.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import llm
-from llm.embeddings import Entry
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, sync
+from . import catalog, freshness, query, sync
 from .base import VectorIndex
+from .build import Build, BuildReport, read_generation
 from .errors import (
-    DimensionMismatch,
     IdNotFound,
+    IndexBusy,
     IndexExists,
     InvalidIndexName,
     ModelMismatch,
-    NotBuilt,
     UnknownCollection,
     VectorIndexError,
 )
-from .build import Build, BuildReport, read_generation
+from .query import IndexEntry
 from .registry import get_backend
 
 DEFAULT_BACKEND = "faiss"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-@dataclass
-class IndexEntry(Entry):
-    "An llm ``Entry`` that also names the collection the row came from."
-
-    collection: str | None = None
 
 
 def indexes_directory(db: Database) -> Path:
@@ -87,6 +78,8 @@ class Index:
         *,
         backend: str = DEFAULT_BACKEND,
         options: dict[str, Any] | None = None,
+        refresh: str = "auto",
+        default: bool = False,
     ) -> Index:
         """Define an index (nothing is read until ``build()``). Everything is
         checked before anything is written."""
@@ -95,6 +88,7 @@ class Index:
                 f"Invalid index name {name!r}: use letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
+        _check_refresh(refresh)
         collections = list(dict.fromkeys(collections))
         if not collections:
             raise UnknownCollection("An index needs at least one collection")
@@ -127,10 +121,15 @@ class Index:
             dimensions=dimensions,
             collections=collections,
             created=time.time(),
+            refresh=refresh,
         )
         # A folder left by an index of this name that was dropped by hand.
         shutil.rmtree(directory / name, ignore_errors=True)
-        return cls(name, db)
+        index = cls(name, db)
+        if default:
+            for collection in collections:
+                index.set_default(collection)
+        return index
 
     def delete(self) -> None:
         "Drop the index: its catalog rows, its files, and data kept elsewhere."
@@ -220,10 +219,100 @@ class Index:
             and backend.count() == self.record.rows
         )
 
+    # -- freshness ----------------------------------------------------------------
+
+    def collection_ids(self, only: str | None = None) -> list[int]:
+        "Ids of the covered collections that exist now (or just ``only``)."
+        if only is not None and only not in self.collections:
+            raise VectorIndexError(
+                f"Index {self.name!r} does not cover collection {only!r}"
+            )
+        names = [only] if only is not None else self.collections
+        rows = [sync.collection_row(self.db, name) for name in names]
+        return [row["id"] for row in rows if row is not None]
+
+    def ensure_fresh(self) -> None:
+        """Make sure a query will not miss rows added since the last build.
+
+        Cheap when nothing changed (see freshness.py). With refresh "auto" a
+        stale index is first brought up to date; with "manual", or when the
+        database cannot be written, the query answers from the last build and
+        says so on stderr, once per index and process.
+        """
+        if self.record.built is None:
+            return
+        if freshness.is_current(self.db, self.record.fingerprint, self.collection_ids()):
+            return
+        if self.record.refresh == "auto" and catalog.is_writable(self.db, self.record.id):
+            try:
+                self.build()
+                return
+            except IndexBusy:
+                pass  # another process is building: answer from what is saved
+        key = (str(self.path), self.record.generation)
+        if key not in _warned:
+            _warned.add(key)
+            changes = sync.find_changes(
+                self.db, self.record.id, self.collection_ids(), self.record.watermark
+            )
+            click.echo(
+                f"Warning: index {self.name!r} is behind its collections "
+                f"({changes.upsert_count} rows added or changed, "
+                f"{len(changes.deleted_labels)} deleted since its last build); "
+                f"run llm index build {self.name}",
+                err=True,
+            )
+
+    def set_refresh(self, mode: str) -> None:
+        "``auto``: queries bring a stale index up to date first; ``manual``: they warn."
+        _check_refresh(mode)
+        self.db.execute(
+            "update vector_indexes set refresh = ? where id = ?", [mode, self.record.id]
+        )
+        self.db.conn.commit()
+        self.reload()
+
+    # -- default index ----------------------------------------------------------
+
+    def set_default(self, collection: str | None = None) -> None:
+        """Make this the default index of ``collection`` (optional for an index
+        over one collection): ``collection.similar()`` and ``llm similar`` use it."""
+        if collection is None:
+            if len(self.collections) > 1:
+                raise VectorIndexError(
+                    f"Index {self.name!r} covers several collections: name one"
+                )
+            collection = self.collections[0]
+        if collection not in self.collections:
+            raise VectorIndexError(
+                f"Index {self.name!r} does not cover collection {collection!r}"
+            )
+        catalog.set_default(self.db, collection, self.record.id)
+
+    def defaults(self) -> list[str]:
+        "The collections whose default index this is."
+        return catalog.defaults_of(self.db, self.record.id)
+
+    @classmethod
+    def default_for(cls, db: Database, collection: str) -> Index | None:
+        "The collection's default index, or None."
+        name = catalog.default_index_name(db, collection)
+        return cls(name, db) if name else None
+
+    @staticmethod
+    def clear_default(db: Database, collection: str) -> None:
+        catalog.clear_default(db, collection)
+
     # -- queries --------------------------------------------------------------
 
     def similar(
-        self, value: str | bytes, number: int = 10, prefix: str | None = None
+        self,
+        value: str | bytes,
+        number: int = 10,
+        prefix: str | None = None,
+        *,
+        collection: str | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[IndexEntry]:
         "Embed ``value`` with the index's model and return the nearest rows."
         try:
@@ -234,23 +323,34 @@ class Index:
                 "installed: query by ID or vector, or install its plugin"
             ) from None
         vector = model.embed(value)
-        return self.similar_by_vector(vector, number, prefix=prefix)
+        return self.similar_by_vector(
+            vector, number, prefix=prefix, collection=collection, where=where
+        )
 
     def similar_by_id(
-        self, id: str, number: int = 10, prefix: str | None = None
+        self,
+        id: str,
+        number: int = 10,
+        prefix: str | None = None,
+        *,
+        collection: str | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[IndexEntry]:
         """Rows nearest to the stored row ``id`` (itself excluded). In an index
-        over several collections, the first collection holding ``id`` is used."""
-        for collection in self.collections:
+        over several collections, the first collection holding ``id`` is used,
+        unless ``collection`` names one (and restricts the results to it)."""
+        for name in [collection] if collection else self.collections:
             row = self.db.execute(
                 "select c.id, e.embedding from embeddings e "
                 "join collections c on c.id = e.collection_id "
                 "where c.name = ? and e.id = ?",
-                [collection, id],
+                [name, id],
             ).fetchone()
             if row is not None:
-                vector = np.frombuffer(row[1], dtype="<f4")
-                return self._search(vector, number, prefix, skip={(row[0], id)})
+                return query.search(
+                    self, np.frombuffer(row[1], dtype="<f4"), number, prefix=prefix,
+                    skip=frozenset({(row[0], id)}), collection=collection, where=where,
+                )
         raise IdNotFound(f"ID {id!r} not found in index {self.name!r}")
 
     def similar_by_vector(
@@ -259,95 +359,24 @@ class Index:
         number: int = 10,
         skip_id: str | None = None,
         prefix: str | None = None,
+        *,
+        collection: str | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[IndexEntry]:
-        "Rows nearest to ``vector``; ``skip_id`` excludes that id (as in llm)."
-        skip = {(None, skip_id)} if skip_id is not None else set()
-        return self._search(vector, number, prefix, skip)
-
-    def _search(self, vector, number, prefix, skip) -> list[IndexEntry]:
-        if not isinstance(number, int) or number < 1:
-            raise VectorIndexError(f"number must be a positive integer, got {number!r}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        dimensions = self.record.dimensions
-        if self.record.built is None:
-            raise NotBuilt(
-                f"Index {self.name!r} has not been built: run llm index build {self.name}"
-            )
-        if dimensions is None:
-            return []  # built, but its collections were empty
-        if query.shape != (dimensions,):
-            raise DimensionMismatch(
-                f"Query vector has {query.size} dimensions, index {self.name!r} "
-                f"has {dimensions}"
-            )
-        backend = self.backend()
-        if not self.files_match_catalog(backend):
-            raise VectorIndexError(
-                f"Index {self.name!r} files do not match its catalog (an interrupted "
-                f"build?): run llm index build {self.name}"
-            )
-        allowed = self._prefix_labels(prefix) if prefix else None
-        if allowed is not None and len(allowed) == 0:
-            return []
-        available = backend.count() if allowed is None else len(allowed)
-        k = number + len(skip)
-        while True:
-            _, labels = backend.search(query.reshape(1, -1), k, allowed)
-            entries = self._entries(labels[0], query, skip)
-            # Rows deleted since the build are dropped: fetch more until enough.
-            if len(entries) >= number or k >= available:
-                return entries[:number]
-            k = min(available, k * 2)
-
-    def _prefix_labels(self, prefix: str) -> np.ndarray:
-        # The same LIKE as llm, so the same ASCII case-insensitivity and wildcards.
-        rows = self.db.execute(
-            "select label from vector_index_labels where index_id = ? "
-            "and id like ? || '%'",
-            [self.record.id, prefix],
-        ).fetchall()
-        return np.array([row[0] for row in rows], dtype=np.int64)
-
-    def _entries(self, labels: np.ndarray, query: np.ndarray, skip) -> list[IndexEntry]:
-        """Rows for these labels, re-scored exactly as llm scores them (cosine
-        over the stored float32 values, in double precision), best first."""
-        if len(labels) == 0:
-            return []
-        rows = self.db.execute(
-            f"""
-            select l.label, l.collection_id, c.name, e.id, e.content, e.metadata,
-                   e.embedding
-            from vector_index_labels l
-            join embeddings e on e.collection_id = l.collection_id and e.id = l.id
-            join collections c on c.id = l.collection_id
-            where l.index_id = ? and l.label in ({','.join('?' * len(labels))})
-            """,
-            [self.record.id, *labels.tolist()],
-        ).fetchall()
-        rows = [
-            row for row in rows
-            if (row[1], row[3]) not in skip and (None, row[3]) not in skip
-            and row[6] is not None and len(row[6]) == 4 * len(query)
-        ]
-        if not rows:
-            return []
-        vectors = np.frombuffer(b"".join(row[6] for row in rows), dtype="<f4")
-        vectors = vectors.reshape(len(rows), len(query)).astype(np.float64)
-        query64 = query.astype(np.float64)
-        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
-        scores = np.divide(
-            vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0
+        """Rows nearest to ``vector``; ``skip_id`` excludes that id (as in llm),
+        ``collection`` restricts to one covered collection, ``where`` to rows
+        whose metadata has these values (``{"a.b": 1}`` reaches into nested)."""
+        skip = frozenset({(None, skip_id)}) if skip_id is not None else frozenset()
+        return query.search(
+            self, vector, number, prefix=prefix, skip=skip, collection=collection,
+            where=where,
         )
-        show_collection = len(self.collections) > 1
-        entries = [
-            IndexEntry(
-                id=row[3],
-                score=float(score),
-                content=row[4],
-                metadata=json.loads(row[5]) if row[5] else None,
-                collection=row[2] if show_collection else None,
-            )
-            for row, score in zip(rows, scores)
-        ]
-        entries.sort(key=lambda entry: entry.score, reverse=True)
-        return entries
+
+
+# (index folder, generation) already warned about: say it once per process.
+_warned: set[tuple[str, int]] = set()
+
+
+def _check_refresh(mode: str) -> None:
+    if mode not in ("auto", "manual"):
+        raise VectorIndexError(f"refresh must be 'auto' or 'manual', got {mode!r}")

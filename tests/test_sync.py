@@ -138,11 +138,22 @@ def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collectio
         built.build()  # backend saved, catalog not committed
     monkeypatch.undo()
     reopened = Index("ix", db)
+    reopened.set_refresh("manual")
     with pytest.raises(Exception, match="do not match its catalog"):
         reopened.similar_by_vector(vectors[0])
     report = reopened.build()
     assert report.full and report.rows == 201
     assert top(reopened, -vectors[0]) == ["late"]
+
+
+def test_interrupted_build_repaired_by_an_auto_refresh_query(db, built, vectors_collection, monkeypatch):
+    ids, vectors = vectors_collection
+    write_embeddings(db, "vecs", ["late"], (vectors[0] * -1)[None])
+    monkeypatch.setattr(catalog, "commit_build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        built.build()
+    monkeypatch.undo()
+    assert top(Index("ix", db), -vectors[0]) == ["late"]  # rebuilt first, then answered
 
 
 def test_interrupted_full_build_is_detected(db, built, vectors_collection, monkeypatch):
@@ -158,6 +169,7 @@ def test_interrupted_full_build_is_detected(db, built, vectors_collection, monke
         built.build(full=True)  # files swapped in, catalog not committed
     monkeypatch.undo()
     reopened = Index("ix", db)
+    reopened.set_refresh("manual")
     with pytest.raises(Exception, match="do not match its catalog"):
         reopened.similar_by_vector(vectors[1])
     assert reopened.build().full

@@ -1,0 +1,110 @@
+"""Filtered queries: which rows a query may return, and how to search them.
+
+A filter is any mix of a collection (within a multi-collection index), an id
+prefix (SQL ``LIKE prefix || '%'``, exactly as llm: ASCII case-insensitive,
+``%`` and ``_`` are wildcards) and metadata equalities
+(``json_extract(metadata, '$.KEY') = value``; a dotted KEY reaches into
+nested objects). Small matching subsets are searched exactly from their rows
+in SQLite (the "scratch index"); larger ones go to the backend as an
+allow-list of labels. ``SCRATCH_LIMIT`` comes from benchmarks/filtered_search.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from .errors import VectorIndexError
+
+# Below this many matching rows, reading them and scanning exactly beats a
+# filtered backend search (measured crossover, see docs/usage.md).
+SCRATCH_LIMIT = 20_000
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+# Columns every row query selects, in this order (see Index._rank).
+ROW_COLUMNS = "e.collection_id, c.name, e.id, e.content, e.metadata, e.embedding"
+
+
+def json_path(key: str) -> str:
+    "``a.b`` -> ``$.\"a\".\"b\"``: quoted, so keys with '-' work as themselves."
+    if not KEY_PATTERN.match(key):
+        raise VectorIndexError(
+            f"Invalid metadata key {key!r}: use letters, digits, '_' and '-', "
+            "with '.' between nested keys"
+        )
+    return "$" + "".join(f'."{part}"' for part in key.split("."))
+
+
+def sql_value(value: Any) -> Any:
+    "How ``json_extract`` returns a JSON value: true/false as 1/0."
+    if isinstance(value, bool):
+        return int(value)
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise VectorIndexError(f"Metadata filter values must be scalars, got {value!r}")
+
+
+def parse_cli_value(text: str) -> Any:
+    "A --where value from the command line: JSON scalars as such, else the text."
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if not isinstance(value, (list, dict)) else text
+
+
+@dataclass
+class Filter:
+    collection_ids: list[int]
+    prefix: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+
+    def _clauses(self) -> tuple[str, list[Any]]:
+        marks = ",".join("?" * len(self.collection_ids)) or "null"
+        clauses = [f"e.collection_id in ({marks})"]
+        params: list[Any] = list(self.collection_ids)
+        if self.prefix:
+            clauses.append("e.id like ? || '%'")
+            params.append(self.prefix)
+        for key, value in self.where.items():
+            clauses.append("json_extract(e.metadata, ?) = ?")
+            params += [json_path(key), sql_value(value)]
+        return " and ".join(clauses), params
+
+    def scratch_rows(self, db: Database, limit: int = SCRATCH_LIMIT) -> list[tuple] | None:
+        "Every matching row with its vector, or None if there are more than ``limit``."
+        clauses, params = self._clauses()
+        rows = self._query(
+            db,
+            f"select {ROW_COLUMNS} from embeddings e "
+            f"join collections c on c.id = e.collection_id where {clauses} limit ?",
+            [*params, limit + 1],
+        )
+        return rows if len(rows) <= limit else None
+
+    def labels(self, db: Database, index_id: int):
+        "Labels of the matching rows the index holds (the backend's allow-list)."
+        import numpy as np
+
+        clauses, params = self._clauses()
+        rows = self._query(
+            db,
+            "select l.label from vector_index_labels l join embeddings e "
+            "on e.collection_id = l.collection_id and e.id = l.id "
+            f"where l.index_id = ? and {clauses}",
+            [index_id, *params],
+        )
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    @staticmethod
+    def _query(db: Database, sql: str, params: list[Any]) -> list[tuple]:
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:  # e.g. metadata that is not JSON
+            raise VectorIndexError(f"Filter failed: {error}") from None

@@ -1,0 +1,131 @@
+"""Answering a query: the backend (or a scratch scan for small filtered
+subsets) proposes rows, SQLite supplies them, and they are scored exactly as
+llm scores them: cosine over the stored float32 values, in double precision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from llm.embeddings import Entry
+
+from .errors import DimensionMismatch, NotBuilt, VectorIndexError
+from .filters import ROW_COLUMNS, Filter
+
+if TYPE_CHECKING:
+    from .index import Index
+
+# (collection_id, id) pairs to leave out; collection_id None: in any collection.
+Skip = frozenset
+
+
+@dataclass
+class IndexEntry(Entry):
+    "An llm ``Entry`` that also names the collection the row came from."
+
+    collection: str | None = None
+
+
+def search(
+    index: Index,
+    vector: Any,
+    number: int,
+    *,
+    prefix: str | None = None,
+    skip: Skip = frozenset(),
+    collection: str | None = None,
+    where: dict[str, Any] | None = None,
+) -> list[IndexEntry]:
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise VectorIndexError(f"number must be a positive integer, got {number!r}")
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    index.ensure_fresh()
+    record = index.record
+    if record.built is None:
+        raise NotBuilt(
+            f"Index {record.name!r} has not been built: run llm index build {record.name}"
+        )
+    if record.dimensions is None:
+        return []  # built, but its collections were empty
+    if query.shape != (record.dimensions,):
+        raise DimensionMismatch(
+            f"Query vector has {query.size} dimensions, index {record.name!r} "
+            f"has {record.dimensions}"
+        )
+    show_collection = len(record.collections) > 1 and collection is None
+    allowed = None
+    if prefix or collection or where:
+        restricted = index.collection_ids(only=collection)
+        if not restricted:
+            return []
+        subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
+        rows = subset.scratch_rows(index.db)
+        if rows is not None:  # small: exact over just those rows
+            return rank(rows, query, skip, show_collection)[:number]
+        allowed = subset.labels(index.db, record.id)
+    return _backend_search(index, query, number, skip, allowed, show_collection)
+
+
+def _backend_search(index, query, number, skip, allowed, show_collection):
+    backend = index.backend()
+    if not index.files_match_catalog(backend):
+        raise VectorIndexError(
+            f"Index {index.name!r} files do not match its catalog (an interrupted "
+            f"build?): run llm index build {index.name}"
+        )
+    available = backend.count() if allowed is None else len(allowed)
+    k = number + len(skip)
+    while True:
+        _, labels = backend.search(query.reshape(1, -1), k, allowed)
+        entries = rank(_rows_for_labels(index, labels[0]), query, skip, show_collection)
+        # Rows deleted since the build drop out here: fetch more until enough.
+        if len(entries) >= number or k >= available:
+            return entries[:number]
+        k = min(available, k * 2)
+
+
+def _rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
+    if len(labels) == 0:
+        return []
+    return index.db.execute(
+        f"""
+        select {ROW_COLUMNS}
+        from vector_index_labels l
+        join embeddings e on e.collection_id = l.collection_id and e.id = l.id
+        join collections c on c.id = l.collection_id
+        where l.index_id = ? and l.label in ({','.join('?' * len(labels))})
+        """,
+        [index.record.id, *labels.tolist()],
+    ).fetchall()
+
+
+def rank(
+    rows: list[tuple], query: np.ndarray, skip: Skip, show_collection: bool
+) -> list[IndexEntry]:
+    "Rows (see filters.ROW_COLUMNS) as entries, scored as llm scores, best first."
+    rows = [
+        row for row in rows
+        if (row[0], row[2]) not in skip and (None, row[2]) not in skip
+        and row[5] is not None and len(row[5]) == 4 * len(query)
+    ]
+    if not rows:
+        return []
+    vectors = np.frombuffer(b"".join(row[5] for row in rows), dtype="<f4")
+    vectors = vectors.reshape(len(rows), len(query)).astype(np.float64)
+    query64 = query.astype(np.float64)
+    norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
+    scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)
+    order = np.argsort(-scores, kind="stable")
+    return [
+        IndexEntry(
+            id=rows[i][2],
+            score=float(scores[i]),
+            content=rows[i][3],
+            metadata=json.loads(rows[i][4]) if rows[i][4] else None,
+            collection=rows[i][1] if show_collection else None,
+        )
+        for i in order.tolist()
+    ]
