@@ -5,6 +5,7 @@ contract (``VectorIndex``, ``Option``, ``Capabilities``) and ``hookimpl`` for
 plugins that add backends through ``register_vector_index_backends``.
 """
 
+from . import collection
 from .base import Capabilities, Option, VectorIndex
 from .errors import (
     DimensionMismatch,
@@ -24,6 +25,7 @@ from .index import BuildReport, Index, IndexEntry
 from .registry import BackendInfo, add_hookspecs, get_backend, get_backends
 
 add_hookspecs()
+collection.install()
 
 __all__ = [
     "BackendInfo",

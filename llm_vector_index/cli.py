@@ -15,9 +15,11 @@ from pathlib import Path
 import click
 import llm
 from click_default_group import DefaultGroup
+from llm.embeddings import Collection
 from sqlite_utils import Database
 
 from .errors import VectorIndexError
+from .filters import parse_cli_value
 from .index import DEFAULT_BACKEND, Index, indexes_directory
 from .registry import get_backend, get_backends
 from . import catalog
@@ -71,8 +73,16 @@ def index_group():
     help="Backend option, e.g. -o factory HNSW32",
 )
 @click.option("--build", "build_now", is_flag=True, help="Build the index right away")
+@click.option(
+    "--default", "make_default", is_flag=True,
+    help="Make it the default index of its collections (used by llm similar)",
+)
+@click.option(
+    "--refresh", type=click.Choice(["auto", "manual"]), default="auto", show_default=True,
+    help="auto: a query first brings a stale index up to date; manual: it warns",
+)
 @database_option
-def index_create(name, collections, backend, options, build_now, database):
+def index_create(name, collections, backend, options, build_now, make_default, refresh, database):
     """
     Create a vector index over one or more collections
 
@@ -85,7 +95,8 @@ def index_create(name, collections, backend, options, build_now, database):
     """
     db = open_database(database)
     index = Index.create(
-        name, collections, db, backend=backend, options=dict(options)
+        name, collections, db, backend=backend, options=dict(options),
+        refresh=refresh, default=make_default,
     )
     click.echo(
         f"Created index {name} ({backend}) over {', '.join(index.collections)}",
@@ -149,8 +160,12 @@ def _build(index: Index, full: bool) -> None:
 @click.option("-n", "--number", type=int, default=10, help="Number of results to return")
 @click.option("-p", "--plain", is_flag=True, help="Output in plain text format")
 @click.option("--prefix", default="", help="Just IDs with this prefix")
+@click.option(
+    "wheres", "-w", "--where", type=(str, str), multiple=True,
+    help="Just rows whose metadata KEY equals VALUE (a.b for nested keys)",
+)
 @database_option
-def index_similar(name, id, input, content, binary, number, plain, prefix, database):
+def index_similar(name, id, input, content, binary, number, plain, prefix, wheres, database):
     """
     Return the top N most similar rows, like 'llm similar', from an index
 
@@ -161,8 +176,9 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, datab
     if not id and not content and not input:
         raise click.ClickException("Must provide content or an ID for the comparison")
     index = Index(name, open_database(database))
+    where = {key: parse_cli_value(value) for key, value in wheres}
     if id:
-        results = index.similar_by_id(id, number, prefix=prefix)
+        results = index.similar_by_id(id, number, prefix=prefix, where=where)
     else:
         if not content:
             if not input or input == "-":
@@ -172,7 +188,7 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, datab
                     content = f.read()
         if not content:
             raise click.ClickException("No content provided")
-        results = index.similar(content, number, prefix=prefix)
+        results = index.similar(content, number, prefix=prefix, where=where)
     for result in results:
         output = asdict(result)
         if output["collection"] is None:
@@ -210,6 +226,8 @@ def _describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "model": index_record.model,
         "dimensions": index_record.dimensions,
         "metric": index_record.metric,
+        "refresh": index_record.refresh,
+        "default_for": catalog.defaults_of(db, index_record.id),
         "rows": index_record.rows,
         "built": index_record.built,
         "build_seconds": index_record.build_seconds,
@@ -231,7 +249,9 @@ def index_list(json_, database):
     for record in records:
         state = f"{record.rows} rows" if record.built else "not built"
         click.echo(f"{record.name}: {record.backend} over {', '.join(record.collections)}")
-        click.echo(f"  {state}, {record.model}")
+        defaults = catalog.defaults_of(db, record.id)
+        default = f", default for {', '.join(defaults)}" if defaults else ""
+        click.echo(f"  {state}, {record.model}{default}")
 
 
 @index_group.command(name="show")
@@ -258,6 +278,39 @@ def index_drop(name, database):
     "Drop an index and its files (the collections are untouched)"
     Index(name, open_database(database)).delete()
     click.echo(f"Dropped index {name}", err=True)
+
+
+@index_group.command(name="default")
+@click.argument("collection")
+@click.argument("name", required=False)
+@click.option("--clear", is_flag=True, help="Remove the collection's default index")
+@database_option
+def index_default(collection, name, clear, database):
+    """
+    Show, set or clear a collection's default index
+
+    With a default index, 'llm similar COLLECTION' and collection.similar()
+    in Python use the index instead of a brute-force scan.
+
+    \b
+        llm index default docs              # show it
+        llm index default docs docs-hnsw    # set it
+        llm index default docs --clear      # back to brute force
+    """
+    db = open_database(database)
+    if not Collection.exists(db, collection):
+        raise click.ClickException(f"Collection {collection!r} does not exist")
+    if clear and name:
+        raise click.UsageError("Give an index name or --clear, not both")
+    if clear:
+        Index.clear_default(db, collection)
+        click.echo(f"Collection {collection} has no default index", err=True)
+    elif name:
+        Index(name, db).set_default(collection)
+        click.echo(f"Default index of {collection}: {name}", err=True)
+    else:
+        current = catalog.default_index_name(db, collection)
+        click.echo(current if current else f"Collection {collection} has no default index")
 
 
 @index_group.command(name="backends")

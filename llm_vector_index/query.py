@@ -55,6 +55,8 @@ def search(
             f"Query vector has {query.size} dimensions, index {record.name!r} "
             f"has {record.dimensions}"
         )
+    if len(record.collections) == 1:
+        collection = None  # restricting to its only collection filters nothing
     show_collection = len(record.collections) > 1 and collection is None
     allowed = None
     if prefix or collection or where:

@@ -1,0 +1,123 @@
+"""Teach ``llm.Collection`` to use vector indexes, without subclassing it.
+
+Importing ``llm_vector_index`` (which llm does when it loads plugins) wraps
+``Collection.similar``, ``similar_by_id`` and ``similar_by_vector`` so they
+accept ``index=``:
+
+- ``index=None`` (the default): the collection's default index if it has one,
+  else llm's own brute force, unchanged (same results, same SQL);
+- ``index="name"``: that index, which must cover the collection;
+- ``index=False``: llm's brute force, even with a default index.
+
+``where={...}`` filters on metadata and needs an index. With an index over
+several collections, results come from this collection only. Everything here
+is in this one module so that it is easy to remove if llm grows its own hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from llm.embeddings import Collection, Entry
+
+ORIGINALS = {
+    name: getattr(Collection, name)
+    for name in ("similar", "similar_by_id", "similar_by_vector")
+}
+
+
+def _chosen_index(collection: Collection, index: str | bool | None, where):
+    from .index import Index
+
+    if index is False:
+        chosen = None
+    elif index is None:
+        chosen = Index.default_for(collection.db, collection.name)
+    else:
+        chosen = Index(index, collection.db)
+    if chosen is None and where:
+        raise ValueError("where= needs an index: pass index='name' or set a default")
+    return chosen
+
+
+def _plain(entries) -> list[Entry]:
+    "Exactly llm's Entry objects, so callers cannot tell the difference."
+    return [Entry(e.id, e.score, e.content, e.metadata) for e in entries]
+
+
+def similar_by_vector(
+    self: Collection,
+    vector,
+    number: int = 10,
+    skip_id: str | None = None,
+    prefix: str | None = None,
+    *,
+    index: str | bool | None = None,
+    where: dict[str, Any] | None = None,
+) -> list[Entry]:
+    "llm's similar_by_vector, through an index when there is one (see module)."
+    chosen = _chosen_index(self, index, where)
+    if chosen is None:
+        return ORIGINALS["similar_by_vector"](self, vector, number, skip_id=skip_id, prefix=prefix)
+    return _plain(
+        chosen.similar_by_vector(
+            vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
+        )
+    )
+
+
+def similar_by_id(
+    self: Collection,
+    id: str,
+    number: int = 10,
+    prefix: str | None = None,
+    *,
+    index: str | bool | None = None,
+    where: dict[str, Any] | None = None,
+) -> list[Entry]:
+    "llm's similar_by_id, through an index when there is one (see module)."
+    chosen = _chosen_index(self, index, where)
+    if chosen is None:
+        return ORIGINALS["similar_by_id"](self, id, number, prefix=prefix)
+    row = self.db.execute(
+        "select embedding from embeddings where collection_id = ? and id = ?",
+        [self.id, id],
+    ).fetchone()
+    if row is None:
+        raise self.DoesNotExist("ID not found")  # what llm raises
+    return _plain(
+        chosen.similar_by_id(id, number, prefix=prefix, collection=self.name, where=where)
+    )
+
+
+def similar(
+    self: Collection,
+    value: str | bytes,
+    number: int = 10,
+    prefix: str | None = None,
+    *,
+    index: str | bool | None = None,
+    where: dict[str, Any] | None = None,
+) -> list[Entry]:
+    "llm's similar, through an index when there is one (see module)."
+    chosen = _chosen_index(self, index, where)
+    if chosen is None:
+        return ORIGINALS["similar"](self, value, number, prefix=prefix)
+    vector = np.asarray(self.model().embed(value), dtype=np.float32)
+    return _plain(
+        chosen.similar_by_vector(vector, number, prefix=prefix, collection=self.name, where=where)
+    )
+
+
+def install() -> None:
+    "Route Collection queries through indexes (idempotent)."
+    Collection.similar = similar
+    Collection.similar_by_id = similar_by_id
+    Collection.similar_by_vector = similar_by_vector
+
+
+def uninstall() -> None:
+    "Put llm's own methods back."
+    for name, method in ORIGINALS.items():
+        setattr(Collection, name, method)
