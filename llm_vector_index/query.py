@@ -13,6 +13,7 @@ import numpy as np
 from llm.embeddings import Entry
 
 from .errors import DimensionMismatch, NotBuilt, VectorIndexError
+from . import filters
 from .filters import ROW_COLUMNS, Filter
 
 if TYPE_CHECKING:
@@ -64,10 +65,10 @@ def search(
         if not restricted:
             return []
         subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
-        rows = subset.scratch_rows(index.db)
-        if rows is not None:  # small: exact over just those rows
-            return rank(rows, query, skip, show_collection)[:number]
-        allowed = subset.labels(index.db, record.id)
+        rowids = subset.rowids(index.db)
+        if len(rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
+            return rank(Filter.rows(index.db, rowids), query, skip, show_collection, number)
+        allowed = Filter.labels(index.db, record.id, rowids)
     return _backend_search(index, query, number, skip, allowed, show_collection)
 
 
@@ -105,13 +106,16 @@ def _rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
 
 
 def rank(
-    rows: list[tuple], query: np.ndarray, skip: Skip, show_collection: bool
+    rows: list[tuple], query: np.ndarray, skip: Skip, show_collection: bool,
+    limit: int | None = None,
 ) -> list[IndexEntry]:
-    "Rows (see filters.ROW_COLUMNS) as entries, scored as llm scores, best first."
+    """The best ``limit`` rows (see filters.ROW_COLUMNS) as entries, scored as
+    llm scores them, best first. Only the winners' metadata is parsed."""
+    width = 4 * len(query)
     rows = [
         row for row in rows
-        if (row[0], row[2]) not in skip and (None, row[2]) not in skip
-        and row[5] is not None and len(row[5]) == 4 * len(query)
+        if row[5] is not None and len(row[5]) == width
+        and (row[0], row[2]) not in skip and (None, row[2]) not in skip
     ]
     if not rows:
         return []
@@ -120,7 +124,7 @@ def rank(
     query64 = query.astype(np.float64)
     norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
     scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores, kind="stable")[:limit]
     return [
         IndexEntry(
             id=rows[i][2],
