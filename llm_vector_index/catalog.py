@@ -80,6 +80,16 @@ def m002_refresh_and_fingerprint(db: Database) -> None:
     db["vector_indexes"].add_column("fingerprint", str)
 
 
+@migrations()
+def m003_chroma_migrations(db: Database) -> None:
+    # Where each llm collection was migrated to (a Chroma directory or server
+    # and collection), and the second the last complete run started.
+    db["vector_index_migrations"].create(
+        {"target": str, "collection_id": int, "watermark": int, "last_run": float, "rows": int},
+        pk=("target", "collection_id"),
+    )
+
+
 def ensure_schema(db: Database) -> None:
     "Create or upgrade our tables, and the one index we add to llm's table."
     migrations.apply(db)
@@ -237,6 +247,26 @@ def is_writable(db: Database, index_id: int) -> bool:
         return True
     except sqlite3.OperationalError:
         return False
+
+
+def migration_watermark(db: Database, target: str, collection_id: int) -> int | None:
+    if not db["vector_index_migrations"].exists():
+        return None
+    row = db.execute(
+        "select watermark from vector_index_migrations where target = ? and collection_id = ?",
+        [target, collection_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_migration(
+    db: Database, target: str, collection_id: int, watermark: int, rows: int, when: float
+) -> None:
+    db["vector_index_migrations"].upsert(
+        {"target": target, "collection_id": collection_id, "watermark": watermark,
+         "last_run": when, "rows": rows},
+        pk=("target", "collection_id"),
+    )
 
 
 def delete_record(db: Database, index_id: int) -> None:

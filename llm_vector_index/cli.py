@@ -20,6 +20,7 @@ from sqlite_utils import Database
 
 from .errors import VectorIndexError
 from .filters import parse_cli_value
+from .migrate import migrate_to_chroma
 from .index import DEFAULT_BACKEND, Index, indexes_directory
 from .registry import get_backend, get_backends
 from . import catalog
@@ -311,6 +312,65 @@ def index_default(collection, name, clear, database):
     else:
         current = catalog.default_index_name(db, collection)
         click.echo(current if current else f"Collection {collection} has no default index")
+
+
+@index_group.command(name="migrate-chroma")
+@click.argument("collections", nargs=-1, required=True)
+@click.option("--path", type=click.Path(file_okay=False, path_type=Path),
+              help="A local Chroma directory (PersistentClient)")
+@click.option("--host", help="A Chroma server's host")
+@click.option("--port", type=int, default=8000, show_default=True, help="The server's port")
+@click.option("--ssl", is_flag=True, help="Connect to the server over https")
+@click.option("headers", "--header", type=(str, str), multiple=True,
+              help="HTTP header for the server, e.g. --header Authorization 'Bearer T'")
+@click.option("--chroma-collection", help="Chroma collection name (default: from the collections)")
+@click.option("--batch-size", type=int, help="Records per request (at most the server's limit)")
+@click.option("--sync-deletes", is_flag=True, help="Also delete Chroma records whose llm row is gone")
+@database_option
+def index_migrate_chroma(
+    collections, path, host, port, ssl, headers, chroma_collection, batch_size,
+    sync_deletes, database,
+):
+    """
+    Copy llm collections into Chroma, or bring an earlier copy up to date
+
+    Ids, vectors, content (as documents) and metadata go over; a re-run sends
+    only what changed.
+
+    \b
+        llm index migrate-chroma docs --path ./chroma
+        llm index migrate-chroma docs notes --host 127.0.0.1 --port 8000 \\
+            --chroma-collection all-notes --sync-deletes
+    """
+    if bool(path) == bool(host):
+        raise click.UsageError("Give either --path or --host")
+    db = open_database(database)
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and total:
+            bar = click.progressbar(length=total, label="Migrating", file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        if bar is not None:
+            bar.update(done)
+
+    try:
+        report = migrate_to_chroma(
+            db, list(collections), path=path, host=host or "", port=port, ssl=ssl,
+            headers=dict(headers), chroma_collection=chroma_collection,
+            batch_size=batch_size, sync_deletes=sync_deletes, progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(
+        f"Migrated to Chroma collection {report.chroma_collection}: {report.sent} sent, "
+        f"{report.deleted} deleted, {report.seconds:.2f}s\n"
+        f"Verified: {report.llm_rows} rows in llm, {report.chroma_rows} in Chroma, "
+        f"{report.sampled} sampled records identical",
+        err=True,
+    )
 
 
 @index_group.command(name="backends")

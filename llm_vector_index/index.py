@@ -27,8 +27,6 @@ from .errors import (
     IndexBusy,
     IndexExists,
     InvalidIndexName,
-    ModelMismatch,
-    UnknownCollection,
     VectorIndexError,
 )
 from .query import IndexEntry
@@ -90,21 +88,8 @@ class Index:
             )
         _check_refresh(refresh)
         collections = list(dict.fromkeys(collections))
-        if not collections:
-            raise UnknownCollection("An index needs at least one collection")
-        models = {}
-        for collection in collections:
-            row = sync.collection_row(db, collection)
-            if row is None:
-                raise UnknownCollection(f"Collection {collection!r} does not exist")
-            models[collection] = row["model"]
-        first = collections[0]
-        for collection in collections[1:]:
-            if models[collection] != models[first]:
-                raise ModelMismatch(
-                    f"Collections must share an embedding model: {first!r} uses "
-                    f"{models[first]}, {collection!r} uses {models[collection]}"
-                )
+        rows = sync.check_collections(db, collections)
+        model = rows[collections[0]]["model"]
         backend_class = get_backend(backend).cls
         dimensions = sync.peek_dimensions(db, collections)
         settings = backend_class.validate_options(options or {}, dimensions)
@@ -117,7 +102,7 @@ class Index:
             name=name,
             backend=backend,
             options=settings,
-            model=models[first],
+            model=model,
             dimensions=dimensions,
             collections=collections,
             created=time.time(),

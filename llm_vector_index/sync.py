@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlite_utils import Database
 
-from .errors import DimensionMismatch
+from .errors import DimensionMismatch, ModelMismatch, UnknownCollection
 
 BATCH_SIZE = 2000  # rows per vector read; well under SQLite's variable limit
 
@@ -236,3 +236,24 @@ def peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
         if row is not None:
             return row[0] // 4
     return None
+
+
+def check_collections(db: Database, collections: Sequence[str]) -> dict[str, dict]:
+    """The llm rows of these collections, which must exist and share a model
+    (the error names both models)."""
+    if not collections:
+        raise UnknownCollection("Name at least one collection")
+    rows = {}
+    for collection in collections:
+        row = collection_row(db, collection)
+        if row is None:
+            raise UnknownCollection(f"Collection {collection!r} does not exist")
+        rows[collection] = row
+    first = collections[0]
+    for collection in collections[1:]:
+        if rows[collection]["model"] != rows[first]["model"]:
+            raise ModelMismatch(
+                f"Collections must share an embedding model: {first!r} uses "
+                f"{rows[first]['model']}, {collection!r} uses {rows[collection]['model']}"
+            )
+    return rows

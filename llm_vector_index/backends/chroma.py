@@ -11,7 +11,6 @@ model). ``import chromadb`` (about a second) happens only in here.
 from __future__ import annotations
 
 import fcntl
-import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,51 +24,23 @@ from ..base import (
     VectorIndex,
     exact_search,
     normalize,
-    require,
     unique_last,
 )
-from ..errors import VectorIndexError
+from ..chroma_client import connect, cosine_collection, derive_name, token_headers
 from ..hookspecs import hookimpl
 from ..storage import load_snapshot, save_snapshot
 
 
-def _chromadb():
-    return require("chromadb", "chroma")
-
-
 def collection_name(index_name: str) -> str:
-    """A valid Chroma collection name (3-512 of [a-zA-Z0-9._-], alphanumeric at
-    both ends, no '..') from an index name, unique through a random suffix."""
-    stem = re.sub(r"[^a-zA-Z0-9._-]", "-", index_name).strip("._-")
-    stem = re.sub(r"\.{2,}", ".", stem)[:400] or "index"
-    return f"llm-{stem}-{uuid.uuid4().hex[:8]}"
+    "A valid Chroma collection name for an index, unique through a random suffix."
+    return derive_name(f"llm-{index_name}", suffix=f"-{uuid.uuid4().hex[:8]}")
 
 
-def connect(settings: Mapping[str, Any], local_path: Path):
-    "A Chroma client for these options: a server if ``host`` is set."
-    chromadb = _chromadb()
-    from chromadb.config import Settings
-
-    quiet = Settings(anonymized_telemetry=False)
-    if not settings["host"]:
-        local_path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(local_path), settings=quiet)
-    headers = {}
-    if settings["token"]:
-        header = settings["token_header"]
-        value = settings["token"]
-        headers[header] = f"Bearer {value}" if header.lower() == "authorization" else value
-    where = f"{settings['host']}:{settings['port']}"
-    try:
-        client = chromadb.HttpClient(
-            host=settings["host"], port=settings["port"], ssl=settings["ssl"],
-            headers=headers, settings=quiet,
-        )
-        client.heartbeat()
-    except Exception as error:  # connection refused, DNS, TLS, auth: one line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise VectorIndexError(f"Cannot reach Chroma server at {where}: {reason}") from None
-    return client
+def _connect(settings: Mapping[str, Any], path: Path):
+    return connect(
+        path=path, host=settings["host"], port=settings["port"], ssl=settings["ssl"],
+        headers=token_headers(settings["token"], settings["token_header"]),
+    )
 
 
 class ChromaIndex(VectorIndex):
@@ -89,7 +60,7 @@ class ChromaIndex(VectorIndex):
     def validate_options(cls, values, dimensions=None):
         settings = super().validate_options(values, dimensions)
         if settings["host"]:
-            connect(settings, Path()).close()  # unreachable: refuse before creating
+            _connect(settings, Path()).close()  # unreachable: refuse before creating
         return settings
 
     def __init__(
@@ -100,17 +71,14 @@ class ChromaIndex(VectorIndex):
         options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(path, dimensions, metric, options)
-        self._client = connect(self.settings, self.path / "chroma")
+        self._client = _connect(self.settings, self.path / "chroma")
         saved = load_snapshot(self.path)
         if saved is not None:
             self._name = saved.meta["collection"]
         else:
             self._name = collection_name(self.path.name)
-        self._collection = self._client.get_or_create_collection(
-            self._name,
-            # Chroma defaults to l2 and cannot change space later: say cosine now.
-            configuration={"hnsw": {"space": "cosine", "ef_search": self.settings["ef_search"]}},
-            embedding_function=None,
+        self._collection = cosine_collection(
+            self._client, self._name, ef_search=self.settings["ef_search"]
         )
         self._batch = self._client.get_max_batch_size()
         # Chroma counts by scanning (about 10 ms at 100k rows): once per change.
