@@ -55,3 +55,11 @@ PY
 step llm index build articles-hnsw
 step llm index similar articles-hnsw a000042 -n 3 --plain
 step llm index show articles-hnsw
+
+echo; echo "Make the index the collection's default: llm's own command now uses it"
+step llm index default articles articles-hnsw
+step time llm similar articles a000042 -n 3
+
+echo; echo "Copy the collection into Chroma, then run it again: nothing to send"
+step llm index migrate-chroma articles --path "$WORK/chroma"
+step llm index migrate-chroma articles --path "$WORK/chroma"

@@ -15,6 +15,7 @@ embeddings database with known vectors, for tests, benchmarks and demos.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -80,6 +81,54 @@ def write_embeddings(
             ),
         )
     return collection_id
+
+
+@contextlib.contextmanager
+def chroma_server(directory: Path, timeout: float = 60):
+    """Run a real Chroma server (``chroma run`` from the installed chromadb) on
+    a free port of 127.0.0.1, storing in ``directory``; yields ``{"host",
+    "port"}`` once its heartbeat answers, and stops it by its process id."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "server.log"
+    chroma = Path(sys.executable).parent / "chroma"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(directory / "db"),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            heartbeat = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+            while True:
+                try:
+                    with urllib.request.urlopen(heartbeat, timeout=1):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            "Chroma server did not start:\n" + log_path.read_text()[-2000:]
+                        ) from None
+                    time.sleep(0.2)
+            yield {"host": "127.0.0.1", "port": port}
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def _cosine(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:

@@ -115,43 +115,8 @@ def vectors_collection(db):
 
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory):
-    """A real Chroma server from the installed chromadb, on a free local port,
-    stopped by its process id at the end of the session."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import time
-    import urllib.request
+    "A real Chroma server for the whole session (see testing.chroma_server)."
+    from llm_vector_index.testing import chroma_server as run_server
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = tmp_path_factory.mktemp("chroma-server")
-    log = open(data / "server.log", "wb")
-    chroma = Path(sys.executable).parent / "chroma"
-    process = subprocess.Popen(
-        [str(chroma), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    "Chroma server did not start:\n" + (data / "server.log").read_text()[-2000:]
-                )
-            time.sleep(0.2)
-    try:
-        yield {"host": "127.0.0.1", "port": port}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+    with run_server(tmp_path_factory.mktemp("chroma-server")) as server:
+        yield server
