@@ -90,10 +90,12 @@ class Build:
     def _full(self, collection_ids: list[int], dimensions: int) -> BuildReport:
         index = self.index
         retired = index.open_saved_backend()
+        index.detach_backend()  # kept open: it may still have data to destroy
         # Same folder name one level down: backends may name things after it.
         staging = index.path.parent / ".rebuild" / index.name
         shutil.rmtree(staging, ignore_errors=True)
         label_rows: list[tuple] = []
+        backend = None
         try:
             backend = index.new_backend(staging, dimensions)
             total = sum(
@@ -112,14 +114,22 @@ class Build:
             write_generation(staging, index.record.generation + 1)
             backend.save()
             backend.close()
-            index.close()
+            backend = None
             _swap_directories(staging, index.path)
+        except BaseException:
+            if backend is not None:  # built part-way: what it wrote elsewhere goes too
+                backend.destroy()
+                backend.close()
+            if retired is not None:
+                retired.close()
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         rows = len(label_rows)
         self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
         if retired is not None:
             retired.destroy()  # e.g. the old collection on a Chroma server
+            retired.close()
         return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0)
 
     def _incremental(

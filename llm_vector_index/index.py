@@ -126,6 +126,11 @@ class Index:
         shutil.rmtree(self.path, ignore_errors=True)
         self.lock_path.unlink(missing_ok=True)
 
+    def detach_backend(self) -> VectorIndex | None:
+        "Hand over the open backend (the caller closes it); the next use reopens."
+        backend, self._backend = self._backend, None
+        return backend
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
