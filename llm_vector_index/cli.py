@@ -19,6 +19,7 @@ from llm.embeddings import Collection
 from sqlite_utils import Database
 
 from .errors import VectorIndexError
+from .evaluate import evaluate
 from .filters import parse_cli_value
 from .migrate import migrate_to_chroma
 from .index import DEFAULT_BACKEND, Index, indexes_directory
@@ -371,6 +372,30 @@ def index_migrate_chroma(
         f"{report.sampled} sampled records identical",
         err=True,
     )
+
+
+@index_group.command(name="evaluate")
+@click.argument("name")
+@click.option("-n", "--number", type=int, default=10, show_default=True, help="k in recall@k")
+@click.option("--queries", type=int, default=100, show_default=True,
+              help="Stored vectors to use as queries")
+@database_option
+def index_evaluate(name, number, queries, database):
+    """
+    Measure an index: recall@k against an exact scan, and query latency
+
+    \b
+        llm index evaluate docs-hnsw
+        llm index evaluate docs-hnsw -n 20 --queries 500
+    """
+    result = evaluate(Index(name, open_database(database)), queries=queries, k=number)
+    click.echo(json.dumps({
+        "index": name,
+        "queries": result.queries,
+        f"recall@{result.k}": round(result.recall, 4),
+        "p50_ms": round(result.p50_ms, 3),
+        "p95_ms": round(result.p95_ms, 3),
+    }, indent=2))
 
 
 @index_group.command(name="backends")
