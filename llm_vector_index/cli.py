@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -126,22 +128,30 @@ def index_build(name, full, database):
     _build(Index(name, open_database(database)), full)
 
 
-def _build(index: Index, full: bool) -> None:
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing click's progress bar, as
+    llm embed-multi does, on a terminal only; it appears once the total is known."""
     bar = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
         if bar is None and sys.stderr.isatty() and total:
-            bar = click.progressbar(length=total, label=f"Indexing {index.name}", file=sys.stderr)
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
             bar.__enter__()
         if bar is not None:
             bar.update(done)
 
     try:
-        report = index.build(full=full, progress=progress)
+        yield progress
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+def _build(index: Index, full: bool) -> None:
+    with progress_bar(f"Indexing {index.name}") as progress:
+        report = index.build(full=full, progress=progress)
     kind = "Full build" if report.full else "Build"
     click.echo(
         f"{kind} of {index.name}: {report.added} indexed, {report.deleted} removed, "
@@ -346,25 +356,12 @@ def index_migrate_chroma(
     if bool(path) == bool(host):
         raise click.UsageError("Give either --path or --host")
     db = open_database(database)
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None and sys.stderr.isatty() and total:
-            bar = click.progressbar(length=total, label="Migrating", file=sys.stderr, show_pos=True)
-            bar.__enter__()
-        if bar is not None:
-            bar.update(done)
-
-    try:
+    with progress_bar("Migrating") as progress:
         report = migrate_to_chroma(
             db, list(collections), path=path, host=host or "", port=port, ssl=ssl,
             headers=dict(headers), chroma_collection=chroma_collection,
             batch_size=batch_size, sync_deletes=sync_deletes, progress=progress,
         )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     click.echo(
         f"Migrated to Chroma collection {report.chroma_collection}: {report.sent} sent, "
         f"{report.deleted} deleted, {report.seconds:.2f}s\n"
