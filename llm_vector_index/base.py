@@ -77,9 +77,9 @@ class Capabilities:
 class VectorIndex(abc.ABC):
     """A k-NN index over float32 vectors keyed by int64 labels.
 
-    Subclasses set ``name``, ``options`` and ``capabilities`` and implement the
-    abstract methods. The constructor opens what ``save()`` last wrote in
-    ``path`` (a directory owned by this index), or starts empty.
+    Subclasses set ``name``, ``options`` and ``capabilities``, implement the
+    abstract methods, and ``open()`` what ``save()`` last wrote in ``path`` (a
+    directory owned by this index), or start empty.
 
     Contract (checked by ``llm_vector_index.testing.VectorIndexContract``):
 
@@ -109,6 +109,13 @@ class VectorIndex(abc.ABC):
         self.dimensions = dimensions
         self.metric = metric
         self.settings = self.validate_options(options or {}, dimensions)
+        self.open()
+
+    def open(self) -> None:
+        """Load what ``save()`` last wrote in ``self.path``, or start empty.
+
+        Called by the constructor once ``path``, ``dimensions``, ``metric`` and
+        the validated ``settings`` are set: override this, not ``__init__``."""
 
     # -- options ---------------------------------------------------------
 
@@ -238,6 +245,11 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+def no_results(queries: int) -> tuple[np.ndarray, np.ndarray]:
+    "What search() returns when nothing can match: (queries, 0) arrays."
+    return np.empty((queries, 0), np.float32), np.empty((queries, 0), np.int64)
 
 
 def exact_search(

@@ -23,6 +23,7 @@ from ..base import (
     Option,
     VectorIndex,
     exact_search,
+    no_results,
     normalize,
     unique_last,
 )
@@ -63,14 +64,7 @@ class ChromaIndex(VectorIndex):
             _connect(settings, Path()).close()  # unreachable: refuse before creating
         return settings
 
-    def __init__(
-        self,
-        path: Path,
-        dimensions: int,
-        metric: str = "cosine",
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(path, dimensions, metric, options)
+    def open(self) -> None:
         self._client = _connect(self.settings, self.path / "chroma")
         saved = load_snapshot(self.path)
         if saved is not None:
@@ -124,7 +118,7 @@ class ChromaIndex(VectorIndex):
             ids = [str(label) for label in np.asarray(allowed, dtype=np.int64).tolist()]
         wanted = min(k, self.count() if ids is None else len(ids))
         if wanted == 0:
-            return _no_results(len(queries))
+            return no_results(len(queries))
         result = self._collection.query(
             query_embeddings=queries, n_results=wanted, ids=ids, include=["distances"]
         )
@@ -136,7 +130,7 @@ class ChromaIndex(VectorIndex):
         # not stored. Answer exactly over what is stored.
         stored = self._collection.get(ids=ids, include=["embeddings"])
         if not stored["ids"]:
-            return _no_results(len(queries))
+            return no_results(len(queries))
         labels = np.array(stored["ids"], dtype=np.int64)
         return exact_search(queries, np.asarray(stored["embeddings"], np.float32), labels, k)
 
@@ -164,10 +158,6 @@ class ChromaIndex(VectorIndex):
             if self.settings["host"] else str(self.path / "chroma")
         )
         return {"chroma_collection": self._name, "chroma": where}
-
-
-def _no_results(queries: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty((queries, 0), np.float32), np.empty((queries, 0), np.int64)
 
 
 @hookimpl

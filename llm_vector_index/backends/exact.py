@@ -6,8 +6,6 @@ collections (below about 50k vectors a full scan costs well under 10 ms).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,18 +18,11 @@ class ExactIndex(VectorIndex):
     name = "exact"
     capabilities = Capabilities(exact=True, filtered_search=True)
 
-    def __init__(
-        self,
-        path: Path,
-        dimensions: int,
-        metric: str = "cosine",
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(path, dimensions, metric, options)
+    def open(self) -> None:
         saved = load_snapshot(self.path)
         if saved is None:
             self._labels = np.empty(0, dtype=np.int64)
-            self._vectors = np.empty((0, dimensions), dtype=np.float32)
+            self._vectors = np.empty((0, self.dimensions), dtype=np.float32)
         else:
             self._labels = saved.array("labels")
             self._vectors = saved.array("vectors")

@@ -10,8 +10,6 @@ up. ``import faiss`` happens only in here, and only when an index is opened.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,6 +18,7 @@ from ..base import (
     Option,
     VectorIndex,
     exact_search,
+    no_results,
     normalize,
     unique_last,
 )
@@ -82,19 +81,12 @@ class FaissIndex(VectorIndex):
             ) from None
         return settings
 
-    def __init__(
-        self,
-        path: Path,
-        dimensions: int,
-        metric: str = "cosine",
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(path, dimensions, metric, options)
+    def open(self) -> None:
         faiss = _faiss()
         saved = load_snapshot(self.path)
         if saved is None:
             self._index = faiss.index_factory(
-                dimensions, self.settings["factory"], faiss.METRIC_INNER_PRODUCT
+                self.dimensions, self.settings["factory"], faiss.METRIC_INNER_PRODUCT
             )
             self._slot_labels = np.empty(0, dtype=np.int64)
             hnsw = self._hnsw()
@@ -226,10 +218,7 @@ class FaissIndex(VectorIndex):
         live_count = int(live.sum())
         wanted = min(k, live_count)
         if wanted == 0:
-            return (
-                np.empty((len(queries), 0), np.float32),
-                np.empty((len(queries), 0), np.int64),
-            )
+            return no_results(len(queries))
         few_allowed = allowed is not None and live_count <= EXACT_FILTER_LIMIT
         if self._pending or few_allowed:
             # Untrained, or few allowed: scanning them beats a filtered walk.

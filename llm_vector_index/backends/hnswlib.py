@@ -7,8 +7,6 @@ does not grow the file. ``import hnswlib`` happens only when an index opens.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
@@ -17,6 +15,7 @@ from ..base import (
     Option,
     VectorIndex,
     exact_search,
+    no_results,
     normalize,
     require,
     unique_last,
@@ -44,16 +43,9 @@ class HnswlibIndex(VectorIndex):
         require("hnswlib", "hnswlib")
         return super().validate_options(values, dimensions)
 
-    def __init__(
-        self,
-        path: Path,
-        dimensions: int,
-        metric: str = "cosine",
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(path, dimensions, metric, options)
+    def open(self) -> None:
         hnswlib = require("hnswlib", "hnswlib")
-        self._graph = hnswlib.Index(space="cosine", dim=dimensions)
+        self._graph = hnswlib.Index(space="cosine", dim=self.dimensions)
         saved = load_snapshot(self.path)
         if saved is None:
             self._graph.init_index(
@@ -105,10 +97,7 @@ class HnswlibIndex(VectorIndex):
             candidates = self._live.intersection(np.asarray(allowed).tolist())
         wanted = min(k, len(self._live) if candidates is None else len(candidates))
         if wanted == 0:
-            return (
-                np.empty((len(queries), 0), np.float32),
-                np.empty((len(queries), 0), np.int64),
-            )
+            return no_results(len(queries))
         if candidates is not None and len(candidates) <= EXACT_FILTER_LIMIT:
             return self._exact_search(queries, k, candidates)
         threads = 1 if len(queries) <= SINGLE_THREAD_QUERIES else -1
