@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from llm.embeddings import Collection, Entry
+
+from .errors import IdNotFound
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -80,15 +81,13 @@ def similar_by_id(
     chosen = _chosen_index(self, index, where)
     if chosen is None:
         return ORIGINALS["similar_by_id"](self, id, number, prefix=prefix)
-    row = self.db.execute(
-        "select embedding from embeddings where collection_id = ? and id = ?",
-        [self.id, id],
-    ).fetchone()
-    if row is None:
-        raise self.DoesNotExist("ID not found")  # what llm raises
-    return _plain(
-        chosen.similar_by_id(id, number, prefix=prefix, collection=self.name, where=where)
-    )
+    try:
+        entries = chosen.similar_by_id(
+            id, number, prefix=prefix, collection=self.name, where=where
+        )
+    except IdNotFound:
+        raise self.DoesNotExist("ID not found") from None  # what llm raises
+    return _plain(entries)
 
 
 def similar(
@@ -100,14 +99,9 @@ def similar(
     index: str | bool | None = None,
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
-    "llm's similar, through an index when there is one (see module)."
-    chosen = _chosen_index(self, index, where)
-    if chosen is None:
-        return ORIGINALS["similar"](self, value, number, prefix=prefix)
-    vector = np.asarray(self.model().embed(value), dtype=np.float32)
-    return _plain(
-        chosen.similar_by_vector(vector, number, prefix=prefix, collection=self.name, where=where)
-    )
+    "llm's similar: embed, then similar_by_vector (which picks the index)."
+    vector = self.model().embed(value)
+    return similar_by_vector(self, vector, number, prefix=prefix, index=index, where=where)
 
 
 def install() -> None:

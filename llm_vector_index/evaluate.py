@@ -29,7 +29,7 @@ class Evaluation:
     p95_ms: float
 
 
-def evaluate(index: Index, queries: int = 100, k: int = 10, seed: int = 0) -> Evaluation:
+def evaluate(index: Index, queries: int = 100, k: int = 10) -> Evaluation:
     if queries < 1 or k < 1:
         raise VectorIndexError("queries and k must be positive integers")
     index.ensure_fresh()
@@ -40,16 +40,14 @@ def evaluate(index: Index, queries: int = 100, k: int = 10, seed: int = 0) -> Ev
     if backend is None or backend.count() == 0:
         raise VectorIndexError(f"Index {index.name!r} is empty: nothing to evaluate")
     marks = ",".join("?" * len(collection_ids))
-    rng = np.random.default_rng(seed)
     picked = index.db.execute(
-        f"select embedding from embeddings where collection_id in ({marks}) "
+        f"select id, embedding from embeddings where collection_id in ({marks}) "
         "order by random() limit ?",
         [*collection_ids, queries],
     ).fetchall()
-    rng.shuffle(picked)
-    query_vectors = normalize(
-        np.frombuffer(b"".join(row[0] for row in picked), dtype="<f4").reshape(len(picked), -1)
-    )
+    query_vectors = normalize(sync.vectors_from_blobs(
+        [row[0] for row in picked], [row[1] for row in picked], index.record.dimensions
+    ))
     truth = _exact_top_k(index, collection_ids, query_vectors, k)
     timings, found = [], []
     for query in query_vectors:

@@ -225,12 +225,7 @@ class _CollectionMigration:
 
     def _records(self, batch) -> tuple[list[str], np.ndarray, list, list]:
         ids = [self.chroma_id(row[0]) for row in batch]
-        width = len(batch[0][1]) if batch[0][1] else 0
-        if any(row[1] is None or len(row[1]) != width for row in batch):
-            bad = next(row for row in batch if row[1] is None or len(row[1]) != width)
-            raise DimensionMismatch(f"Row {bad[0]!r} has a vector of another size")
-        vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype="<f4")
-        vectors = vectors.reshape(len(batch), width // 4)
+        vectors = sync.vectors_from_blobs([row[0] for row in batch], [row[1] for row in batch])
         documents = [row[2] for row in batch]
         metadatas = [
             to_chroma_metadata(row[4], self.collection, row[0], row[5], bool(row[3]))

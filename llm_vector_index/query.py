@@ -13,7 +13,7 @@ import numpy as np
 from llm.embeddings import Entry
 
 from .errors import DimensionMismatch, NotBuilt, VectorIndexError
-from . import filters
+from . import filters, sync
 from .filters import ROW_COLUMNS, Filter
 
 if TYPE_CHECKING:
@@ -119,8 +119,8 @@ def rank(
     ]
     if not rows:
         return []
-    vectors = np.frombuffer(b"".join(row[5] for row in rows), dtype="<f4")
-    vectors = vectors.reshape(len(rows), len(query)).astype(np.float64)
+    vectors = sync.vectors_from_blobs([row[2] for row in rows], [row[5] for row in rows])
+    vectors = vectors.astype(np.float64)
     query64 = query.astype(np.float64)
     norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
     scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)

@@ -198,22 +198,30 @@ def read_rows(
             yield batch
 
 
-def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
-    blobs = [row[2] or b"" for row in rows]
-    width = 4 * dimensions if dimensions else len(blobs[0])
-    if width == 0 or any(len(blob) != width for blob in blobs):
-        bad = next(row for row, blob in zip(rows, blobs) if len(blob) != width or not blob)
-        expected = width // 4
-        raise DimensionMismatch(
-            f"Row {bad[0]!r} has {len(bad[2] or b'') // 4} dimensions, "
-            f"expected {expected}: was it embedded with another model?"
+def vectors_from_blobs(
+    ids: Sequence[str], blobs: Sequence[bytes | None], dimensions: int | None = None
+) -> np.ndarray:
+    """llm's little-endian float32 blobs as one (n, dimensions) array: one join,
+    one ``np.frombuffer``. A blob of another width is refused, naming its row."""
+    width = 4 * dimensions if dimensions else len(blobs[0] or b"")
+    if width == 0 or any(blob is None or len(blob) != width for blob in blobs):
+        bad, blob = next(
+            (id, blob) for id, blob in zip(ids, blobs) if blob is None or len(blob) != width
         )
-    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), width // 4)
+        raise DimensionMismatch(
+            f"Row {bad!r} has {len(blob or b'') // 4} dimensions, expected {width // 4}: "
+            "was it embedded with another model?"
+        )
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), width // 4)
+
+
+def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
+    ids = [row[0] for row in rows]
     return Batch(
         collection_id=collection_id,
-        ids=[row[0] for row in rows],
+        ids=ids,
         updated=[row[1] for row in rows],
-        vectors=vectors.astype(np.float32, copy=False),
+        vectors=vectors_from_blobs(ids, [row[2] for row in rows], dimensions),
     )
 
 
