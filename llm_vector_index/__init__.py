@@ -18,6 +18,7 @@ from .errors import (
     NotBuilt,
     UnknownBackend,
     UnknownCollection,
+    UnsafePath,
     VectorIndexError,
 )
 from .hookspecs import hookimpl
@@ -44,6 +45,7 @@ __all__ = [
     "Option",
     "UnknownBackend",
     "UnknownCollection",
+    "UnsafePath",
     "VectorIndex",
     "VectorIndexError",
     "get_backend",

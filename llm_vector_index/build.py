@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import catalog, freshness, sync
+from . import catalog, freshness, paths, sync
 from .base import VectorIndex
 from .errors import IndexBusy, ModelMismatch
 from .storage import atomic_write
@@ -53,6 +52,7 @@ class Build:
 
     def run(self, full: bool) -> BuildReport:
         index = self.index
+        paths.check_ours_or_absent(index.path)  # before the lock file is made
         with build_lock(index):
             index.reload()
             record = index.record
@@ -92,11 +92,13 @@ class Build:
         retired = index.open_saved_backend()
         index.detach_backend()  # kept open: it may still have data to destroy
         # Same folder name one level down: backends may name things after it.
-        staging = index.path.parent / ".rebuild" / index.name
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = paths.staging_path(self.db, index.name)
+        paths.remove_tree(staging)  # left by a build that was killed
+        paths.check_ours_or_absent(staging)
         label_rows: list[tuple] = []
         backend = None
         try:
+            paths.mark(staging)
             backend = index.new_backend(staging, dimensions)
             total = sum(
                 self.db.execute(
@@ -124,7 +126,8 @@ class Build:
                 retired.close()
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            paths.remove_tree(staging)
+            _remove_if_empty(staging.parent)
         rows = len(label_rows)
         self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
         if retired is not None:
@@ -234,9 +237,20 @@ def read_generation(directory: Path) -> int | None:
 
 
 def _swap_directories(new: Path, current: Path) -> None:
-    "Put a freshly built folder in place of the current one."
+    "Put a freshly built folder in place of the current one (ours, or none)."
+    paths.check_ours_or_absent(current)
     retired = current.with_name(f".{current.name}.retired-{os.getpid()}")
     if current.exists():
         os.replace(current, retired)
     os.replace(new, current)
-    shutil.rmtree(retired, ignore_errors=True)
+    # This one, and any a killed build left behind (builds of one index are
+    # serialised by the lock, so none of them is in use by a build).
+    for left in current.parent.glob(f".{current.name}.retired-*"):
+        paths.remove_tree(left)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass

@@ -24,7 +24,8 @@ from .errors import VectorIndexError
 from .evaluate import evaluate
 from .filters import parse_cli_value
 from .migrate import migrate_to_chroma
-from .index import DEFAULT_BACKEND, Index, indexes_directory
+from .index import DEFAULT_BACKEND, Index
+from .paths import indexes_directory, is_valid_name
 from .registry import get_backend, get_backends
 from . import catalog
 
@@ -244,7 +245,9 @@ def _describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "built": index_record.built,
         "build_seconds": index_record.build_seconds,
         "generation": index_record.generation,
-        "path": str(indexes_directory(db) / index_record.name),
+        # Shown, never used: a name read from the database may not be a valid one.
+        "path": str(indexes_directory(db) / index_record.name)
+        if is_valid_name(index_record.name) else None,
     }
 
 

@@ -16,11 +16,13 @@ is in this one module so that it is easy to remove if llm grows its own hook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import click
 from llm.embeddings import Collection, Entry
 
-from .errors import IdNotFound
+from .errors import IdNotFound, InvalidIndexName, UnsafePath
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -42,6 +44,25 @@ def _chosen_index(collection: Collection, index: str | bool | None, where):
     return chosen
 
 
+def _through_index(
+    collection: Collection, index: str | bool | None, query: Callable, brute_force: Callable
+):
+    """Run ``query`` on the chosen index. A default index whose catalog row
+    could lead outside its folder (a crafted database) is not used: llm's own
+    brute force answers instead, with a warning, as if it had no default."""
+    try:
+        return query()
+    except (InvalidIndexName, UnsafePath) as error:
+        if index is not None:
+            raise
+        click.echo(
+            f"Warning: default index of {collection.name!r} not used ({error}); "
+            "answering with llm's brute-force scan",
+            err=True,
+        )
+        return brute_force()
+
+
 def _plain(entries) -> list[Entry]:
     "Exactly llm's Entry objects, so callers cannot tell the difference."
     return [Entry(e.id, e.score, e.content, e.metadata) for e in entries]
@@ -59,13 +80,17 @@ def similar_by_vector(
 ) -> list[Entry]:
     "llm's similar_by_vector, through an index when there is one (see module)."
     chosen = _chosen_index(self, index, where)
-    if chosen is None:
+
+    def brute_force():
         return ORIGINALS["similar_by_vector"](self, vector, number, skip_id=skip_id, prefix=prefix)
-    return _plain(
+
+    if chosen is None:
+        return brute_force()
+    return _through_index(self, index, lambda: _plain(
         chosen.similar_by_vector(
             vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
         )
-    )
+    ), brute_force)
 
 
 def similar_by_id(
@@ -79,15 +104,23 @@ def similar_by_id(
 ) -> list[Entry]:
     "llm's similar_by_id, through an index when there is one (see module)."
     chosen = _chosen_index(self, index, where)
-    if chosen is None:
+
+    def brute_force():
         return ORIGINALS["similar_by_id"](self, id, number, prefix=prefix)
-    try:
-        entries = chosen.similar_by_id(
-            id, number, prefix=prefix, collection=self.name, where=where
-        )
-    except IdNotFound:
-        raise self.DoesNotExist("ID not found") from None  # what llm raises
-    return _plain(entries)
+
+    if chosen is None:
+        return brute_force()
+
+    def through_index():
+        try:
+            entries = chosen.similar_by_id(
+                id, number, prefix=prefix, collection=self.name, where=where
+            )
+        except IdNotFound:
+            raise self.DoesNotExist("ID not found") from None  # what llm raises
+        return _plain(entries)
+
+    return _through_index(self, index, through_index, brute_force)
 
 
 def similar(

@@ -21,6 +21,10 @@ class InvalidIndexName(VectorIndexError, ValueError):
     "The index name is empty or would escape the index folder."
 
 
+class UnsafePath(VectorIndexError):
+    "A path would leave the index folder, or a folder there is not the plugin's."
+
+
 class IndexExists(VectorIndexError):
     "An index of that name already exists."
 

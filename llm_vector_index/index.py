@@ -7,8 +7,6 @@ objects scored exactly as llm scores them.
 
 from __future__ import annotations
 
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,29 +17,19 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, freshness, query, sync
+from . import catalog, freshness, paths, query, sync
 from .base import VectorIndex
 from .build import Build, BuildReport, read_generation
 from .errors import (
     IdNotFound,
     IndexBusy,
     IndexExists,
-    InvalidIndexName,
     VectorIndexError,
 )
 from .query import IndexEntry
 from .registry import get_backend
 
 DEFAULT_BACKEND = "faiss"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def indexes_directory(db: Database) -> Path:
-    "Where the backends' files live: a folder beside the database file."
-    path = catalog.database_path(db)
-    if path is None:
-        raise VectorIndexError("Vector indexes need a database file, not :memory:")
-    return path.parent / f"{path.name}.vector-indexes"
 
 
 class Index:
@@ -81,11 +69,7 @@ class Index:
     ) -> Index:
         """Define an index (nothing is read until ``build()``). Everything is
         checked before anything is written."""
-        if not NAME_PATTERN.match(name or ""):
-            raise InvalidIndexName(
-                f"Invalid index name {name!r}: use letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+        paths.check_name(name)
         _check_refresh(refresh)
         collections = list(dict.fromkeys(collections))
         rows = sync.check_collections(db, collections)
@@ -95,7 +79,8 @@ class Index:
         settings = backend_class.validate_options(options or {}, dimensions)
         if cls.exists(db, name):
             raise IndexExists(f"Index {name!r} already exists")
-        directory = indexes_directory(db)
+        folder = paths.index_path(db, name)
+        paths.check_ours_or_absent(folder)
         catalog.ensure_schema(db)
         catalog.insert_record(
             db,
@@ -108,8 +93,8 @@ class Index:
             created=time.time(),
             refresh=refresh,
         )
-        # A folder left by an index of this name that was dropped by hand.
-        shutil.rmtree(directory / name, ignore_errors=True)
+        # A folder left by an index of this name whose catalog row was deleted.
+        paths.remove_tree(folder)
         index = cls(name, db)
         if default:
             for collection in collections:
@@ -117,14 +102,23 @@ class Index:
         return index
 
     def delete(self) -> None:
-        "Drop the index: its catalog rows, its files, and data kept elsewhere."
+        """Drop the index: its catalog rows, its files, and data kept elsewhere.
+
+        A catalog row whose name is not a valid name (a crafted database) owns
+        no files: only the row goes. Files are deleted only from a folder the
+        plugin made, inside the index folder.
+        """
+        if not paths.is_valid_name(self.record.name):
+            catalog.delete_record(self.db, self.record.id)
+            return
+        path, lock_path = self.path, self.lock_path  # checked before anything changes
         retired = self.open_saved_backend()
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()
         self.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.lock_path.unlink(missing_ok=True)
+        paths.remove_tree(path)
+        lock_path.unlink(missing_ok=True)
 
     def detach_backend(self) -> VectorIndex | None:
         "Hand over the open backend (the caller closes it); the next use reopens."
@@ -148,13 +142,14 @@ class Index:
 
     @property
     def path(self) -> Path:
-        "The folder holding this index's backend files."
-        return indexes_directory(self.db) / self.name
+        """The folder holding this index's backend files. The name comes from
+        the database, so it is checked here, where every file access starts."""
+        return paths.index_path(self.db, self.name)
 
     @property
     def lock_path(self) -> Path:
         "Held while a build runs: one build at a time per index."
-        return indexes_directory(self.db) / f".{self.name}.lock"
+        return paths.index_path(self.db, self.name, prefix=".", suffix=".lock")
 
     def count(self) -> int:
         "Rows in the index as of its last build."

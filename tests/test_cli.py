@@ -116,6 +116,8 @@ BAD_INPUT = [
     (["create", "../x", "vecs"], "Invalid index name '../x'"),
     (["create", "a/b", "vecs"], "Invalid index name 'a/b'"),
     (["create", ".hidden", "vecs"], "Invalid index name '.hidden'"),
+    (["create", "abc\n", "vecs"], "Invalid index name 'abc\\n'"),
+    (["create", "x" * 101, "vecs"], "Invalid index name"),
     (["build", "nope"], "Index 'nope' does not exist"),
     (["similar", "nope", "v001"], "Index 'nope' does not exist"),
     (["drop", "nope"], "Index 'nope' does not exist"),

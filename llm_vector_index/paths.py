@@ -1,0 +1,106 @@
+"""Where an index's files live, and the rules that keep them there.
+
+A database is a file people share, so an index name read from it is
+untrusted input: a crafted ``vector_indexes.name`` such as ``../../victim``
+must never lead a command (or llm's own ``llm similar`` through a default
+index) to write, replace or delete anything outside the database's index
+folder. Every path to an index's files is made here:
+
+- names are checked whole (``fullmatch``: ``$`` would let ``"abc\\n"`` pass);
+- every path is resolved (symlinks followed) and must lie strictly inside the
+  resolved index folder;
+- a folder is deleted only if it carries the marker file the plugin writes
+  into every folder it creates: a folder someone else made is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from . import catalog
+from .errors import InvalidIndexName, UnsafePath, VectorIndexError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Written into every folder the plugin creates; nothing without it is deleted.
+MARKER = ".llm-vector-index"
+STAGING = ".rebuild"  # full rebuilds are staged in here, then swapped in
+
+
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
+
+
+def check_name(name: object) -> str:
+    "The name, if it can name a folder inside the index folder; else InvalidIndexName."
+    if not is_valid_name(name):
+        raise InvalidIndexName(
+            f"Invalid index name {name!r}: use up to 100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def indexes_directory(db: Database) -> Path:
+    "Where the backends' files live: a folder beside the database file."
+    path = catalog.database_path(db)
+    if path is None:
+        raise VectorIndexError("Vector indexes need a database file, not :memory:")
+    return path.parent / f"{path.name}.vector-indexes"
+
+
+def inside(base: Path, *parts: str) -> Path:
+    """``base / parts``, refused unless it resolves (symlinks included) to a
+    path strictly inside ``base``."""
+    path = base.joinpath(*parts)
+    root = base.resolve()
+    resolved = path.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise UnsafePath(f"Refusing to use {path}: it leads outside {base} (to {resolved})")
+    return path
+
+
+def index_path(db: Database, name: str, prefix: str = "", suffix: str = "") -> Path:
+    "A path for index ``name`` inside the database's index folder, checked."
+    return inside(indexes_directory(db), f"{prefix}{check_name(name)}{suffix}")
+
+
+def staging_path(db: Database, name: str) -> Path:
+    "Where a full rebuild of ``name`` is written before it is swapped in."
+    base = indexes_directory(db)
+    return inside(base, STAGING, check_name(name))
+
+
+def mark(directory: Path) -> None:
+    "Create ``directory`` (if needed) as one of ours."
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).touch()
+
+
+def is_ours(directory: Path) -> bool:
+    "A real folder (not a link) that the plugin created."
+    return (
+        directory.is_dir() and not directory.is_symlink() and (directory / MARKER).is_file()
+    )
+
+
+def check_ours_or_absent(directory: Path) -> None:
+    "Refuse to go on when ``directory`` exists but the plugin did not make it."
+    if directory.is_symlink() or (directory.exists() and not is_ours(directory)):
+        raise UnsafePath(
+            f"{directory} exists but was not made by llm-vector-index: "
+            "move it away or use another index name"
+        )
+
+
+def remove_tree(directory: Path) -> bool:
+    "Delete ``directory`` if the plugin made it; True if it is gone."
+    if not directory.exists() and not directory.is_symlink():
+        return True
+    if not is_ours(directory):
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    return not directory.exists()
