@@ -23,7 +23,7 @@ import numpy as np
 
 from . import catalog, freshness, paths, sync
 from .base import VectorIndex
-from .errors import IndexBusy, ModelMismatch
+from .errors import IndexBusy, ModelMismatch, VectorIndexError
 from .storage import atomic_write
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class Build:
     def run(self, full: bool) -> BuildReport:
         index = self.index
         paths.check_ours_or_absent(index.path)  # before the lock file is made
+        if reason := catalog.write_error(self.db, index.record.id):
+            raise VectorIndexError(f"Cannot build index {index.name!r}: {reason}")
         with build_lock(index):
             index.reload()
             record = index.record
@@ -210,8 +212,14 @@ class Build:
 @contextmanager
 def build_lock(index: Index) -> Iterator[None]:
     "One build at a time per index, across processes."
-    index.lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(index.lock_path, "a") as lock_file:
+    try:
+        index.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(index.lock_path, "a")
+    except OSError as error:
+        raise VectorIndexError(
+            f"Cannot build index {index.name!r}: {error.strerror}: {error.filename}"
+        ) from None
+    with lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -234,6 +234,11 @@ def defaults_of(db: Database, index_id: int) -> list[str]:
 
 def is_writable(db: Database, index_id: int) -> bool:
     "Can this connection write the catalog? (False for a read-only database.)"
+    return write_error(db, index_id) is None
+
+
+def write_error(db: Database, index_id: int) -> str | None:
+    "Why this connection cannot write the catalog (read-only, locked), or None."
     try:
         db.execute("savepoint vector_index_probe")
         try:
@@ -244,9 +249,9 @@ def is_writable(db: Database, index_id: int) -> bool:
         finally:
             db.execute("rollback to vector_index_probe")
             db.execute("release vector_index_probe")
-        return True
-    except sqlite3.OperationalError:
-        return False
+        return None
+    except sqlite3.OperationalError as error:
+        return str(error)
 
 
 def migration_watermark(db: Database, target: str, collection_id: int) -> int | None:

@@ -7,6 +7,7 @@ Commands parse arguments and print; the library does the work. Every
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -38,6 +39,13 @@ class IndexGroup(DefaultGroup):
             return super().invoke(ctx)
         except VectorIndexError as error:
             raise click.ClickException(str(error)) from None
+        except sqlite3.OperationalError as error:
+            # e.g. a read-only database file: SQLite refuses before anything is written
+            raise click.ClickException(f"Database error: {error}") from None
+        except PermissionError as error:
+            raise click.ClickException(
+                f"Permission denied: {error.filename or error}"
+            ) from None
 
 
 def database_option(function):
@@ -56,7 +64,11 @@ def open_database(path: Path | None) -> Database:
     if not path.exists():
         raise click.ClickException(f"Database not found: {path}")
     db = Database(path)
-    if not db["embeddings"].exists():
+    try:
+        has_embeddings = db["embeddings"].exists()
+    except sqlite3.DatabaseError as error:
+        raise click.ClickException(f"Cannot read {path} as a SQLite database: {error}")
+    if not has_embeddings:
         raise click.ClickException(f"No embeddings table found in database {path}")
     return db
 

@@ -112,6 +112,8 @@ class Index:
             catalog.delete_record(self.db, self.record.id)
             return
         path, lock_path = self.path, self.lock_path  # checked before anything changes
+        if paths.is_ours(path):
+            paths.check_removable(path)
         retired = self.open_saved_backend()
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:

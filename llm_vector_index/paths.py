@@ -15,6 +15,7 @@ folder. Every path to an index's files is made here:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -94,6 +95,16 @@ def check_ours_or_absent(directory: Path) -> None:
             f"{directory} exists but was not made by llm-vector-index: "
             "move it away or use another index name"
         )
+
+
+def check_removable(directory: Path) -> None:
+    "Refuse before anything changes if ``directory`` exists but cannot be deleted."
+    if not directory.exists():
+        return
+    folders = [directory.parent, directory] + [p for p in directory.rglob("*") if p.is_dir()]
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise VectorIndexError(f"Cannot delete files in {folder}: permission denied")
 
 
 def remove_tree(directory: Path) -> bool:

@@ -42,7 +42,12 @@ def search(
 ) -> list[IndexEntry]:
     if not isinstance(number, int) or isinstance(number, bool) or number < 1:
         raise VectorIndexError(f"number must be a positive integer, got {number!r}")
-    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    query = query_vector(vector)
+    record = index.record
+    if collection is not None and collection not in record.collections:
+        raise VectorIndexError(
+            f"Index {record.name!r} does not cover collection {collection!r}"
+        )
     index.ensure_fresh()
     record = index.record
     if record.built is None:
@@ -70,6 +75,24 @@ def search(
             return rank(Filter.rows(index.db, rowids), query, skip, show_collection, number)
         allowed = Filter.labels(index.db, record.id, rowids)
     return _backend_search(index, query, number, skip, allowed, show_collection)
+
+
+def query_vector(vector: Any) -> np.ndarray:
+    """The query as float32, refused unless it is numbers, finite and not all
+    zero: such a vector has no direction, so every cosine score would be NaN
+    or 0 and any ranking of the rows meaningless."""
+    if isinstance(vector, (str, bytes)):
+        raise DimensionMismatch("Query vector must be a sequence of numbers, not text")
+    try:
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise DimensionMismatch("Query vector must be a sequence of numbers") from None
+    if not np.isfinite(query).all():
+        raise DimensionMismatch("Query vector has NaN or infinite values")
+    if not query.any():
+        raise DimensionMismatch("Query vector is all zeros: it has no direction to search")
+    return query
 
 
 def _backend_search(index, query, number, skip, allowed, show_collection):

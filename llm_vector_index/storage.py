@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,10 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     the new content, never a torn one: temp file, fsync, rename, fsync dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Not mkstemp: its files are always 0600, and an index shared through a
+    # group-writable folder must follow the umask like every other file in it.
+    temp_name = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fileobj:
             write(fileobj)
