@@ -39,6 +39,36 @@ class BuildReport:
     deleted: int
     rows: int  # rows in the index afterwards
     seconds: float
+    held_back: int = 0  # rows read whose vector cannot be ranked (see sync.rankable)
+
+
+NEW = np.iinfo(np.int64).min  # "no label yet" in _labels_for's answer
+
+
+class Labels:
+    """Hands out labels. A rankable row gets a label >= 0, the backend's key.
+    A row held back (NaN, infinite or all-zero vector) gets a negative label:
+    it stays in the label map, so it is not "new" at every build and it is
+    looked at again when it changes, but it is never sent to the backend."""
+
+    def __init__(self, next_label: int, lowest: int | None) -> None:
+        self.next_label = next_label
+        self.next_held = min(lowest or 0, 0) - 1
+
+    def assign(
+        self, existing: np.ndarray, usable: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels for a batch (rows keep a label of the right sign) and the
+        labels that must leave the backend (rows that became unrankable)."""
+        labels = existing.copy()
+        needs_label = usable & (existing < 0)
+        labels[needs_label] = np.arange(self.next_label, self.next_label + needs_label.sum())
+        self.next_label += int(needs_label.sum())
+        needs_held = ~usable & ((existing >= 0) | (existing == NEW))
+        count = int(needs_held.sum())
+        labels[needs_held] = np.arange(self.next_held, self.next_held - count, -1)
+        self.next_held -= count
+        return labels, existing[~usable & (existing >= 0)]
 
 
 class Build:
@@ -108,10 +138,12 @@ class Build:
                 ).fetchone()[0]
                 for cid in collection_ids
             )
+            allocator = Labels(0, None)
             for collection_id in collection_ids:
                 for batch in sync.read_all(self.db, collection_id, dimensions):
-                    labels = np.arange(len(label_rows), len(label_rows) + len(batch.ids))
-                    backend.add(labels, batch.vectors)
+                    usable = sync.rankable(batch.vectors)
+                    labels, _ = allocator.assign(np.full(len(batch.ids), NEW), usable)
+                    backend.add(labels[usable], batch.vectors[usable])
                     label_rows += batch.label_rows(labels)
                     if self.progress:
                         self.progress(len(batch.ids), total)
@@ -130,12 +162,13 @@ class Build:
         finally:
             paths.remove_tree(staging)
             _remove_if_empty(staging.parent)
-        rows = len(label_rows)
+        rows = allocator.next_label
         self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
         if retired is not None:
             retired.destroy()  # e.g. the old collection on a Chroma server
             retired.close()
-        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0)
+        held_back = len(label_rows) - rows
+        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0, held_back)
 
     def _incremental(
         self, backend: VectorIndex, collection_ids: list[int], dimensions: int
@@ -143,39 +176,48 @@ class Build:
         index = self.index
         record = index.record
         changes = sync.find_changes(self.db, record.id, collection_ids, record.watermark)
-        next_label = record.next_label
+        allocator = Labels(record.next_label, self._lowest_label())
         label_rows: list[tuple] = []
+        evicted: list[int] = []
+        held_back = 0
         if changes and not backend.capabilities.atomic_save:
             # Its writes land at once: mark the files as ahead of the catalog
             # before the first one, so a failure part-way is detected.
             write_generation(index.path, record.generation + 1)
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
-                labels = self._labels_for(collection_id, batch.ids)
-                new = labels < 0
-                labels[new] = np.arange(next_label, next_label + new.sum())
-                next_label += int(new.sum())
-                backend.add(labels, batch.vectors)
+                usable = sync.rankable(batch.vectors)
+                labels, gone = allocator.assign(self._labels_for(collection_id, batch.ids), usable)
+                backend.add(labels[usable], batch.vectors[usable])
+                evicted += gone.tolist()
+                held_back += int((~usable).sum())
                 label_rows += batch.label_rows(labels)
                 if self.progress:
                     self.progress(len(batch.ids), changes.upsert_count)
-        if changes.deleted_labels:
-            backend.remove(np.array(changes.deleted_labels, dtype=np.int64))
+        in_backend = [label for label in changes.deleted_labels if label >= 0] + evicted
+        if in_backend:
+            backend.remove(np.array(in_backend, dtype=np.int64))
         if changes:
             write_generation(index.path, record.generation + 1)
             backend.save()
         rows = backend.count()
         self._commit(
             False, changes.deleted_labels, label_rows, new_generation=bool(changes),
-            dimensions=dimensions, rows=rows, next_label=next_label,
+            dimensions=dimensions, rows=rows, next_label=allocator.next_label,
         )
         return BuildReport(
-            False, len(label_rows), len(changes.deleted_labels), rows,
-            index.record.build_seconds or 0.0,
+            False, len(label_rows) - held_back, len(changes.deleted_labels), rows,
+            index.record.build_seconds or 0.0, held_back,
         )
 
+    def _lowest_label(self) -> int | None:
+        return self.db.execute(
+            "select min(label) from vector_index_labels where index_id = ?",
+            [self.index.record.id],
+        ).fetchone()[0]
+
     def _labels_for(self, collection_id: int, ids: list[str]) -> np.ndarray:
-        "Existing labels for these ids (a changed row keeps its label), -1 if new."
+        "Existing labels for these ids (a changed row keeps its label), NEW if none."
         known = dict(
             self.db.execute(
                 "select id, label from vector_index_labels where index_id = ? "
@@ -183,7 +225,7 @@ class Build:
                 [self.index.record.id, collection_id, *ids],
             ).fetchall()
         )
-        return np.array([known.get(id, -1) for id in ids], dtype=np.int64)
+        return np.array([known.get(id, NEW) for id in ids], dtype=np.int64)
 
     def _commit(
         self, replace_all, deleted, label_rows, new_generation=True, **values

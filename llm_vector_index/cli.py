@@ -166,9 +166,13 @@ def _build(index: Index, full: bool) -> None:
     with progress_bar(f"Indexing {index.name}") as progress:
         report = index.build(full=full, progress=progress)
     kind = "Full build" if report.full else "Build"
+    held = (
+        f", {report.held_back} held back (NaN, infinite or all-zero vectors)"
+        if report.held_back else ""
+    )
     click.echo(
         f"{kind} of {index.name}: {report.added} indexed, {report.deleted} removed, "
-        f"{report.rows} rows, {report.seconds:.2f}s",
+        f"{report.rows} rows{held}, {report.seconds:.2f}s",
         err=True,
     )
 

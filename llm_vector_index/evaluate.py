@@ -45,9 +45,10 @@ def evaluate(index: Index, queries: int = 100, k: int = 10) -> Evaluation:
         "order by random() limit ?",
         [*collection_ids, queries],
     ).fetchall()
-    query_vectors = normalize(sync.vectors_from_blobs(
+    stored = sync.vectors_from_blobs(
         [row[0] for row in picked], [row[1] for row in picked], index.record.dimensions
-    ))
+    )
+    query_vectors = normalize(stored[sync.rankable(stored)])
     truth = _exact_top_k(index, collection_ids, query_vectors, k)
     timings, found = [], []
     for query in query_vectors:
@@ -82,7 +83,9 @@ def _exact_top_k(index, collection_ids, queries, k) -> list[list[tuple[int, str]
     best_keys: list[list[tuple[int, str]]] = [[] for _ in queries]
     for collection_id in collection_ids:
         for batch in sync.read_all(index.db, collection_id, index.record.dimensions):
-            scores = queries @ normalize(batch.vectors).T
+            usable = sync.rankable(batch.vectors)
+            scores = np.full((len(queries), len(batch.ids)), -np.inf)
+            scores[:, usable] = queries @ normalize(batch.vectors[usable]).T
             keys = [(collection_id, id) for id in batch.ids]
             merged = np.concatenate([best_scores, scores], axis=1)
             order = np.argsort(-merged, axis=1, kind="stable")[:, :k]

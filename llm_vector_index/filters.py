@@ -107,7 +107,8 @@ class Filter:
             "select l.label from json_each(?) j "
             "cross join embeddings e on e.rowid = j.value "
             "cross join vector_index_labels l on l.index_id = ? "
-            "and l.collection_id = e.collection_id and l.id = e.id",
+            "and l.collection_id = e.collection_id and l.id = e.id "
+            "where l.label >= 0",  # negative: held back, not in the backend
             [json.dumps(rowids), index_id],
         )
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))

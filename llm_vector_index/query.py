@@ -143,11 +143,19 @@ def rank(
     if not rows:
         return []
     vectors = sync.vectors_from_blobs([row[2] for row in rows], [row[5] for row in rows])
+    usable = sync.rankable(vectors)
+    if not usable.all():  # NaN, infinite or all-zero rows: never returned
+        rows = [row for row, ok in zip(rows, usable.tolist()) if ok]
+        vectors = vectors[usable]
+        if not rows:
+            return []
     vectors = vectors.astype(np.float64)
     query64 = query.astype(np.float64)
     norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
     scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)
-    order = np.argsort(-scores, kind="stable")[:limit]
+    # Ties (rows with identical vectors) in id order, as llm's scan of its
+    # primary key lists them.
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][2], rows[i][1]))[:limit]
     return [
         IndexEntry(
             id=rows[i][2],
@@ -156,5 +164,5 @@ def rank(
             metadata=json.loads(rows[i][4]) if rows[i][4] else None,
             collection=rows[i][1] if show_collection else None,
         )
-        for i in order.tolist()
+        for i in order
     ]

@@ -40,6 +40,15 @@ class Batch:
         )
 
 
+def rankable(vectors: np.ndarray) -> np.ndarray:
+    """Per row: can it be ranked by cosine? Not if any value is NaN or
+    infinite, or all are zero (no direction). Such rows are held back from
+    every backend (an hnswlib graph with a NaN node misroutes every search)
+    and never returned, as llm's own scan cannot score them either."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(vectors).all(axis=1) & vectors.any(axis=1)
+
+
 def checksums(vectors: np.ndarray) -> np.ndarray:
     """A 64-bit checksum per vector, computed for a whole batch at once.
 
