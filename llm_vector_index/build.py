@@ -73,11 +73,15 @@ class Labels:
 
 class Build:
     def __init__(
-        self, index: Index, progress: Callable[[int, int], None] | None = None
+        self,
+        index: Index,
+        progress: Callable[[int, int], None] | None = None,
+        verify: bool = False,
     ) -> None:
         self.index = index
         self.db = index.db
         self.progress = progress
+        self.verify = verify
         self.started = time.time()
 
     def run(self, full: bool) -> BuildReport:
@@ -175,7 +179,10 @@ class Build:
     ) -> BuildReport:
         index = self.index
         record = index.record
-        changes = sync.find_changes(self.db, record.id, collection_ids, record.watermark)
+        changes = sync.find_changes(
+            self.db, record.id, collection_ids, record.watermark,
+            (record.fingerprint or {}).get("rowid"), verify=self.verify,
+        )
         allocator = Labels(record.next_label, self._lowest_label())
         label_rows: list[tuple] = []
         evicted: list[int] = []

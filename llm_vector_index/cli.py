@@ -126,19 +126,26 @@ def index_create(name, collections, backend, options, build_now, make_default, r
 @index_group.command(name="build")
 @click.argument("name")
 @click.option("--full", is_flag=True, help="Rebuild from scratch")
+@click.option(
+    "--verify", is_flag=True,
+    help="Also compare every stored vector with what was indexed (finds rows "
+    "changed by a plain SQL UPDATE; reads every vector, embeds nothing)",
+)
 @database_option
-def index_build(name, full, database):
+def index_build(name, full, verify, database):
     """
     Bring an index up to date with its collections
 
     Only rows added or changed since the last build are read; deleted rows
-    are removed.
+    are removed. --verify also finds rows whose vector was changed in place
+    by a plain SQL UPDATE, which keeps their timestamp and rowid.
 
     \b
         llm index build docs-hnsw
+        llm index build docs-hnsw --verify
         llm index build docs-hnsw --full
     """
-    _build(Index(name, open_database(database)), full)
+    _build(Index(name, open_database(database)), full, verify)
 
 
 @contextmanager
@@ -162,9 +169,9 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
             bar.__exit__(None, None, None)
 
 
-def _build(index: Index, full: bool) -> None:
+def _build(index: Index, full: bool, verify: bool = False) -> None:
     with progress_bar(f"Indexing {index.name}") as progress:
-        report = index.build(full=full, progress=progress)
+        report = index.build(full=full, progress=progress, verify=verify)
     kind = "Full build" if report.full else "Build"
     held = (
         f", {report.held_back} held back (NaN, infinite or all-zero vectors)"

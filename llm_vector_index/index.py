@@ -178,17 +178,24 @@ class Index:
     # -- building -------------------------------------------------------------
 
     def build(
-        self, full: bool = False, progress: Callable[[int, int], None] | None = None
+        self,
+        full: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        verify: bool = False,
     ) -> BuildReport:
         """Bring the index up to date with the rows now in its collections.
 
         Incremental unless ``full`` (or the saved files disagree with the
-        catalog, e.g. after a crash mid-build). ``progress(rows, total)`` is
+        catalog, e.g. after a crash mid-build). ``verify`` compares every
+        row's vector with what was indexed (reads every vector, embeds
+        nothing): it also finds rows changed in place by a plain SQL UPDATE,
+        which the incremental scan cannot see. ``progress(rows, total)`` is
         called as each batch of rows is indexed. The backend is saved before
         the catalog commits, so an interrupted build leaves the previous state
         usable or visibly stale.
         """
-        return Build(self, progress).run(full)
+        return Build(self, progress, verify=verify).run(full)
 
     def open_saved_backend(self) -> VectorIndex | None:
         "The backend as saved, or None if there is none or it cannot be opened."
@@ -240,7 +247,8 @@ class Index:
         if key not in _warned:
             _warned.add(key)
             changes = sync.find_changes(
-                self.db, self.record.id, self.collection_ids(), self.record.watermark
+                self.db, self.record.id, self.collection_ids(), self.record.watermark,
+                (self.record.fingerprint or {}).get("rowid"),
             )
             click.echo(
                 f"Warning: index {self.name!r} is behind its collections "

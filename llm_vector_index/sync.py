@@ -76,16 +76,28 @@ class Changes:
 
 
 def find_changes(
-    db: Database, index_id: int, collection_ids: list[int], watermark: int | None
+    db: Database,
+    index_id: int,
+    collection_ids: list[int],
+    watermark: int | None,
+    rowid_mark: int | None = None,
+    *,
+    verify: bool = False,
 ) -> Changes:
-    """Compare llm's rows with the label map, reading ids and timestamps only.
+    """Compare llm's rows with the label map, reading ids and timestamps only
+    (and the vectors of the few rows whose timestamp cannot tell).
 
-    - changed: ``updated >= watermark`` (inclusive: ``updated`` has one-second
-      resolution, so rows written in the second of the last build are looked
-      at again) and different from the ``updated`` we indexed, or the same
-      ``updated`` but a different vector checksum (rewritten within a second);
     - new: any row with no label, whatever its ``updated`` says (rows written
       by other tools may carry NULL, old or future timestamps);
+    - changed: among the candidates below, rows whose ``updated`` differs from
+      the one indexed, or is the same but whose vector checksum differs;
+    - candidates: ``updated >= watermark`` (inclusive: ``updated`` has
+      one-second resolution, so rows written in the second of the last build
+      are looked at again), and ``rowid > rowid_mark``: an insert-or-replace
+      (llm's own writes, imports, restores) always takes a rowid above every
+      existing one, so a row rewritten with an older ``updated`` is still
+      seen. With ``verify``, every row is a candidate: O(rows), and it also
+      sees rows changed by a plain UPDATE, which keeps both;
     - deleted: labels whose row is gone, or whose collection is no longer one
       the index covers (deleted, or deleted and re-created).
     """
@@ -106,27 +118,21 @@ def find_changes(
                 {"collection": collection_id, "index": index_id},
             ).fetchall()
         ]
-        if watermark is not None:
-            ids += [
-                row[0]
-                for row in db.execute(
-                    """
-                    select e.id from embeddings e
-                    join vector_index_labels l
-                      on l.index_id = :index
-                      and l.collection_id = e.collection_id and l.id = e.id
-                    where e.collection_id = :collection
-                    and e.updated >= :watermark
-                    and l.updated is not e.updated
-                    """,
-                    {
-                        "collection": collection_id,
-                        "index": index_id,
-                        "watermark": watermark,
-                    },
-                ).fetchall()
-            ]
-            ids += _rewritten_in_the_same_second(db, index_id, collection_id, watermark)
+        if verify:
+            ids += _changed_rows(
+                db, index_id, collection_id,
+                "select rowid from embeddings where collection_id = :collection", {},
+            )
+        elif watermark is not None:
+            # Two range lookups (the updated index, the rowid b-tree), not a scan.
+            ids += _changed_rows(
+                db, index_id, collection_id,
+                "select rowid from embeddings "
+                "where collection_id = :collection and updated >= :watermark "
+                "union select rowid from embeddings "
+                "where rowid > :rowid and +collection_id = :collection",  # "+": by rowid
+                {"watermark": watermark, "rowid": rowid_mark or 0},
+            )
         if ids:
             changes.upserts[collection_id] = ids
     covered = ",".join(str(int(collection_id)) for collection_id in collection_ids)
@@ -150,23 +156,24 @@ def find_changes(
     return changes
 
 
-def _rewritten_in_the_same_second(
-    db: Database, index_id: int, collection_id: int, watermark: int
+def _changed_rows(
+    db: Database, index_id: int, collection_id: int, candidates: str, params: dict
 ) -> list[str]:
-    """Rows at or after the watermark whose ``updated`` equals the indexed one:
-    few (the last build's second), so their vectors are read and compared."""
+    """Indexed rows among ``candidates`` (SQL selecting embeddings rowids) that
+    changed: a different ``updated``, or the same one (rewritten within a
+    second, or with an old timestamp) and a vector whose checksum differs."""
     rows = db.execute(
-        """
-        select e.id, l.checksum from embeddings e
-        join vector_index_labels l
+        f"""
+        with candidates as ({candidates})
+        select e.id, l.updated is e.updated, l.checksum from candidates c
+        cross join embeddings e on e.rowid = c.rowid
+        cross join vector_index_labels l
           on l.index_id = :index and l.collection_id = e.collection_id and l.id = e.id
-        where e.collection_id = :collection and e.updated >= :watermark
-        and l.updated is e.updated
         """,
-        {"collection": collection_id, "index": index_id, "watermark": watermark},
+        {"collection": collection_id, "index": index_id, **params},
     ).fetchall()
-    indexed = dict(rows)
-    changed = []
+    changed = [id for id, same_updated, _ in rows if not same_updated]
+    indexed = {id: checksum for id, same_updated, checksum in rows if same_updated}
     for batch in read_rows(db, collection_id, indexed, None):
         for id, checksum in zip(batch.ids, checksums(batch.vectors).tolist()):
             if checksum != indexed[id]:

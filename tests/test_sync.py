@@ -209,3 +209,40 @@ def test_embed_through_llm_then_build(db, text_collection):
     text_collection.embed("fresh", "zebra zebra quokka", store=True)
     assert index.build().added == 1
     assert index.similar("zebra zebra quokka", 1)[0].id == "fresh"
+
+
+def test_row_rewritten_with_an_older_updated_is_seen(db, built, vectors_collection):
+    "Imports, restores and stepped-back clocks: llm-style replace, old timestamp."
+    ids, vectors = vectors_collection  # written with updated=1000, built after
+    replacement = -vectors[11]
+    write_embeddings(db, "vecs", ["v011"], replacement[None], updated=5)
+    report = built.build()
+    assert (report.added, report.deleted, report.rows) == (1, 0, 200)
+    assert top(built, replacement) == ["v011"]
+    assert built.build().added == 0  # and only once
+
+
+def test_plain_update_in_place_needs_verify(db, built, vectors_collection):
+    "A SQL UPDATE keeps rowid and updated: the cheap scan cannot see it, --verify does."
+    ids, vectors = vectors_collection
+    replacement = -vectors[12]
+    db.execute("update embeddings set embedding = ? where id = 'v012'",
+               [replacement.astype("<f4").tobytes()])
+    db.conn.commit()
+    assert built.build().added == 0  # documented blind spot
+    report = built.build(verify=True)
+    assert (report.added, report.deleted, report.rows) == (1, 0, 200)
+    assert top(built, replacement) == ["v012"]
+    assert built.build(verify=True).added == 0
+
+
+def test_verify_from_the_command_line(db, db_path, built, vectors_collection):
+    from llm_vector_index.cli import index_group
+
+    ids, vectors = vectors_collection
+    db.execute("update embeddings set embedding = ? where id in ('v020', 'v021')",
+               [(vectors[0] * 2).astype("<f4").tobytes()])
+    db.conn.commit()
+    result = CliRunner().invoke(index_group, ["build", "ix", "--verify", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert "Build of ix: 2 indexed, 0 removed, 200 rows" in result.stderr
