@@ -100,10 +100,11 @@ class Build:
             if dimensions is None:  # nothing to index yet
                 self._commit(True, [], [], dimensions=None, rows=0)
                 return BuildReport(full, 0, 0, 0, time.time() - self.started)
-            backend = index.backend() if record.built else None
+            # A full rebuild never needs the old files: it reads llm's rows.
+            backend = None if full else index.open_saved_backend()
             if backend is not None and not index.files_match_catalog(backend):
-                full = True  # an interrupted build: start again from the rows
-            if full or backend is None:  # first builds stream every row
+                backend = None  # an interrupted build: start again from the rows
+            if backend is None:  # first builds, damaged files and --full stream every row
                 return self._full(collection_ids, dimensions)
             return self._incremental(backend, collection_ids, dimensions)
 
@@ -125,8 +126,13 @@ class Build:
 
     def _full(self, collection_ids: list[int], dimensions: int) -> BuildReport:
         index = self.index
-        retired = index.open_saved_backend()
-        index.detach_backend()  # kept open: it may still have data to destroy
+        # The old files are opened only to delete what the backend keeps
+        # elsewhere (a Chroma collection): a full rebuild reads llm's rows.
+        retired = index.open_saved_backend() if index.keeps_data_elsewhere() else None
+        if retired is None:
+            index.close()
+        else:
+            index.detach_backend()  # kept open: it still has data to destroy
         # Same folder name one level down: backends may name things after it.
         staging = paths.staging_path(self.db, index.name)
         paths.remove_tree(staging)  # left by a build that was killed

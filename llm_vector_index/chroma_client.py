@@ -35,7 +35,11 @@ def connect(
     quiet = Settings(anonymized_telemetry=False)
     if not host:
         Path(path).mkdir(parents=True, exist_ok=True)
-        return module.PersistentClient(path=str(path), settings=quiet)
+        try:
+            return module.PersistentClient(path=str(path), settings=quiet)
+        except BaseException:
+            _forget_local_system(str(path))
+            raise
     try:
         client = module.HttpClient(
             host=host, port=port, ssl=ssl, headers=headers or {}, settings=quiet
@@ -46,6 +50,21 @@ def connect(
         reason = text.splitlines()[0] if text else type(error).__name__
         raise VectorIndexError(f"Cannot reach Chroma server at {host}:{port}: {reason}") from None
     return client
+
+
+def _forget_local_system(path: str) -> None:
+    """Chroma keeps one System per directory for the whole process, even one
+    whose start failed (a damaged store): drop it, so that the store rebuilt
+    in its place is opened afresh."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    system = SharedSystemClient._identifier_to_system.pop(path, None)
+    SharedSystemClient._identifier_to_refcount.pop(path, None)
+    if system is not None:
+        try:
+            system.stop()
+        except Exception:
+            pass
 
 
 def token_headers(token: str, header: str = "Authorization") -> dict[str, str]:

@@ -145,7 +145,8 @@ def index_build(name, full, verify, database):
         llm index build docs-hnsw --verify
         llm index build docs-hnsw --full
     """
-    _build(Index(name, open_database(database)), full, verify)
+    with Index(name, open_database(database)) as index:
+        _build(index, full, verify)
 
 
 @contextmanager
@@ -211,20 +212,20 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
     """
     if not id and not content and not input:
         raise click.ClickException("Must provide content or an ID for the comparison")
-    index = Index(name, open_database(database))
     where = {key: parse_cli_value(value) for key, value in wheres}
-    if id:
-        results = index.similar_by_id(id, number, prefix=prefix, where=where)
-    else:
-        if not content:
-            if not input or input == "-":
-                content = (sys.stdin.buffer if binary else sys.stdin).read()
-            else:
-                with open(input, "rb" if binary else "r") as f:
-                    content = f.read()
-        if not content:
-            raise click.ClickException("No content provided")
-        results = index.similar(content, number, prefix=prefix, where=where)
+    with Index(name, open_database(database)) as index:
+        if id:
+            results = index.similar_by_id(id, number, prefix=prefix, where=where)
+        else:
+            if not content:
+                if not input or input == "-":
+                    content = (sys.stdin.buffer if binary else sys.stdin).read()
+                else:
+                    with open(input, "rb" if binary else "r") as f:
+                        content = f.read()
+            if not content:
+                raise click.ClickException("No content provided")
+            results = index.similar(content, number, prefix=prefix, where=where)
     for result in results:
         output = asdict(result)
         if output["collection"] is None:
@@ -298,14 +299,14 @@ def index_list(json_, database):
 def index_show(name, database):
     "Show an index's settings, size and where its files are"
     db = open_database(database)
-    index = Index(name, db)
-    details = _describe(index.record, db)
-    backend = index.backend()
-    if backend is not None:
-        details.update(backend.describe())
-    details["disk_bytes"] = sum(
-        path.stat().st_size for path in index.path.rglob("*") if path.is_file()
-    ) if index.path.exists() else 0
+    with Index(name, db) as index:
+        details = _describe(index.record, db)
+        backend = index.backend()
+        if backend is not None:
+            details.update(backend.describe())
+        details["disk_bytes"] = sum(
+            path.stat().st_size for path in index.path.rglob("*") if path.is_file()
+        ) if index.path.exists() else 0
     click.echo(json.dumps(details, indent=2))
 
 
@@ -411,7 +412,8 @@ def index_evaluate(name, number, queries, database):
         llm index evaluate docs-hnsw
         llm index evaluate docs-hnsw -n 20 --queries 500
     """
-    result = evaluate(Index(name, open_database(database)), queries=queries, k=number)
+    with Index(name, open_database(database)) as index:
+        result = evaluate(index, queries=queries, k=number)
     click.echo(json.dumps({
         "index": name,
         "queries": result.queries,

@@ -22,7 +22,7 @@ from typing import Any
 import click
 from llm.embeddings import Collection, Entry
 
-from .errors import IdNotFound, InvalidIndexName, UnsafePath
+from .errors import DamagedFiles, IdNotFound, InvalidIndexName, UnsafePath
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -45,14 +45,20 @@ def _chosen_index(collection: Collection, index: str | bool | None, where):
 
 
 def _through_index(
-    collection: Collection, index: str | bool | None, query: Callable, brute_force: Callable
+    collection: Collection,
+    index: str | bool | None,
+    chosen,
+    query: Callable,
+    brute_force: Callable,
 ):
-    """Run ``query`` on the chosen index. A default index whose catalog row
-    could lead outside its folder (a crafted database) is not used: llm's own
-    brute force answers instead, with a warning, as if it had no default."""
+    """Run ``query`` on the chosen index. A default index that cannot be used
+    safely (a catalog row that would lead outside its folder, damaged files)
+    is not used: llm's own brute force answers instead, with a warning, as if
+    the collection had no default. An index named by the caller raises."""
     try:
-        return query()
-    except (InvalidIndexName, UnsafePath) as error:
+        with chosen:  # closed after the call: nothing held open between calls
+            return query()
+    except (InvalidIndexName, UnsafePath, DamagedFiles) as error:
         if index is not None:
             raise
         click.echo(
@@ -86,7 +92,7 @@ def similar_by_vector(
 
     if chosen is None:
         return brute_force()
-    return _through_index(self, index, lambda: _plain(
+    return _through_index(self, index, chosen, lambda: _plain(
         chosen.similar_by_vector(
             vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
         )
@@ -120,7 +126,7 @@ def similar_by_id(
             raise self.DoesNotExist("ID not found") from None  # what llm raises
         return _plain(entries)
 
-    return _through_index(self, index, through_index, brute_force)
+    return _through_index(self, index, chosen, through_index, brute_force)
 
 
 def similar(

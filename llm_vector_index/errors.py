@@ -25,6 +25,10 @@ class UnsafePath(VectorIndexError):
     "A path would leave the index folder, or a folder there is not the plugin's."
 
 
+class DamagedFiles(VectorIndexError):
+    "An index's files are damaged or missing: a full rebuild replaces them."
+
+
 class IndexExists(VectorIndexError):
     "An index of that name already exists."
 

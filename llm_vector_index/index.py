@@ -21,6 +21,7 @@ from . import catalog, freshness, paths, query, sync
 from .base import VectorIndex
 from .build import Build, BuildReport, read_generation
 from .errors import (
+    DamagedFiles,
     IdNotFound,
     IndexBusy,
     IndexExists,
@@ -128,9 +129,16 @@ class Index:
         return backend
 
     def close(self) -> None:
+        "Release the open backend (files, connections); the next use reopens."
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # -- properties -------------------------------------------------------------
 
@@ -170,10 +178,29 @@ class Index:
         return backend_class(path, dimensions, self.record.metric, self.record.options)
 
     def backend(self) -> VectorIndex | None:
-        "The backend as last saved (None before the first build with rows)."
+        """The backend as last saved (None before the first build with rows).
+        Files that cannot be opened raise ``DamagedFiles`` naming the fix."""
         if self._backend is None and self.record.dimensions:
-            self._backend = self.new_backend(self.path, self.record.dimensions)
+            path = self.path
+            try:
+                self._backend = self.new_backend(path, self.record.dimensions)
+            except VectorIndexError as error:
+                if not isinstance(error, DamagedFiles):
+                    raise  # e.g. a Chroma server that is down: not damage
+                raise self._damaged(str(error)) from None
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # a loader's error on bad bytes (Rust
+                # panics surface as BaseException subclasses)
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise self._damaged(f"{type(error).__name__}: {reason}") from None
         return self._backend
+
+    def _damaged(self, reason: str) -> DamagedFiles:
+        return DamagedFiles(
+            f"Index {self.name!r} cannot be opened, its files are damaged ({reason}): "
+            f"run llm index build {self.name} to rebuild it from the collections"
+        )
 
     # -- building -------------------------------------------------------------
 
@@ -197,13 +224,17 @@ class Index:
         """
         return Build(self, progress, verify=verify).run(full)
 
+    def keeps_data_elsewhere(self) -> bool:
+        "Does the backend keep data outside the index folder (``destroy()``)?"
+        return get_backend(self.record.backend).cls.destroy is not VectorIndex.destroy
+
     def open_saved_backend(self) -> VectorIndex | None:
         "The backend as saved, or None if there is none or it cannot be opened."
         if not self.record.built:
             return None
         try:
             return self.backend()
-        except Exception:  # damaged files are what a full rebuild replaces
+        except DamagedFiles:  # what a full rebuild replaces
             return None
 
     def files_match_catalog(self, backend: VectorIndex) -> bool:

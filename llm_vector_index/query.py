@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llm.embeddings import Entry
 
-from .errors import DimensionMismatch, NotBuilt, VectorIndexError
+from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError
 from . import filters, sync
 from .filters import ROW_COLUMNS, Filter
 
@@ -98,7 +98,7 @@ def query_vector(vector: Any) -> np.ndarray:
 def _backend_search(index, query, number, skip, allowed, show_collection):
     backend = index.backend()
     if not index.files_match_catalog(backend):
-        raise VectorIndexError(
+        raise DamagedFiles(
             f"Index {index.name!r} files do not match its catalog (an interrupted "
             f"build?): run llm index build {index.name}"
         )

@@ -1,4 +1,4 @@
-"""Crash-safe files for backends.
+"""Crash-safe, damage-checked files for backends.
 
 A backend's state is one or more files plus a small ``manifest.json`` naming
 them. ``save_snapshot`` writes every file under a new generation's name,
@@ -6,6 +6,15 @@ fsyncs it, then replaces the manifest in one atomic rename: readers (and a
 process that crashed mid-save) see the old snapshot or the new one, never a
 mix. Large arrays are plain ``.npy`` files, memory-mapped copy-on-write on
 load, so opening an index costs almost nothing until it is searched.
+
+Files damaged after they were written (truncated, zeroed, overwritten, a
+missing file, a manifest that is not JSON) must never reach faiss or
+hnswlib, whose loaders trust what they read and can crash the process. The
+manifest records each file's size and CRC-32, and the file's identity as the
+save left it (inode, size, mtime, ctime: any write changes ctime).
+``load_snapshot`` checks sizes always and re-reads a file to check its CRC
+only when its identity changed (a copied or touched folder), so an untouched
+index opens without reading its files. Any mismatch raises ``DamagedFiles``.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DamagedFiles
+
 MANIFEST = "manifest.json"
+CHUNK = 1 << 20
 
 Writer = Callable[[Path], None]
 
@@ -84,14 +97,19 @@ def save_snapshot(
     directory.mkdir(parents=True, exist_ok=True)
     previous = load_snapshot(directory)
     generation = previous.meta.get("_generation", 0) + 1 if previous else 1
-    names = {}
+    names, checks = {}, {}
     for key, write in files.items():
         name = f"{key}.{generation}"
         write(directory / name)
         with open(directory / name, "rb") as written:
             os.fsync(written.fileno())
+        checks[name] = file_check(directory / name)
         names[key] = name
-    manifest = {"files": names, "meta": {**(meta or {}), "_generation": generation}}
+    manifest = {
+        "files": names,
+        "checks": checks,
+        "meta": {**(meta or {}), "_generation": generation},
+    }
     atomic_write(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
     # Older generations, and files of a save that crashed before its manifest.
     pattern = re.compile(rf"^({'|'.join(map(re.escape, files))})\.\d+$")
@@ -101,12 +119,58 @@ def save_snapshot(
 
 
 def load_snapshot(directory: Path) -> Snapshot | None:
-    "The directory's last saved snapshot, or None if nothing was saved."
+    """The directory's last saved snapshot, or None if nothing was saved.
+    Raises ``DamagedFiles`` if the manifest or a file it names is damaged."""
+    directory = Path(directory)
     try:
-        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+        manifest = json.loads((directory / MANIFEST).read_text())
+        names = dict(manifest["files"])
+        meta = dict(manifest["meta"])
+        checks = dict(manifest.get("checks", {}))
     except FileNotFoundError:
         return None
-    return Snapshot(
-        files={key: Path(directory) / name for key, name in manifest["files"].items()},
-        meta=manifest["meta"],
-    )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DamagedFiles(f"{MANIFEST} is damaged ({type(error).__name__})") from None
+    for name in names.values():
+        if "/" in str(name) or str(name).startswith("."):
+            raise DamagedFiles(f"{MANIFEST} names {name!r}, not a file of this index")
+        verify_file(directory, str(name), checks.get(name))
+    return Snapshot(files={key: directory / name for key, name in names.items()}, meta=meta)
+
+
+def file_check(path: Path) -> dict[str, int]:
+    "What ``verify_file`` compares a file with later: its CRC-32 and identity."
+    with open(path, "rb") as fileobj:
+        return {"crc32": _crc32(fileobj), **_identity(path)}
+
+
+def verify_file(directory: Path, name: str, check: dict | None) -> None:
+    "Raise ``DamagedFiles`` unless ``directory / name`` is as ``check`` recorded it."
+    path = directory / name
+    try:
+        identity = _identity(path)
+    except FileNotFoundError:
+        raise DamagedFiles(f"{name} is missing") from None
+    if check is None:
+        return  # saved before checks were recorded
+    if identity["size"] != check.get("size"):
+        raise DamagedFiles(f"{name} has {identity['size']} bytes, {check.get('size')} were saved")
+    if identity == {key: check.get(key) for key in identity}:
+        return  # untouched since it was saved: no need to read it
+    with open(path, "rb") as fileobj:
+        if _crc32(fileobj) != check.get("crc32"):
+            raise DamagedFiles(f"{name} has changed since it was saved (CRC-32 differs)")
+
+
+def _identity(path: Path) -> dict[str, int]:
+    info = os.stat(path)
+    return {"inode": info.st_ino, "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+            "ctime_ns": info.st_ctime_ns}
+
+
+def _crc32(fileobj) -> int:
+    fileobj.seek(0)
+    crc = 0
+    while chunk := fileobj.read(CHUNK):
+        crc = zlib.crc32(chunk, crc)
+    return crc

@@ -29,7 +29,9 @@ from ..base import (
 )
 from ..chroma_client import connect, cosine_collection, derive_name, token_headers
 from ..hookspecs import hookimpl
-from ..storage import load_snapshot, save_snapshot
+from .. import signing
+from ..errors import DamagedFiles
+from ..storage import file_check, load_snapshot, save_snapshot, verify_file
 
 
 def collection_name(index_name: str) -> str:
@@ -65,8 +67,10 @@ class ChromaIndex(VectorIndex):
         return settings
 
     def open(self) -> None:
-        self._client = _connect(self.settings, self.path / "chroma")
         saved = load_snapshot(self.path)
+        if saved is not None and not self.settings["host"]:
+            _verify_store(self.path / "chroma", saved.meta)  # before Chroma reads it
+        self._client = _connect(self.settings, self.path / "chroma")
         if saved is not None:
             self._name = saved.meta["collection"]
         else:
@@ -140,8 +144,13 @@ class ChromaIndex(VectorIndex):
         return self._count
 
     def save(self) -> None:
-        # Chroma persists every write itself; we record which collection is ours.
-        save_snapshot(self.path, {}, meta={"collection": self._name})
+        # Chroma persists every write itself; we record which collection is
+        # ours and, for a local store, what its files must be when reopened.
+        meta: dict[str, Any] = {"collection": self._name}
+        if not self.settings["host"]:
+            meta["store"] = _store_checks(self.path / "chroma")
+            meta["signature"] = signing.sign(_signed_part(meta))
+        save_snapshot(self.path, {}, meta=meta)
 
     def close(self) -> None:
         self._client.close()
@@ -158,6 +167,47 @@ class ChromaIndex(VectorIndex):
             if self.settings["host"] else str(self.path / "chroma")
         )
         return {"chroma_collection": self._name, "chroma": where}
+
+
+# chroma.sqlite3 (and its journal) change whenever Chroma opens the store,
+# and SQLite detects its own damage; the HNSW segment files are read by C++
+# code that trusts them, so they are what is checked.
+UNCHECKED = ("chroma.sqlite3",)
+
+
+def _store_checks(store: Path) -> dict[str, dict]:
+    return {
+        str(path.relative_to(store)): file_check(path)
+        for path in sorted(store.rglob("*"))
+        if path.is_file() and not path.name.startswith(UNCHECKED)
+    }
+
+
+def _signed_part(meta: Mapping[str, Any]) -> dict:
+    "What the signature covers: the collection and each file's content check."
+    return {
+        "collection": meta["collection"],
+        "files": {name: [c["size"], c["crc32"]] for name, c in meta["store"].items()},
+    }
+
+
+def _verify_store(store: Path, meta: Mapping[str, Any]) -> None:
+    """Refuse a local store whose segment files are not what our last save
+    left (truncated, zeroed, overwritten: Chroma's loader can crash on them),
+    or that this user did not write (its pickle would be unpickled)."""
+    if "store" not in meta:
+        return  # saved before stores were checked
+    try:
+        signed = signing.is_signed(_signed_part(meta), meta.get("signature"))
+    except (KeyError, TypeError, AttributeError):
+        signed = False
+    if not signed:
+        raise DamagedFiles(
+            "its Chroma store was not written by this user here (Chroma's files "
+            "include a pickle, so only stores written here are opened)"
+        )
+    for name, check in meta["store"].items():
+        verify_file(store, name, check)
 
 
 @hookimpl
