@@ -150,7 +150,8 @@ class Build:
             )
             allocator = Labels(0, None)
             for collection_id in collection_ids:
-                for batch in sync.read_all(self.db, collection_id, dimensions):
+                scan = sync.read_all(self.db, collection_id, dimensions, self.fingerprint["rowid"])
+                for batch in scan:
                     usable = sync.rankable(batch.vectors)
                     labels, _ = allocator.assign(np.full(len(batch.ids), NEW), usable)
                     backend.add(labels[usable], batch.vectors[usable])

@@ -182,14 +182,28 @@ def _changed_rows(
 
 
 def read_all(
-    db: Database, collection_id: int, dimensions: int | None
+    db: Database, collection_id: int, dimensions: int | None, up_to_rowid: int | None = None
 ) -> Iterator[Batch]:
-    "Every row of a collection, in batches (a full build)."
-    cursor = db.execute(
-        "select id, updated, embedding from embeddings where collection_id = ?",
-        [collection_id],
-    )
-    while rows := cursor.fetchmany(BATCH_SIZE):
+    """Every row of a collection, in batches (a full build).
+
+    Each batch is its own short statement, walking the primary key by id, so
+    llm's writers never wait for more than one batch (one long cursor would
+    hold SQLite's read lock for the whole scan). ``up_to_rowid`` (the table's
+    max rowid when the build started) leaves out rows written during the
+    scan: an insert-or-replace takes a new, higher rowid, so every id is
+    read at most once, and what was skipped is seen by the next build."""
+    last_id = None
+    bound = "and rowid <= :up_to" if up_to_rowid is not None else ""
+    while True:
+        rows = db.execute(
+            "select id, updated, embedding from embeddings where collection_id = :c "
+            f"{'and id > :last' if last_id is not None else ''} {bound} "
+            "order by id limit :n",
+            {"c": collection_id, "last": last_id, "up_to": up_to_rowid, "n": BATCH_SIZE},
+        ).fetchall()
+        if not rows:
+            return
+        last_id = rows[-1][0]
         batch = _to_batch(collection_id, rows, dimensions)
         dimensions = batch.vectors.shape[1]
         yield batch

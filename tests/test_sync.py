@@ -246,3 +246,37 @@ def test_verify_from_the_command_line(db, db_path, built, vectors_collection):
     result = CliRunner().invoke(index_group, ["build", "ix", "--verify", "-d", str(db_path)])
     assert result.exit_code == 0, result.output
     assert "Build of ix: 2 indexed, 0 removed, 200 rows" in result.stderr
+
+
+def test_full_build_lets_llm_write_between_batches(db_path, db, monkeypatch):
+    "llm's writers must never wait for more than one batch of a full build's scan."
+    import sqlite3
+
+    from llm_vector_index import sync
+    from sqlite_utils import Database
+
+    monkeypatch.setattr(sync, "BATCH_SIZE", 50)
+    vectors = clustered_vectors(520, 24, clusters=4, seed=2)
+    write_embeddings(db, "c", [f"r{i:03d}" for i in range(500)], vectors[:500])
+    index = Index.create("ix", ["c"], db, backend="exact")
+    written = []
+
+    def write_while_building(done, total):
+        # A second connection, as `llm embed` in another process, that gives
+        # up after 0.2 s: a scan holding SQLite's read lock would block it.
+        other = Database(sqlite3.connect(db_path, timeout=0.2))
+        n = len(written)
+        write_embeddings(other, "c", [f"late{n:02d}", f"r{n:03d}"],
+                         np.stack([vectors[500 + n], -vectors[n]]))
+        other.conn.close()
+        written.append(n)
+
+    report = index.build(full=True, progress=write_while_building)
+    assert len(written) == 10 and report.rows == 500
+    # What was written during the scan is picked up by the next build, once.
+    report = index.build()
+    assert (report.added, report.rows) == (20, 510)
+    for n in range(10):
+        assert top(index, vectors[500 + n]) == [f"late{n:02d}"]
+        assert top(index, -vectors[n]) == [f"r{n:03d}"]
+    assert labels(db) == 510
