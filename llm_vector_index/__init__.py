@@ -8,6 +8,8 @@ plugins that add backends through ``register_vector_index_backends``.
 from . import collection
 from .base import Capabilities, Option, VectorIndex
 from .errors import (
+    BackendUnavailable,
+    DamagedFiles,
     DimensionMismatch,
     IdNotFound,
     IndexBusy,
@@ -30,8 +32,10 @@ collection.install()
 
 __all__ = [
     "BackendInfo",
+    "BackendUnavailable",
     "BuildReport",
     "Capabilities",
+    "DamagedFiles",
     "DimensionMismatch",
     "IdNotFound",
     "Index",

@@ -6,11 +6,13 @@ collections. ``import chromadb`` (about a second) happens only in here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .base import require
-from .errors import VectorIndexError
+from .errors import BackendUnavailable, VectorIndexError
 
 NAME_RULE = "3-512 characters of [a-zA-Z0-9._-], starting and ending with a letter or digit"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -34,7 +36,12 @@ def connect(
 
     quiet = Settings(anonymized_telemetry=False)
     if not host:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VectorIndexError(
+                f"Cannot use {path} as a Chroma directory: {error.strerror or error}"
+            ) from None
         try:
             return module.PersistentClient(path=str(path), settings=quiet)
         except BaseException:
@@ -48,7 +55,7 @@ def connect(
     except Exception as error:  # refused, DNS, TLS, auth: one line, no traceback
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
-        raise VectorIndexError(f"Cannot reach Chroma server at {host}:{port}: {reason}") from None
+        raise BackendUnavailable(f"Cannot reach Chroma server at {host}:{port}: {reason}") from None
     return client
 
 
@@ -65,6 +72,23 @@ def _forget_local_system(path: str) -> None:
             system.stop()
         except Exception:
             pass
+
+
+@contextmanager
+def server_errors(host: str, port: int) -> Iterator[None]:
+    """A server that fails mid-way (it died, the network dropped, it refused)
+    as one clear ``BackendUnavailable``, not a client library's traceback."""
+    if not host:
+        yield
+        return
+    try:
+        yield
+    except VectorIndexError:
+        raise
+    except Exception as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise BackendUnavailable(f"Chroma server at {host}:{port} failed: {reason}") from None
 
 
 def token_headers(token: str, header: str = "Authorization") -> dict[str, str]:

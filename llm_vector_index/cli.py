@@ -21,7 +21,7 @@ from click_default_group import DefaultGroup
 from llm.embeddings import Collection
 from sqlite_utils import Database
 
-from .errors import VectorIndexError
+from .errors import BackendUnavailable, VectorIndexError
 from .evaluate import evaluate
 from .filters import parse_cli_value
 from .migrate import migrate_to_chroma
@@ -312,11 +312,23 @@ def index_show(name, database):
 
 @index_group.command(name="drop")
 @click.argument("name")
+@click.option(
+    "--keep-remote", is_flag=True,
+    help="Do not contact the backend's server: leave its data there (e.g. when it is down)",
+)
 @database_option
-def index_drop(name, database):
+def index_drop(name, keep_remote, database):
     "Drop an index and its files (the collections are untouched)"
-    Index(name, open_database(database)).delete()
-    click.echo(f"Dropped index {name}", err=True)
+    index = Index(name, open_database(database))
+    try:
+        index.delete(keep_remote=keep_remote)
+    except BackendUnavailable as error:
+        raise click.ClickException(
+            f"{error}: index {name} was not dropped (run again when the server is "
+            "up, or add --keep-remote to leave its data on the server)"
+        ) from None
+    left = " (its data on the server was left there)" if keep_remote else ""
+    click.echo(f"Dropped index {name}{left}", err=True)
 
 
 @index_group.command(name="default")
@@ -389,9 +401,13 @@ def index_migrate_chroma(
             headers=dict(headers), chroma_collection=chroma_collection,
             batch_size=batch_size, sync_deletes=sync_deletes, progress=progress,
         )
+    held = (
+        f"Held back {report.held_back} rows with NaN, infinite or all-zero vectors\n"
+        if report.held_back else ""
+    )
     click.echo(
         f"Migrated to Chroma collection {report.chroma_collection}: {report.sent} sent, "
-        f"{report.deleted} deleted, {report.seconds:.2f}s\n"
+        f"{report.deleted} deleted, {report.seconds:.2f}s\n{held}"
         f"Verified: {report.llm_rows} rows in llm, {report.chroma_rows} in Chroma, "
         f"{report.sampled} sampled records identical",
         err=True,

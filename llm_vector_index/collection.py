@@ -22,7 +22,7 @@ from typing import Any
 import click
 from llm.embeddings import Collection, Entry
 
-from .errors import DamagedFiles, IdNotFound, InvalidIndexName, UnsafePath
+from .errors import BackendUnavailable, DamagedFiles, IdNotFound, InvalidIndexName, UnsafePath
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -52,13 +52,13 @@ def _through_index(
     brute_force: Callable,
 ):
     """Run ``query`` on the chosen index. A default index that cannot be used
-    safely (a catalog row that would lead outside its folder, damaged files)
-    is not used: llm's own brute force answers instead, with a warning, as if
+    safely (a catalog row that would lead outside its folder, damaged files,
+    a Chroma server that is down) is not used: llm's own brute force answers instead, with a warning, as if
     the collection had no default. An index named by the caller raises."""
     try:
         with chosen:  # closed after the call: nothing held open between calls
             return query()
-    except (InvalidIndexName, UnsafePath, DamagedFiles) as error:
+    except (InvalidIndexName, UnsafePath, DamagedFiles, BackendUnavailable) as error:
         if index is not None:
             raise
         click.echo(

@@ -29,6 +29,10 @@ class DamagedFiles(VectorIndexError):
     "An index's files are damaged or missing: a full rebuild replaces them."
 
 
+class BackendUnavailable(VectorIndexError):
+    "A backend's server cannot be reached (down, refused, wrong address)."
+
+
 class IndexExists(VectorIndexError):
     "An index of that name already exists."
 

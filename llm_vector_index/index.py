@@ -102,8 +102,10 @@ class Index:
                 index.set_default(collection)
         return index
 
-    def delete(self) -> None:
-        """Drop the index: its catalog rows, its files, and data kept elsewhere.
+    def delete(self, keep_remote: bool = False) -> None:
+        """Drop the index: its catalog rows, its files, and data kept elsewhere
+        (a collection on a Chroma server, which must be reachable, unless
+        ``keep_remote``: then that data is left where it is).
 
         A catalog row whose name is not a valid name (a crafted database) owns
         no files: only the row goes. Files are deleted only from a folder the
@@ -115,7 +117,7 @@ class Index:
         path, lock_path = self.path, self.lock_path  # checked before anything changes
         if paths.is_ours(path):
             paths.check_removable(path)
-        retired = self.open_saved_backend()
+        retired = None if keep_remote else self.open_saved_backend()
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()

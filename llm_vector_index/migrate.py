@@ -35,7 +35,14 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import catalog, sync
-from .chroma_client import NAME_RULE, connect, cosine_collection, derive_name, is_valid_name
+from .chroma_client import (
+    NAME_RULE,
+    connect,
+    cosine_collection,
+    derive_name,
+    is_valid_name,
+    server_errors,
+)
 from .errors import DimensionMismatch, InvalidOptions, VectorIndexError
 
 RESERVED = ("llm_collection", "llm_id", "llm_updated", "llm_content_blob", "llm_json_keys")
@@ -102,6 +109,7 @@ class MigrationReport:
     deleted: int = 0
     llm_rows: int = 0
     chroma_rows: int = 0
+    held_back: int = 0  # rows read with NaN, infinite or all-zero vectors: not sent
     sampled: int = 0
     mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -138,30 +146,32 @@ def migrate_to_chroma(
     client = connect(path=Path(path) if path else None, host=host, port=port, ssl=ssl, headers=headers)
     target = (f"{'https' if ssl else 'http'}://{host}:{port}" if host else str(Path(path).resolve()))
     try:
-        dimensions = sync.peek_dimensions(db, collections)
-        _check_existing(client, name, dimensions)
-        chroma = cosine_collection(client, name)
-        batch_size = min(batch_size or client.get_max_batch_size(), client.get_max_batch_size())
-        report = MigrationReport(chroma_collection=name, target=f"{target}#{name}")
-        prefixed = len(collections) > 1
-        for collection in collections:
-            collection_id = rows[collection]["id"]
-            migration = _CollectionMigration(
-                db, chroma, collection, collection_id, prefixed, batch_size, progress
-            )
-            run_started = int(time.time())
-            watermark = catalog.migration_watermark(db, report.target, collection_id)
-            report.sent += migration.send_changed(watermark)
-            if sync_deletes:
-                deleted, sent = migration.sync_ids()
-                report.deleted += deleted
-                report.sent += sent
-            catalog.ensure_schema(db)
-            total = db.execute(
-                "select count(*) from embeddings where collection_id = ?", [collection_id]
-            ).fetchone()[0]
-            catalog.record_migration(db, report.target, collection_id, run_started, total, time.time())
-        _verify(db, chroma, collections, rows, prefixed, report, sample)
+        with server_errors(host, port):  # a server that dies mid-way: one line
+            dimensions = sync.peek_dimensions(db, collections)
+            _check_existing(client, name, dimensions)
+            chroma = cosine_collection(client, name)
+            batch_size = min(batch_size or client.get_max_batch_size(), client.get_max_batch_size())
+            report = MigrationReport(chroma_collection=name, target=f"{target}#{name}")
+            prefixed = len(collections) > 1
+            for collection in collections:
+                collection_id = rows[collection]["id"]
+                migration = _CollectionMigration(
+                    db, chroma, collection, collection_id, prefixed, batch_size, progress
+                )
+                run_started = int(time.time())
+                watermark = catalog.migration_watermark(db, report.target, collection_id)
+                report.sent += migration.send_changed(watermark)
+                if sync_deletes:
+                    deleted, sent = migration.sync_ids()
+                    report.deleted += deleted
+                    report.sent += sent
+                report.held_back += len(migration.held_back)
+                catalog.ensure_schema(db)
+                total = db.execute(
+                    "select count(*) from embeddings where collection_id = ?", [collection_id]
+                ).fetchone()[0]
+                catalog.record_migration(db, report.target, collection_id, run_started, total, time.time())
+            _verify(db, chroma, collections, rows, prefixed, report, sample)
     finally:
         client.close()
     report.seconds = time.time() - started
@@ -191,6 +201,7 @@ class _CollectionMigration:
         self.collection, self.collection_id = collection, collection_id
         self.prefixed, self.batch_size, self.progress = prefixed, batch_size, progress
         self.replace = True
+        self.held_back: set[str] = set()  # ids of rows whose vector cannot be ranked
 
     def chroma_id(self, id: str) -> str:
         return f"{self.collection}/{id}" if self.prefixed else id
@@ -205,23 +216,41 @@ class _CollectionMigration:
     def send_changed(self, watermark: int | None) -> int:
         # A first run into an empty collection cannot meet stale records.
         self.replace = watermark is not None or self.chroma.count() > 0
-        if watermark is None:
-            cursor, count_sql = self._select("1", []), ("1", [])
-        else:
-            condition = "updated >= ? or updated is null"
-            cursor, count_sql = self._select(condition, [watermark]), (condition, [watermark])
+        condition, params = ("1", []) if watermark is None else (
+            "updated >= ? or updated is null", [watermark]
+        )
         total = self.db.execute(
-            f"select count(*) from embeddings where collection_id = ? and ({count_sql[0]})",
-            [self.collection_id, *count_sql[1]],
+            f"select count(*) from embeddings where collection_id = ? and ({condition})",
+            [self.collection_id, *params],
         ).fetchone()[0]
         sent = 0
-        while batch := cursor.fetchmany(self.batch_size):
+        for batch in self._pages(condition, params):
+            read = len(batch)
             if watermark is not None:
                 batch = self._drop_unchanged(batch, watermark)
             sent += self._send(batch)
             if self.progress:
-                self.progress(len(batch), total)
+                self.progress(read, total)
         return sent
+
+    def _pages(self, condition: str, params: list):
+        """The rows matching ``condition``, a page at a time by id, each page
+        its own short statement: llm's writers wait for one page at most, not
+        for the whole migration (a held cursor keeps SQLite's read lock)."""
+        last = None
+        while True:
+            after = "and id > ?" if last is not None else ""
+            page = self.db.execute(
+                "select id, embedding, content, content_blob is not null, metadata, updated "
+                f"from embeddings where collection_id = ? and ({condition}) {after} "
+                "order by id limit ?",
+                [self.collection_id, *params, *([last] if last is not None else []),
+                 self.batch_size],
+            ).fetchall()
+            if not page:
+                return
+            last = page[-1][0]
+            yield page
 
     def _records(self, batch) -> tuple[list[str], np.ndarray, list, list]:
         ids = [self.chroma_id(row[0]) for row in batch]
@@ -234,6 +263,7 @@ class _CollectionMigration:
         return ids, vectors, documents, metadatas
 
     def _send(self, batch) -> int:
+        "Send these rows; returns how many were sent (unrankable ones are not)."
         if not batch:
             return 0
         ids, vectors, documents, metadatas = self._records(batch)
@@ -242,8 +272,19 @@ class _CollectionMigration:
             # survive. Records that may exist are deleted first; if we die in
             # between, the watermark has not moved and the re-run sends them.
             self.chroma.delete(ids=ids)
+        usable = sync.rankable(vectors)
+        if not usable.all():  # NaN, infinite or all zeros: Chroma cannot rank them
+            self.held_back.update(row[0] for row, ok in zip(batch, usable.tolist()) if not ok)
+            keep = usable.tolist()
+            ids, documents, metadatas = (
+                [value for value, ok in zip(values, keep) if ok]
+                for values in (ids, documents, metadatas)
+            )
+            vectors = vectors[usable]
+            if not ids:
+                return 0
         self.chroma.upsert(ids=ids, embeddings=vectors, documents=documents, metadatas=metadatas)
-        return len(batch)
+        return len(ids)
 
     def _drop_unchanged(self, batch, watermark: int) -> list:
         "Rows of the last run's own second may have been sent already: compare."
@@ -336,6 +377,8 @@ def _verify(db, chroma, collections, rows, prefixed, report, sample) -> None:
         )
     }
     for chroma_id, (collection, id, blob, content, metadata) in zip(wanted, picked):
+        if not sync.rankable(np.frombuffer(blob, dtype="<f4")[None])[0]:
+            continue  # held back: never sent
         report.sampled += 1
         if chroma_id not in found:
             report.mismatches.append(f"{chroma_id}: missing from Chroma")

@@ -84,10 +84,11 @@ def write_embeddings(
 
 
 @contextlib.contextmanager
-def chroma_server(directory: Path, timeout: float = 60):
+def chroma_server(directory: Path, timeout: float = 60, port: int | None = None):
     """Run a real Chroma server (``chroma run`` from the installed chromadb) on
-    a free port of 127.0.0.1, storing in ``directory``; yields ``{"host",
-    "port"}`` once its heartbeat answers, and stops it by its process id."""
+    a free port of 127.0.0.1 (or ``port``: to restart one where it was),
+    storing in ``directory``; yields ``{"host", "port"}`` once its heartbeat
+    answers, and stops it by its process id."""
     import os
     import signal
     import socket
@@ -95,9 +96,10 @@ def chroma_server(directory: Path, timeout: float = 60):
     import sys
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "server.log"

@@ -11,6 +11,7 @@ model). ``import chromadb`` (about a second) happens only in here.
 from __future__ import annotations
 
 import fcntl
+import functools
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,13 @@ from ..base import (
     normalize,
     unique_last,
 )
-from ..chroma_client import connect, cosine_collection, derive_name, token_headers
+from ..chroma_client import (
+    connect,
+    cosine_collection,
+    derive_name,
+    server_errors,
+    token_headers,
+)
 from ..hookspecs import hookimpl
 from .. import signing
 from ..errors import DamagedFiles
@@ -44,6 +51,17 @@ def _connect(settings: Mapping[str, Any], path: Path):
         path=path, host=settings["host"], port=settings["port"], ssl=settings["ssl"],
         headers=token_headers(settings["token"], settings["token_header"]),
     )
+
+
+def _server_call(method):
+    "Run a method that talks to Chroma, with a dying server as one clear error."
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with server_errors(self.settings["host"], self.settings["port"]):
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 class ChromaIndex(VectorIndex):
@@ -95,6 +113,7 @@ class ChromaIndex(VectorIndex):
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @_server_call
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels, vectors = unique_last(labels, normalize(self.check_vectors(vectors)))
         self._count = None
@@ -106,6 +125,7 @@ class ChromaIndex(VectorIndex):
                     embeddings=vectors[start:end],
                 )
 
+    @_server_call
     def remove(self, labels: np.ndarray) -> None:
         ids = [str(label) for label in np.asarray(labels, dtype=np.int64).tolist()]
         self._count = None
@@ -113,6 +133,7 @@ class ChromaIndex(VectorIndex):
             for start in range(0, len(ids), self._batch):
                 self._collection.delete(ids=ids[start : start + self._batch])
 
+    @_server_call
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +159,7 @@ class ChromaIndex(VectorIndex):
         labels = np.array(stored["ids"], dtype=np.int64)
         return exact_search(queries, np.asarray(stored["embeddings"], np.float32), labels, k)
 
+    @_server_call
     def count(self) -> int:
         if self._count is None:
             self._count = self._collection.count()
