@@ -51,15 +51,28 @@ def test_collection_names_are_valid_for_chroma(name):
     assert collection_name(name) != derived  # unique per index
 
 
-def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, chroma_server):
+def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, chroma_server,
+                                                 monkeypatch):
     server = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
+    refused = run("create", "remote", "vecs", "-b", "chroma", *server,
+                  "-o", "token", "s3cret-token", "-d", db_path)
+    assert refused.exit_code == 1
+    assert "Tokens are never stored in the database" in refused.stderr
+    missing = run("create", "remote", "vecs", "-b", "chroma", *server,
+                  "-o", "token_env", "TEST_CHROMA_TOKEN", "-d", db_path)
+    assert missing.exit_code == 1
+    assert "Environment variable TEST_CHROMA_TOKEN (token_env) is not set" in missing.stderr
+    monkeypatch.setenv("TEST_CHROMA_TOKEN", "s3cret-token")
     created = run("create", "remote", "vecs", "-b", "chroma", *server,
-                  "-o", "token", "s3cret-token", "--build", "-d", db_path)
+                  "-o", "token_env", "TEST_CHROMA_TOKEN", "--build", "-d", db_path)
     assert created.exit_code == 0, created.output
+    assert b"s3cret-token" not in db_path.read_bytes()
+    folder = db_path.parent / "embeddings.db.vector-indexes"
+    assert not any(b"s3cret-token" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
     shown = run("show", "remote", "-d", db_path).output
     assert "s3cret-token" not in shown
     details = json.loads(shown)
-    assert details["options"]["token"] == "********"
+    assert details["options"]["token_env"] == "TEST_CHROMA_TOKEN"
     first = details["chroma_collection"]
     assert first.startswith("llm-remote-") and first in server_collections(chroma_server)
     assert details["chroma"] == f"http://127.0.0.1:{chroma_server['port']}"

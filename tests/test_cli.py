@@ -111,6 +111,8 @@ BAD_INPUT = [
     (["create", "new", "vecs", "-b", "chroma", "-o", "port", "eighty"], "Option port must be int, got 'eighty'"),
     (["create", "new", "vecs", "-b", "chroma", "-o", "ssl", "maybe"], "Option ssl must be bool, got 'maybe'"),
     (["create", "new", "vecs", "-b", "chroma", "-o", "ef", "9"], "Unknown option 'ef' for backend chroma"),
+    (["create", "new", "vecs", "-b", "chroma", "-o", "token", "t0k"],
+     "Tokens are never stored in the database: put it in an environment variable"),
     (["create", "ix", "vecs"], "Index 'ix' already exists"),
     (["create", "", "vecs"], "Invalid index name ''"),
     (["create", "../x", "vecs"], "Invalid index name '../x'"),

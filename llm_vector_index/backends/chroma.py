@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..chroma_client import (
 )
 from ..hookspecs import hookimpl
 from .. import signing
-from ..errors import DamagedFiles
+from ..errors import DamagedFiles, InvalidOptions
 from ..storage import file_check, load_snapshot, save_snapshot, verify_file
 
 
@@ -49,8 +50,23 @@ def collection_name(index_name: str) -> str:
 def _connect(settings: Mapping[str, Any], path: Path):
     return connect(
         path=path, host=settings["host"], port=settings["port"], ssl=settings["ssl"],
-        headers=token_headers(settings["token"], settings["token_header"]),
+        headers=token_headers(_token(settings), settings["token_header"]),
     )
+
+
+def _token(settings: Mapping[str, Any]) -> str:
+    """The server's auth token, read from the environment variable the index
+    names: a database is a file people share, so no secret is stored in it."""
+    variable = settings["token_env"]
+    if not variable:
+        return ""
+    token = os.environ.get(variable)
+    if not token:
+        raise InvalidOptions(
+            f"Environment variable {variable} (token_env) is not set: export the "
+            "Chroma server's token in it"
+        )
+    return token
 
 
 def _server_call(method):
@@ -70,7 +86,8 @@ class ChromaIndex(VectorIndex):
         Option("host", str, "", "Chroma server host (default: a local directory)"),
         Option("port", int, 8000, "Chroma server port", 1),
         Option("ssl", bool, False, "Connect to the server over https"),
-        Option("token", str, "", "Auth token for a secured server", secret=True),
+        Option("token_env", str, "",
+               "Environment variable holding the server's auth token (never stored)"),
         Option("token_header", str, "Authorization",
                "Header for the token: Authorization (Bearer) or X-Chroma-Token"),
         Option("ef_search", int, 100, "HNSW candidates explored per query", 1),
@@ -79,6 +96,11 @@ class ChromaIndex(VectorIndex):
 
     @classmethod
     def validate_options(cls, values, dimensions=None):
+        if "token" in values:
+            raise InvalidOptions(
+                "Tokens are never stored in the database: put it in an environment "
+                "variable and pass its name, e.g. -o token_env CHROMA_TOKEN"
+            )
         settings = super().validate_options(values, dimensions)
         if settings["host"]:
             _connect(settings, Path()).close()  # unreachable: refuse before creating
