@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import catalog, freshness, paths, sync
+from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
 from .errors import IndexBusy, ModelMismatch, VectorIndexError
 from .storage import atomic_write
@@ -158,11 +158,14 @@ class Build:
                     label_rows += batch.label_rows(labels)
                     if self.progress:
                         self.progress(len(batch.ids), total)
+            faults.point("scanned")
             write_generation(staging, index.record.generation + 1)
             backend.save()
+            faults.point("saved")
             backend.close()
             backend = None
             _swap_directories(staging, index.path)
+            faults.point("swapped")
         except BaseException:
             if backend is not None:  # built part-way: what it wrote elsewhere goes too
                 backend.destroy()
@@ -211,9 +214,11 @@ class Build:
         in_backend = [label for label in changes.deleted_labels if label >= 0] + evicted
         if in_backend:
             backend.remove(np.array(in_backend, dtype=np.int64))
+        faults.point("scanned")
         if changes:
             write_generation(index.path, record.generation + 1)
             backend.save()
+            faults.point("saved")
         rows = backend.count()
         self._commit(
             False, changes.deleted_labels, label_rows, new_generation=bool(changes),
@@ -262,6 +267,7 @@ class Build:
                 "fingerprint": json.dumps(self.fingerprint),
             },
         )
+        faults.point("committed")
         self.index.reload()
 
 

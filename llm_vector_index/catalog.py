@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
+from . import faults
+
 migrations = Migrations("llm_vector_index")
 
 
@@ -321,6 +323,7 @@ def commit_build(
             "collection_id, id, updated, checksum) values (?, ?, ?, ?, ?, ?)",
             ((index_id, *row) for row in label_rows),
         )
+        faults.point("committing")  # inside the open transaction
         assignments = ", ".join(f"[{key}] = :{key}" for key in values)
         step = 1 if new_generation else 0
         db.execute(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, sync
+from . import catalog, faults, sync
 from .chroma_client import (
     NAME_RULE,
     connect,
@@ -229,6 +229,7 @@ class _CollectionMigration:
             if watermark is not None:
                 batch = self._drop_unchanged(batch, watermark)
             sent += self._send(batch)
+            faults.point("migrate-sent")
             if self.progress:
                 self.progress(read, total)
         return sent

@@ -1,0 +1,206 @@
+"""SIGKILL at any moment: builds (full and incremental) and migrate-chroma run
+in a child process that is killed at named points (faults.py: rows read,
+backend saved, folder swapped, catalog mid-commit, catalog committed) and
+after random delays. After every kill: llm's tables are exactly what they
+were; a query answers what a clean build answers, or says the index is stale
+or damaged; the next plain build repairs it.
+
+Children are forked from a forkserver that has already imported the heavy
+libraries, so a kill costs milliseconds, not a Python start."""
+
+import hashlib
+import multiprocessing
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+from sqlite_utils import Database
+
+from llm_vector_index import DamagedFiles, Index, faults, freshness
+from llm_vector_index.index import _warned
+from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+BACKENDS = {"exact": {}, "faiss": {}, "hnswlib": {}, "chroma": {}}
+FULL_POINTS = ["scanned", "saved", "swapped", "committing", "committed"]
+INCREMENTAL_POINTS = ["scanned", "saved", "committing", "committed"]
+KILLS_PER_BACKEND = 52
+DIMENSIONS = 16
+KILLED = {}  # backend -> kills that landed (summarised by the last test)
+TIMES = []  # seconds from a build's start to a random kill that landed
+BUILD_SECONDS = []  # how long repair builds take: random delays span that
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["llm_vector_index", "llm_vector_index.backends.faiss", __name__,
+                                    "faiss", "hnswlib", "chromadb", "sqlite_utils", "numpy"])
+    return context
+
+
+def run_build(db_path, name, full, user_path, kill_at, ready):
+    "In the child: one build, killed at ``kill_at`` if given."
+    os.environ["LLM_USER_PATH"] = str(user_path)
+    if kill_at:
+        os.environ[faults.VARIABLE] = kill_at
+    ready.set()  # the parent's random delay starts now, not at the fork
+    with Index(name, Database(db_path)) as index:
+        index.build(full=full)
+
+
+def run_migration(db_path, target, user_path, kill_at, ready):
+    os.environ["LLM_USER_PATH"] = str(user_path)
+    if kill_at:
+        os.environ[faults.VARIABLE] = kill_at
+    from llm_vector_index.migrate import migrate_to_chroma
+
+    ready.set()
+    migrate_to_chroma(Database(db_path), ["c"], path=target, batch_size=40)
+
+
+def in_child(context, target, args, kill_at=None, delay=None) -> bool:
+    "Run ``target`` in a forked child; True if it was killed."
+    ready = context.Event()
+    child = context.Process(target=target, args=(*args, kill_at, ready))
+    child.start()
+    assert ready.wait(60), "child did not start"
+    if delay is not None:
+        child.join(delay)
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            TIMES.append(delay)
+    child.join(60)
+    assert child.exitcode is not None, "child hung"
+    assert child.exitcode in (0, -signal.SIGKILL), f"child failed: {child.exitcode}"
+    return child.exitcode == -signal.SIGKILL
+
+
+def llm_tables(db_path) -> str:
+    "A digest of llm's own tables, row by row."
+    db = Database(db_path)
+    digest = hashlib.sha256()
+    for table, order in (("collections", "id"), ("embeddings", "collection_id, id")):
+        for row in db.execute(f"select * from {table} order by {order}"):
+            digest.update(repr(row).encode())
+    db.conn.close()
+    return digest.hexdigest()
+
+
+def current_rows(db):
+    rows = db.execute("select id, embedding from embeddings order by id").fetchall()
+    return [r[0] for r in rows], np.stack([np.frombuffer(r[1], "<f4") for r in rows])
+
+
+def truth(db, query, k=5):
+    ids, vectors = current_rows(db)
+    scores = vectors @ query / np.linalg.norm(vectors, axis=1) / np.linalg.norm(query)
+    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def mutate(db, rng, step):
+    "Some adds, changes and deletes, as llm would write them."
+    ids, vectors = current_rows(db)
+    fresh = clustered_vectors(6, DIMENSIONS, clusters=3, seed=step) * rng.choice([-1, 1])
+    write_embeddings(db, "c", [f"s{step}-{i}" for i in range(3)], fresh[:3])
+    changed = rng.sample(ids, 3)
+    write_embeddings(db, "c", changed, fresh[3:])
+    gone = rng.sample([i for i in ids if i not in changed], 2)
+    db.execute(f"delete from embeddings where id in ({','.join('?' * len(gone))})", gone)
+    db.conn.commit()
+
+
+def agrees(found, expected, exact) -> bool:
+    "The exact backend answers exactly; an approximate one finds 4 of the top 5."
+    return found == expected if exact else len(set(found) & set(expected)) >= 4
+
+
+def check_after_kill(db_path, capsys, queries, exact):
+    "A query is right, or says stale/damaged; then a plain build repairs it."
+    db = Database(db_path)
+    ids = set(current_rows(db)[0])
+    index = Index("ix", db)
+    stale = not freshness.is_current(db, index.record.fingerprint, index.collection_ids())
+    warned = False
+    try:
+        for query in queries:
+            try:
+                found = [e.id for e in index.similar_by_vector(query, 5)]
+            except DamagedFiles as error:
+                assert "llm index build ix" in str(error)
+                break
+            assert set(found) <= ids  # never a row that is gone
+            warned |= "is behind its collections" in capsys.readouterr().err
+            if not stale:
+                assert agrees(found, truth(db, query), exact)
+        # Stale answers are allowed only with the warning (said once per generation).
+        assert not stale or warned or (str(index.path), index.record.generation) in _warned
+    finally:
+        index.close()
+    with Index("ix", db) as index:
+        report = index.build()
+        BUILD_SECONDS.append(report.seconds)
+        assert report.rows == len(ids) == index.backend().count()
+        for query in queries:
+            found = [e.id for e in index.similar_by_vector(query, 5)]
+            assert agrees(found, truth(db, query), exact)
+    assert db.execute("select count(*) from vector_index_labels").fetchone()[0] == len(ids)
+    db.conn.close()
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_kill_builds_at_every_point(db_path, db, backend, forkserver, capsys, user_path):
+    rng = random.Random(backend)
+    write_embeddings(db, "c", [f"r{i:03d}" for i in range(300)],
+                     clustered_vectors(300, DIMENSIONS, clusters=6, seed=1), updated=1000)
+    Index.create("ix", ["c"], db, backend=backend, options=BACKENDS[backend],
+                 refresh="manual").build()
+    BUILD_SECONDS.clear()
+    queries = clustered_vectors(3, DIMENSIONS, clusters=6, seed=99)
+    plan = [(True, point, None) for point in FULL_POINTS] + \
+           [(False, point, None) for point in INCREMENTAL_POINTS]
+    plan = plan * 3
+    plan += [(rng.random() < 0.5, None, rng.random()) for _ in range(KILLS_PER_BACKEND * 3)]
+    kills = step = 0
+    for full, point, share in plan:
+        if kills >= KILLS_PER_BACKEND and point is None:
+            break
+        # A random moment within what a build of this index takes here.
+        delay = None if share is None else share * 1.5 * float(np.median(BUILD_SECONDS))
+        step += 1
+        mutate(db, rng, step)
+        before = llm_tables(db_path)
+        killed = in_child(forkserver, run_build, (db_path, "ix", full, user_path),
+                          kill_at=point, delay=delay)
+        kills += killed
+        assert llm_tables(db_path) == before, (backend, full, point, delay)
+        check_after_kill(db_path, capsys, queries, exact=backend == "exact")
+    KILLED[backend] = kills
+    print(f"{backend}: {kills} kills in {step} builds; random kills "
+          f"{np.percentile(TIMES, [10, 50, 90]).round(3)} s into builds of "
+          f"{np.median(BUILD_SECONDS):.3f} s")
+    TIMES.clear()
+    assert kills >= KILLS_PER_BACKEND
+
+
+def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
+    from llm_vector_index.migrate import migrate_to_chroma
+
+    rng = random.Random(5)
+    write_embeddings(db, "c", [f"r{i:03d}" for i in range(400)],
+                     clustered_vectors(400, DIMENSIONS, clusters=6, seed=2))
+    target = tmp_path / "chroma"
+    kills = 0
+    for trial in range(12):
+        mutate(db, rng, 1000 + trial)
+        before = llm_tables(db_path)
+        point, delay = ("migrate-sent", None) if trial % 2 else (None, rng.uniform(0.0, 0.5))
+        kills += in_child(forkserver, run_migration, (db_path, target, user_path),
+                          kill_at=point, delay=delay)
+        assert llm_tables(db_path) == before
+        report = migrate_to_chroma(db, ["c"], path=target, sync_deletes=True)
+        assert report.llm_rows == report.chroma_rows and not report.mismatches
+    KILLED["migrate-chroma"] = kills
+    assert kills >= 6
