@@ -177,6 +177,12 @@ class VectorIndex(abc.ABC):
     def destroy(self) -> None:
         "Delete what this index keeps outside ``path`` (e.g. on a server). Optional."
 
+    @classmethod
+    def keeps_data_elsewhere(cls, settings: Mapping[str, Any]) -> bool:
+        """Does an index with these settings keep data outside its folder (so
+        that dropping or rebuilding it must open it to ``destroy()`` that)?"""
+        return cls.destroy is not VectorIndex.destroy
+
     def describe(self) -> dict[str, Any]:
         "Facts worth showing in ``llm index show`` (never secrets). Optional."
         return {}

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ import numpy as np
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
 from .errors import IndexBusy, ModelMismatch, VectorIndexError
-from .storage import atomic_write
+from .storage import atomic_write, exclusive_lock
 
 if TYPE_CHECKING:
     from .index import Index
@@ -100,7 +100,10 @@ class Build:
             if dimensions is None:  # nothing to index yet
                 self._commit(True, [], [], dimensions=None, rows=0)
                 return BuildReport(full, 0, 0, 0, time.time() - self.started)
-            # A full rebuild never needs the old files: it reads llm's rows.
+            # Open the files as saved now: what this process held open may be
+            # older than another process's last build. A full rebuild never
+            # needs the old files: it reads llm's rows.
+            index.close()
             backend = None if full else index.open_saved_backend()
             if backend is not None and not index.files_match_catalog(backend):
                 backend = None  # an interrupted build: start again from the rows
@@ -139,45 +142,50 @@ class Build:
         paths.check_ours_or_absent(staging)
         label_rows: list[tuple] = []
         backend = None
-        try:
-            paths.mark(staging)
-            backend = index.new_backend(staging, dimensions)
-            total = sum(
-                self.db.execute(
-                    "select count(*) from embeddings where collection_id = ?", [cid]
-                ).fetchone()[0]
-                for cid in collection_ids
-            )
-            allocator = Labels(0, None)
-            for collection_id in collection_ids:
-                scan = sync.read_all(self.db, collection_id, dimensions, self.fingerprint["rowid"])
-                for batch in scan:
-                    usable = sync.rankable(batch.vectors)
-                    labels, _ = allocator.assign(np.full(len(batch.ids), NEW), usable)
-                    backend.add(labels[usable], batch.vectors[usable])
-                    label_rows += batch.label_rows(labels)
-                    if self.progress:
-                        self.progress(len(batch.ids), total)
-            faults.point("scanned")
-            write_generation(staging, index.record.generation + 1)
-            backend.save()
-            faults.point("saved")
-            backend.close()
-            backend = None
-            _swap_directories(staging, index.path)
-            faults.point("swapped")
-        except BaseException:
-            if backend is not None:  # built part-way: what it wrote elsewhere goes too
-                backend.destroy()
+        # Held from the folder swap to the catalog commit (see commit_lock).
+        with ExitStack() as committing:
+            try:
+                paths.mark(staging)
+                backend = index.new_backend(staging, dimensions)
+                total = sum(
+                    self.db.execute(
+                        "select count(*) from embeddings where collection_id = ?", [cid]
+                    ).fetchone()[0]
+                    for cid in collection_ids
+                )
+                allocator = Labels(0, None)
+                for collection_id in collection_ids:
+                    scan = sync.read_all(
+                        self.db, collection_id, dimensions, self.fingerprint["rowid"]
+                    )
+                    for batch in scan:
+                        usable = sync.rankable(batch.vectors)
+                        labels, _ = allocator.assign(np.full(len(batch.ids), NEW), usable)
+                        backend.add(labels[usable], batch.vectors[usable])
+                        label_rows += batch.label_rows(labels)
+                        if self.progress:
+                            self.progress(len(batch.ids), total)
+                faults.point("scanned")
+                write_generation(staging, index.record.generation + 1)
+                backend.save()
+                faults.point("saved")
                 backend.close()
-            if retired is not None:
-                retired.close()
-            raise
-        finally:
-            paths.remove_tree(staging)
-            _remove_if_empty(staging.parent)
-        rows = allocator.next_label
-        self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
+                backend = None
+                committing.enter_context(commit_lock(index))
+                _swap_directories(staging, index.path)
+                faults.point("swapped")
+            except BaseException:
+                if backend is not None:  # built part-way: what it wrote elsewhere goes too
+                    backend.destroy()
+                    backend.close()
+                if retired is not None:
+                    retired.close()
+                raise
+            finally:
+                paths.remove_tree(staging)
+                _remove_if_empty(staging.parent)
+            rows = allocator.next_label
+            self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
         if retired is not None:
             retired.destroy()  # e.g. the old collection on a Chroma server
             retired.close()
@@ -193,14 +201,22 @@ class Build:
             self.db, record.id, collection_ids, record.watermark,
             (record.fingerprint or {}).get("rowid"), verify=self.verify,
         )
+        with ExitStack() as committing:
+            if changes and not backend.capabilities.atomic_save:
+                # Its writes land at once: mark the files as ahead of the catalog
+                # before the first one, so a failure part-way is detected.
+                committing.enter_context(commit_lock(index))
+                write_generation(index.path, record.generation + 1)
+            return self._apply(backend, changes, dimensions, committing)
+
+    def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
+        "The incremental build's writes, its save and its commit."
+        index = self.index
+        record = index.record
         allocator = Labels(record.next_label, self._lowest_label())
         label_rows: list[tuple] = []
         evicted: list[int] = []
         held_back = 0
-        if changes and not backend.capabilities.atomic_save:
-            # Its writes land at once: mark the files as ahead of the catalog
-            # before the first one, so a failure part-way is detected.
-            write_generation(index.path, record.generation + 1)
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
                 usable = sync.rankable(batch.vectors)
@@ -216,6 +232,8 @@ class Build:
             backend.remove(np.array(in_backend, dtype=np.int64))
         faults.point("scanned")
         if changes:
+            if backend.capabilities.atomic_save:
+                committing.enter_context(commit_lock(index))
             write_generation(index.path, record.generation + 1)
             backend.save()
             faults.point("saved")
@@ -269,6 +287,7 @@ class Build:
         )
         faults.point("committed")
         self.index.reload()
+        self.index.saved_by_build()
 
 
 @contextmanager
@@ -292,6 +311,45 @@ def build_lock(index: Index) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextmanager
+def commit_lock(index: Index) -> Iterator[None]:
+    """Held (exclusive) from a build's first change to the live files until
+    its catalog commit: readers that take it shared (``reading_lock``) see
+    files and catalog of one generation. Short: a full build holds it only
+    around the folder swap and the commit."""
+    with exclusive_lock(_commit_lock_path(index)):
+        yield
+
+
+@contextmanager
+def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
+    """Wait out a build's save-to-commit window, and keep the next one from
+    starting while the catalog is read and the files opened."""
+    try:
+        lock_file = open(_commit_lock_path(index))
+    except OSError:  # never built here, or not readable: nothing to wait for
+        yield
+        return
+    with lock_file:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break  # answer anyway: the generation check still guards
+                time.sleep(0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _commit_lock_path(index: Index) -> Path:
+    return index.lock_path.with_name(index.lock_path.name.removesuffix(".lock") + ".commit")
 
 
 def write_generation(directory: Path, generation: int) -> None:

@@ -155,6 +155,12 @@ def get_record(db: Database, name: str) -> IndexRecord | None:
     return IndexRecord.from_row(rows[0], collections)
 
 
+def generation(db: Database, index_id: int) -> int | None:
+    "The index's committed generation (one indexed lookup: cheap on every query)."
+    row = db.execute("select generation from vector_indexes where id = ?", [index_id]).fetchone()
+    return row[0] if row else None
+
+
 def list_records(db: Database) -> list[IndexRecord]:
     if not has_catalog(db):
         return []

@@ -19,7 +19,7 @@ from sqlite_utils import Database
 
 from . import catalog, freshness, paths, query, sync
 from .base import VectorIndex
-from .build import Build, BuildReport, read_generation
+from .build import Build, BuildReport, read_generation, reading_lock
 from .errors import (
     DamagedFiles,
     IdNotFound,
@@ -49,6 +49,7 @@ class Index:
             raise self.DoesNotExist(f"Index {name!r} does not exist")
         self.record = record
         self._backend: VectorIndex | None = None
+        self._opened_generation: int | None = None  # of the files _backend holds
 
     # -- creating, finding, deleting ------------------------------------------
 
@@ -117,7 +118,8 @@ class Index:
         path, lock_path = self.path, self.lock_path  # checked before anything changes
         if paths.is_ours(path):
             paths.check_removable(path)
-        retired = None if keep_remote else self.open_saved_backend()
+        opening = not keep_remote and self.keeps_data_elsewhere()
+        retired = self.open_saved_backend() if opening else None
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()
@@ -185,7 +187,9 @@ class Index:
         if self._backend is None and self.record.dimensions:
             path = self.path
             try:
-                self._backend = self.new_backend(path, self.record.dimensions)
+                with reading_lock(self):  # not in the middle of another build's commit
+                    self._opened_generation = read_generation(path)
+                    self._backend = self.new_backend(path, self.record.dimensions)
             except VectorIndexError as error:
                 if not isinstance(error, DamagedFiles):
                     raise  # e.g. a Chroma server that is down: not damage
@@ -228,7 +232,7 @@ class Index:
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"
-        return get_backend(self.record.backend).cls.destroy is not VectorIndex.destroy
+        return get_backend(self.record.backend).cls.keeps_data_elsewhere(self.record.options)
 
     def open_saved_backend(self) -> VectorIndex | None:
         "The backend as saved, or None if there is none or it cannot be opened."
@@ -239,10 +243,26 @@ class Index:
         except DamagedFiles:  # what a full rebuild replaces
             return None
 
+    def saved_by_build(self) -> None:
+        "A build in this process saved and committed the backend it holds open."
+        if self._backend is not None:
+            self._opened_generation = self.record.generation
+
+    def reopen(self) -> VectorIndex | None:
+        """Read the catalog again and reopen the files, both as one build left
+        them (waiting out another process's save-to-commit window)."""
+        with reading_lock(self):
+            self.close()
+            self.reload()
+            return self.backend()
+
     def files_match_catalog(self, backend: VectorIndex) -> bool:
-        "False after a build that saved files but did not commit the catalog."
+        """Were the open files saved by the build the catalog records? False
+        after a build that saved files but did not commit the catalog. The
+        generation is the one read when the files were opened: a later build
+        by another process replaces files, not what this process has open."""
         return (
-            read_generation(self.path) == self.record.generation
+            self._opened_generation == self.record.generation
             and backend.count() == self.record.rows
         )
 
@@ -268,6 +288,8 @@ class Index:
         """
         if self.record.built is None:
             return
+        if catalog.generation(self.db, self.record.id) != self.record.generation:
+            self.reopen()  # another process built since: use what it committed
         if freshness.is_current(self.db, self.record.fingerprint, self.collection_ids()):
             return
         if self.record.refresh == "auto" and catalog.is_writable(self.db, self.record.id):

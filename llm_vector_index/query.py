@@ -98,6 +98,10 @@ def query_vector(vector: Any) -> np.ndarray:
 def _backend_search(index, query, number, skip, allowed, show_collection):
     backend = index.backend()
     if not index.files_match_catalog(backend):
+        # Another process has built since this index was opened (or is
+        # between its save and its commit): read what it committed.
+        backend = index.reopen()
+    if not index.files_match_catalog(backend):
         raise DamagedFiles(
             f"Index {index.name!r} files do not match its catalog (an interrupted "
             f"build?): run llm index build {index.name}"

@@ -19,12 +19,14 @@ index opens without reading its files. Any mismatch raises ``DamagedFiles``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import secrets
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,17 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             os.unlink(temp_name)
         raise
     _fsync_directory(path.parent)
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    "Hold an exclusive ``flock`` on ``path`` (created if needed), waiting for it."
+    with open(path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -141,14 +154,14 @@ def load_snapshot(directory: Path) -> Snapshot | None:
 def file_check(path: Path) -> dict[str, int]:
     "What ``verify_file`` compares a file with later: its CRC-32 and identity."
     with open(path, "rb") as fileobj:
-        return {"crc32": _crc32(fileobj), **_identity(path)}
+        return {"crc32": _crc32(fileobj), **file_identity(path)}
 
 
 def verify_file(directory: Path, name: str, check: dict | None) -> None:
     "Raise ``DamagedFiles`` unless ``directory / name`` is as ``check`` recorded it."
     path = directory / name
     try:
-        identity = _identity(path)
+        identity = file_identity(path)
     except FileNotFoundError:
         raise DamagedFiles(f"{name} is missing") from None
     if check is None:
@@ -162,7 +175,7 @@ def verify_file(directory: Path, name: str, check: dict | None) -> None:
             raise DamagedFiles(f"{name} has changed since it was saved (CRC-32 differs)")
 
 
-def _identity(path: Path) -> dict[str, int]:
+def file_identity(path: Path) -> dict[str, int]:
     info = os.stat(path)
     return {"inode": info.st_ino, "size": info.st_size, "mtime_ns": info.st_mtime_ns,
             "ctime_ns": info.st_ctime_ns}

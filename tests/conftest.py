@@ -120,3 +120,16 @@ def chroma_server(tmp_path_factory):
 
     with run_server(tmp_path_factory.mktemp("chroma-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def forkserver():
+    """Child processes forked from a server that has imported the heavy
+    libraries and tests/workers.py already: a child starts in milliseconds."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.workers", "llm_vector_index.backends.faiss",
+                                    "llm_vector_index.backends.hnswlib", "faiss", "hnswlib",
+                                    "chromadb"])
+    return context

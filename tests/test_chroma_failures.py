@@ -3,14 +3,12 @@ one clear line, the catalog unchanged, and a re-run after the server is back
 completes. Migration into a directory that cannot be used, and of rows whose
 vectors cannot be ranked."""
 
-import json
 from contextlib import ExitStack
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
-from sqlite_utils import Database
 
 from llm_vector_index import BackendUnavailable, Index, sync
 from llm_vector_index.cli import index_group

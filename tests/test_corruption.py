@@ -116,14 +116,3 @@ def test_every_file_every_damage(db_path, db, reference, kind):
     assert trials == len(names) * len(DAMAGE) >= 10 and outcomes > 0
     print(f"{kind}: {trials} damaged files, {outcomes} refused in one line, "
           f"{trials - outcomes} answered right")
-
-
-def test_chroma_store_from_another_user_is_not_opened(db_path, db, reference, user_path):
-    build_index(db_path, db, reference, "chroma")
-    (user_path / "vector-index.key").write_text(os.urandom(32).hex())  # another user
-    result, _ = answers(db_path, "ix")
-    assert result.exit_code == 1
-    assert "was not written by this user here" in result.stderr
-    assert cli(index_group, "build", "ix", "-d", db_path).exit_code == 0
-    result, found = answers(db_path, "ix")
-    assert result.exit_code == 0 and len(found) == 5

@@ -1,7 +1,6 @@
 """Bad input and hostile conditions: one clear line (or one VectorIndexError
 in Python), never a traceback, and nothing changed."""
 
-import json
 import os
 import sqlite3
 import stat
@@ -10,7 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlite_utils import Database

@@ -9,19 +9,19 @@ Children are forked from a forkserver that has already imported the heavy
 libraries, so a kill costs milliseconds, not a Python start."""
 
 import hashlib
-import multiprocessing
 import os
 import random
 import signal
-import time
 
 import numpy as np
 import pytest
 from sqlite_utils import Database
 
-from llm_vector_index import DamagedFiles, Index, faults, freshness
+from llm_vector_index import DamagedFiles, Index, freshness
 from llm_vector_index.index import _warned
 from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+from . import workers
 
 BACKENDS = {"exact": {}, "faiss": {}, "hnswlib": {}, "chroma": {}}
 FULL_POINTS = ["scanned", "saved", "swapped", "committing", "committed"]
@@ -31,34 +31,6 @@ DIMENSIONS = 16
 KILLED = {}  # backend -> kills that landed (summarised by the last test)
 TIMES = []  # seconds from a build's start to a random kill that landed
 BUILD_SECONDS = []  # how long repair builds take: random delays span that
-
-
-@pytest.fixture(scope="module")
-def forkserver():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["llm_vector_index", "llm_vector_index.backends.faiss", __name__,
-                                    "faiss", "hnswlib", "chromadb", "sqlite_utils", "numpy"])
-    return context
-
-
-def run_build(db_path, name, full, user_path, kill_at, ready):
-    "In the child: one build, killed at ``kill_at`` if given."
-    os.environ["LLM_USER_PATH"] = str(user_path)
-    if kill_at:
-        os.environ[faults.VARIABLE] = kill_at
-    ready.set()  # the parent's random delay starts now, not at the fork
-    with Index(name, Database(db_path)) as index:
-        index.build(full=full)
-
-
-def run_migration(db_path, target, user_path, kill_at, ready):
-    os.environ["LLM_USER_PATH"] = str(user_path)
-    if kill_at:
-        os.environ[faults.VARIABLE] = kill_at
-    from llm_vector_index.migrate import migrate_to_chroma
-
-    ready.set()
-    migrate_to_chroma(Database(db_path), ["c"], path=target, batch_size=40)
 
 
 def in_child(context, target, args, kill_at=None, delay=None) -> bool:
@@ -172,7 +144,7 @@ def test_kill_builds_at_every_point(db_path, db, backend, forkserver, capsys, us
         step += 1
         mutate(db, rng, step)
         before = llm_tables(db_path)
-        killed = in_child(forkserver, run_build, (db_path, "ix", full, user_path),
+        killed = in_child(forkserver, workers.build, (db_path, "ix", full, user_path),
                           kill_at=point, delay=delay)
         kills += killed
         assert llm_tables(db_path) == before, (backend, full, point, delay)
@@ -197,7 +169,7 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
         mutate(db, rng, 1000 + trial)
         before = llm_tables(db_path)
         point, delay = ("migrate-sent", None) if trial % 2 else (None, rng.uniform(0.0, 0.5))
-        kills += in_child(forkserver, run_migration, (db_path, target, user_path),
+        kills += in_child(forkserver, workers.migrate, (db_path, target, user_path),
                           kill_at=point, delay=delay)
         assert llm_tables(db_path) == before
         report = migrate_to_chroma(db, ["c"], path=target, sync_deletes=True)

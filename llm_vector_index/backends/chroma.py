@@ -10,7 +10,6 @@ model). ``import chromadb`` (about a second) happens only in here.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import uuid
@@ -37,9 +36,9 @@ from ..chroma_client import (
     token_headers,
 )
 from ..hookspecs import hookimpl
-from .. import signing
 from ..errors import DamagedFiles, InvalidOptions
-from ..storage import file_check, load_snapshot, save_snapshot, verify_file
+from ..storage import exclusive_lock, file_identity, load_snapshot, save_snapshot
+from .chroma_probe import probe
 
 
 def collection_name(index_name: str) -> str:
@@ -108,8 +107,10 @@ class ChromaIndex(VectorIndex):
 
     def open(self) -> None:
         saved = load_snapshot(self.path)
+        self._opened_files = None
         if saved is not None and not self.settings["host"]:
             _verify_store(self.path / "chroma", saved.meta)  # before Chroma reads it
+            self._opened_files = saved.meta.get("store")
         self._client = _connect(self.settings, self.path / "chroma")
         if saved is not None:
             self._name = saved.meta["collection"]
@@ -128,12 +129,8 @@ class ChromaIndex(VectorIndex):
         if self.settings["host"]:
             yield
             return
-        with open(self.path / "chroma.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(self.path / "chroma.lock"):
+            yield
 
     @_server_call
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -192,12 +189,27 @@ class ChromaIndex(VectorIndex):
         # ours and, for a local store, what its files must be when reopened.
         meta: dict[str, Any] = {"collection": self._name}
         if not self.settings["host"]:
-            meta["store"] = _store_checks(self.path / "chroma")
-            meta["signature"] = signing.sign(_signed_part(meta))
+            meta["store"] = _store_files(self.path / "chroma")
         save_snapshot(self.path, {}, meta=meta)
 
     def close(self) -> None:
         self._client.close()
+        if not self.settings["host"] and self._opened_files is not None:
+            # Chroma may have rewritten its files while open: record them as
+            # they are now, so the next open need not probe (if we may
+            # write), unless the folder now holds another store (a rebuild
+            # swapped in while this one was open).
+            try:
+                saved = load_snapshot(self.path)
+                ours = saved is not None and saved.meta.get("collection") == self._name
+                if ours and _store_files(self.path / "chroma") != saved.meta.get("store"):
+                    self.save()
+            except (OSError, DamagedFiles):
+                pass
+
+    @classmethod
+    def keeps_data_elsewhere(cls, settings: Mapping[str, Any]) -> bool:
+        return bool(settings["host"])  # a local store lives in the index folder
 
     def destroy(self) -> None:
         try:
@@ -213,45 +225,32 @@ class ChromaIndex(VectorIndex):
         return {"chroma_collection": self._name, "chroma": where}
 
 
-# chroma.sqlite3 (and its journal) change whenever Chroma opens the store,
-# and SQLite detects its own damage; the HNSW segment files are read by C++
-# code that trusts them, so they are what is checked.
+# chroma.sqlite3 changes whenever Chroma opens the store, and SQLite detects
+# its own damage; the HNSW segment files are read by C++ code that trusts them.
 UNCHECKED = ("chroma.sqlite3",)
 
 
-def _store_checks(store: Path) -> dict[str, dict]:
+def _store_files(store: Path) -> dict[str, list[int]]:
+    "Each segment file's identity (see storage.file_identity)."
     return {
-        str(path.relative_to(store)): file_check(path)
+        str(path.relative_to(store)): list(file_identity(path).values())
         for path in sorted(store.rglob("*"))
         if path.is_file() and not path.name.startswith(UNCHECKED)
     }
 
 
-def _signed_part(meta: Mapping[str, Any]) -> dict:
-    "What the signature covers: the collection and each file's content check."
-    return {
-        "collection": meta["collection"],
-        "files": {name: [c["size"], c["crc32"]] for name, c in meta["store"].items()},
-    }
-
-
 def _verify_store(store: Path, meta: Mapping[str, Any]) -> None:
-    """Refuse a local store whose segment files are not what our last save
-    left (truncated, zeroed, overwritten: Chroma's loader can crash on them),
-    or that this user did not write (its pickle would be unpickled)."""
-    if "store" not in meta:
-        return  # saved before stores were checked
-    try:
-        signed = signing.is_signed(_signed_part(meta), meta.get("signature"))
-    except (KeyError, TypeError, AttributeError):
-        signed = False
-    if not signed:
-        raise DamagedFiles(
-            "its Chroma store was not written by this user here (Chroma's files "
-            "include a pickle, so only stores written here are opened)"
-        )
-    for name, check in meta["store"].items():
-        verify_file(store, name, check)
+    """Chroma rewrites a local store's segment files when it opens it, so
+    their content cannot be pinned. What this process or the last one that
+    opened the store left is recorded; if the files are anything else
+    (damaged, copied, or rewritten by a reader that could not record), the
+    store is first opened in a child process, which must survive and answer
+    right (see chroma_probe.py)."""
+    if "store" not in meta or _store_files(store) == meta["store"]:
+        return
+    problem = probe(store, meta["collection"])
+    if problem:
+        raise DamagedFiles(f"its Chroma store fails its check: {problem}")
 
 
 @hookimpl
