@@ -217,6 +217,12 @@ class Build:
         label_rows: list[tuple] = []
         evicted: list[int] = []
         held_back = 0
+        # Deletions first: a row deleted after the scan listed it as changed and
+        # written again before it is read is both deleted and re-added here,
+        # under its one label, which must end up in the backend.
+        gone = [label for label in changes.deleted_labels if label >= 0]
+        if gone:
+            backend.remove(np.array(gone, dtype=np.int64))
         for collection_id, ids in changes.upserts.items():
             for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
                 usable = sync.rankable(batch.vectors)
@@ -227,9 +233,8 @@ class Build:
                 label_rows += batch.label_rows(labels)
                 if self.progress:
                     self.progress(len(batch.ids), changes.upsert_count)
-        in_backend = [label for label in changes.deleted_labels if label >= 0] + evicted
-        if in_backend:
-            backend.remove(np.array(in_backend, dtype=np.int64))
+        if evicted:  # rows whose new vector cannot be ranked
+            backend.remove(np.array(evicted, dtype=np.int64))
         faults.point("scanned")
         if changes:
             if backend.capabilities.atomic_save:

@@ -280,3 +280,34 @@ def test_full_build_lets_llm_write_between_batches(db_path, db, monkeypatch):
         assert top(index, vectors[500 + n]) == [f"late{n:02d}"]
         assert top(index, -vectors[n]) == [f"r{n:03d}"]
     assert labels(db) == 510
+
+
+def test_row_deleted_and_written_again_during_a_build(db_path, db, built, vectors_collection,
+                                                       monkeypatch):
+    "Listed as changed, deleted before the deletion scan, written again before it is read."
+    from llm_vector_index import sync as sync_module
+
+    ids, vectors = vectors_collection
+    write_embeddings(db, "vecs", ["v030"], -vectors[30][None], updated=2000)
+    original = sync_module._changed_rows
+
+    def delete_and_rewrite_after_listing(*args, **kwargs):
+        changed = original(*args, **kwargs)
+        db.execute("delete from embeddings where id = 'v030'")
+        db.conn.commit()
+        return changed
+
+    monkeypatch.setattr(sync_module, "_changed_rows", delete_and_rewrite_after_listing)
+    original_read = sync_module.read_rows
+
+    def write_again_then_read(db_, collection_id, wanted, dimensions):
+        if list(wanted) == ["v030"]:  # the build reading what it listed
+            write_embeddings(db, "vecs", ["v030"], (vectors[30] * 3)[None], updated=2001)
+        return original_read(db_, collection_id, wanted, dimensions)
+
+    monkeypatch.setattr(sync_module, "read_rows", write_again_then_read)
+    built.build()
+    monkeypatch.undo()
+    rows = db.execute("select count(*) from embeddings").fetchone()[0]
+    assert built.backend().count() == labels(db) == rows == 200
+    assert top(built, vectors[30]) == ["v030"]
