@@ -91,6 +91,7 @@ class Build:
             raise VectorIndexError(f"Cannot build index {index.name!r}: {reason}")
         with build_lock(index):
             index.reload()
+            remove_retired(index.path)
             record = index.record
             collection_ids = self._collection_ids()
             # Before the scan: a row written during the build changes it again.
@@ -166,7 +167,7 @@ class Build:
                         if self.progress:
                             self.progress(len(batch.ids), total)
                 faults.point("scanned")
-                write_generation(staging, index.record.generation + 1)
+                write_generation(staging, index.record.generation + 1, index.identity)
                 backend.save()
                 faults.point("saved")
                 backend.close()
@@ -206,7 +207,7 @@ class Build:
                 # Its writes land at once: mark the files as ahead of the catalog
                 # before the first one, so a failure part-way is detected.
                 committing.enter_context(commit_lock(index))
-                write_generation(index.path, record.generation + 1)
+                write_generation(index.path, record.generation + 1, index.identity)
             return self._apply(backend, changes, dimensions, committing)
 
     def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
@@ -239,7 +240,7 @@ class Build:
         if changes:
             if backend.capabilities.atomic_save:
                 committing.enter_context(commit_lock(index))
-            write_generation(index.path, record.generation + 1)
+            write_generation(index.path, record.generation + 1, index.identity)
             backend.save()
             faults.point("saved")
         rows = backend.count()
@@ -357,15 +358,21 @@ def _commit_lock_path(index: Index) -> Path:
     return index.lock_path.with_name(index.lock_path.name.removesuffix(".lock") + ".commit")
 
 
-def write_generation(directory: Path, generation: int) -> None:
-    "Record which catalog generation the files in ``directory`` belong to."
-    atomic_write(directory / GENERATION_FILE, lambda f: f.write(b"%d" % generation))
+def write_generation(directory: Path, generation: int, owner: str) -> None:
+    """Record which catalog generation, of which index (``Index.identity``),
+    the files in ``directory`` belong to: files copied in from another index
+    are then detected, not searched with this index's label map."""
+    atomic_write(
+        directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode())
+    )
 
 
-def read_generation(directory: Path) -> int | None:
+def read_generation(directory: Path, owner: str) -> int | None:
+    "The generation the files belong to, or None if unknown or another index's."
     try:
-        return int((directory / GENERATION_FILE).read_text())
-    except (FileNotFoundError, ValueError):
+        generation, written_by = (directory / GENERATION_FILE).read_text().split(" ", 1)
+        return int(generation) if written_by == owner else None
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
         return None
 
 
@@ -376,8 +383,13 @@ def _swap_directories(new: Path, current: Path) -> None:
     if current.exists():
         os.replace(current, retired)
     os.replace(new, current)
-    # This one, and any a killed build left behind (builds of one index are
-    # serialised by the lock, so none of them is in use by a build).
+    remove_retired(current)
+
+
+def remove_retired(current: Path) -> None:
+    """Delete the copies full rebuilds swapped out of ``current``, including
+    those a killed build left behind (builds of one index are serialised by
+    its lock, so no build is using them)."""
     for left in current.parent.glob(f".{current.name}.retired-*"):
         paths.remove_tree(left)
 

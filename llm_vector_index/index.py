@@ -165,6 +165,11 @@ class Index:
         "Held while a build runs: one build at a time per index."
         return paths.index_path(self.db, self.name, prefix=".", suffix=".lock")
 
+    @property
+    def identity(self) -> str:
+        "Names this index among all others (written beside its files)."
+        return f"{self.record.id}:{self.record.created!r}"
+
     def count(self) -> int:
         "Rows in the index as of its last build."
         return self.record.rows
@@ -188,7 +193,7 @@ class Index:
             path = self.path
             try:
                 with reading_lock(self):  # not in the middle of another build's commit
-                    self._opened_generation = read_generation(path)
+                    self._opened_generation = read_generation(path, self.identity)
                     self._backend = self.new_backend(path, self.record.dimensions)
             except VectorIndexError as error:
                 if not isinstance(error, DamagedFiles):

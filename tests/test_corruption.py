@@ -116,3 +116,27 @@ def test_every_file_every_damage(db_path, db, reference, kind):
     assert trials == len(names) * len(DAMAGE) >= 10 and outcomes > 0
     print(f"{kind}: {trials} damaged files, {outcomes} refused in one line, "
           f"{trials - outcomes} answered right")
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss", "hnswlib"])
+def test_files_from_another_index_are_not_searched(db_path, db, reference, kind):
+    "A folder copied over from another index (same generation, same count) is refused."
+    import shutil
+
+    ids, vectors = reference
+    build_index(db_path, db, reference, kind)
+    write_embeddings(db, "d", ids, -vectors)  # another collection: other vectors
+    backend = kind.split("-")[0]
+    Index.create("other", ["d"], db, backend=backend, options=BACKENDS[kind]).build()
+    Index("ix", db).build()
+    Index("ix", db).set_refresh("manual")  # so the query cannot rebuild it first
+    folder = db_path.parent / "embeddings.db.vector-indexes"
+    shutil.rmtree(folder / "ix")
+    shutil.copytree(folder / "other", folder / "ix")
+    result, _ = answers(db_path, "ix")
+    assert result.exit_code == 1, result.output
+    assert "files do not match its catalog" in result.stderr
+    assert cli(index_group, "build", "ix", "-d", db_path).exit_code == 0
+    _, found = answers(db_path, "ix")
+    _, truth = answers(db_path, "truth")
+    assert found == truth if kind == "exact" else len(set(found) & set(truth)) >= 4

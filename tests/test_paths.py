@@ -141,6 +141,10 @@ def test_leftover_links_beside_the_index_are_not_followed(built, victim):
     assert result.exit_code == 0, result.output
     assert snapshot(victim) == before and left.is_symlink()
     assert not leftover.exists()  # ours: cleaned up
+    (folder_of(built) / "ix").rename(leftover)  # killed again...
+    Index("ix", Database(built)).build(full=True)
+    Index("ix", Database(built)).build()  # ...an incremental build cleans up too
+    assert not leftover.exists()
     assert not (folder_of(built) / ".rebuild").exists()  # no empty staging folder left
 
 
