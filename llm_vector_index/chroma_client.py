@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import require
-from .errors import BackendUnavailable, VectorIndexError
+from .errors import BackendUnavailable, VectorIndexError, first_line
 
 NAME_RULE = "3-512 characters of [a-zA-Z0-9._-], starting and ending with a letter or digit"
 _VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
@@ -53,9 +53,9 @@ def connect(
         )
         client.heartbeat()
     except Exception as error:  # refused, DNS, TLS, auth: one line, no traceback
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-        raise BackendUnavailable(f"Cannot reach Chroma server at {host}:{port}: {reason}") from None
+        raise BackendUnavailable(
+            f"Cannot reach Chroma server at {host}:{port}: {first_line(error)}"
+        ) from None
     return client
 
 
@@ -86,9 +86,9 @@ def server_errors(host: str, port: int) -> Iterator[None]:
     except VectorIndexError:
         raise
     except Exception as error:
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-        raise BackendUnavailable(f"Chroma server at {host}:{port} failed: {reason}") from None
+        raise BackendUnavailable(
+            f"Chroma server at {host}:{port} failed: {first_line(error)}"
+        ) from None
 
 
 def token_headers(token: str, header: str = "Authorization") -> dict[str, str]:

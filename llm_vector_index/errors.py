@@ -62,3 +62,9 @@ class IndexBusy(VectorIndexError):
 
 class NotBuilt(VectorIndexError):
     "The index has never been built."
+
+
+def first_line(error: BaseException) -> str:
+    "An exception from another library as one line: its first line, or its type."
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

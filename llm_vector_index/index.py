@@ -26,6 +26,7 @@ from .errors import (
     IndexBusy,
     IndexExists,
     VectorIndexError,
+    first_line,
 )
 from .query import IndexEntry
 from .registry import get_backend
@@ -203,8 +204,7 @@ class Index:
                 raise
             except BaseException as error:  # a loader's error on bad bytes (Rust
                 # panics surface as BaseException subclasses)
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise self._damaged(f"{type(error).__name__}: {reason}") from None
+                raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
         return self._backend
 
     def _damaged(self, reason: str) -> DamagedFiles:

@@ -158,8 +158,10 @@ def rank(
     norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
     scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)
     # Ties (rows with identical vectors) in id order, as llm's scan of its
-    # primary key lists them.
-    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i][2], rows[i][1]))[:limit]
+    # primary key lists them: one lexsort, score first, then id, then collection.
+    ids = np.array([row[2] for row in rows])
+    collections = np.array([row[1] for row in rows])
+    order = np.lexsort((collections, ids, -scores))[:limit].tolist()
     return [
         IndexEntry(
             id=rows[i][2],
