@@ -7,70 +7,21 @@ Commands parse arguments and print; the library does the work. Every
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import click
-import llm
-from click_default_group import DefaultGroup
 from llm.embeddings import Collection
-from sqlite_utils import Database
 
-from .errors import BackendUnavailable, VectorIndexError
+from . import catalog
+from .cli_options import IndexGroup, database_option, open_database
+from .cli_output import build_line, describe, echo_entries, progress_bar
+from .errors import BackendUnavailable
 from .evaluate import evaluate
 from .filters import parse_cli_value
-from .migrate import migrate_to_chroma
 from .index import DEFAULT_BACKEND, Index
-from .paths import indexes_directory, is_valid_name
-from .registry import get_backend, get_backends
-from . import catalog
-
-
-class IndexGroup(DefaultGroup):
-    "A DefaultGroup that reports library errors as one clean line."
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except VectorIndexError as error:
-            raise click.ClickException(str(error)) from None
-        except sqlite3.OperationalError as error:
-            # e.g. a read-only database file: SQLite refuses before anything is written
-            raise click.ClickException(f"Database error: {error}") from None
-        except PermissionError as error:
-            raise click.ClickException(
-                f"Permission denied: {error.filename or error}"
-            ) from None
-
-
-def database_option(function):
-    return click.option(
-        "-d",
-        "--database",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="LLM_EMBEDDINGS_DB",
-        help="Embeddings database (default: llm's embeddings.db)",
-    )(function)
-
-
-def open_database(path: Path | None) -> Database:
-    "The embeddings database, refusing (without creating) a missing one."
-    path = path or llm.user_dir() / "embeddings.db"
-    if not path.exists():
-        raise click.ClickException(f"Database not found: {path}")
-    db = Database(path)
-    try:
-        has_embeddings = db["embeddings"].exists()
-    except sqlite3.DatabaseError as error:
-        raise click.ClickException(f"Cannot read {path} as a SQLite database: {error}")
-    if not has_embeddings:
-        raise click.ClickException(f"No embeddings table found in database {path}")
-    return db
+from .migrate import migrate_to_chroma
+from .registry import get_backends
 
 
 @click.group(cls=IndexGroup, default="list", default_if_no_args=True)
@@ -149,40 +100,10 @@ def index_build(name, full, verify, database):
         _build(index, full, verify)
 
 
-@contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing click's progress bar, as
-    llm embed-multi does, on a terminal only; it appears once the total is known."""
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None and sys.stderr.isatty() and total:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
-            bar.__enter__()
-        if bar is not None:
-            bar.update(done)
-
-    try:
-        yield progress
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-
-
 def _build(index: Index, full: bool, verify: bool = False) -> None:
     with progress_bar(f"Indexing {index.name}") as progress:
         report = index.build(full=full, progress=progress, verify=verify)
-    kind = "Full build" if report.full else "Build"
-    held = (
-        f", {report.held_back} held back (NaN, infinite or all-zero vectors)"
-        if report.held_back else ""
-    )
-    click.echo(
-        f"{kind} of {index.name}: {report.added} indexed, {report.deleted} removed, "
-        f"{report.rows} rows{held}, {report.seconds:.2f}s",
-        err=True,
-    )
+    click.echo(build_line(index.name, report), err=True)
 
 
 @index_group.command(name="similar")
@@ -226,53 +147,7 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
             if not content:
                 raise click.ClickException("No content provided")
             results = index.similar(content, number, prefix=prefix, where=where)
-    for result in results:
-        output = asdict(result)
-        if output["collection"] is None:
-            del output["collection"]  # a single collection: exactly llm's output
-        if plain:
-            where = f" [{result.collection}]" if result.collection else ""
-            click.echo(f"{result.id} ({result.score}){where}\n")
-            if result.content:
-                click.echo(textwrap.indent(result.content, "  "))
-            if result.metadata:
-                click.echo(textwrap.indent(json.dumps(result.metadata), "  "))
-            click.echo("")
-        else:
-            click.echo(json.dumps(output))
-
-
-def _public_options(index_record: catalog.IndexRecord) -> dict:
-    "The index's options with secrets (tokens) masked."
-    try:
-        secret = {o.name for o in get_backend(index_record.backend).cls.options if o.secret}
-    except VectorIndexError:  # its plugin is not installed any more
-        secret = set()
-    return {
-        key: "********" if key in secret and value else value
-        for key, value in index_record.options.items()
-    }
-
-
-def _describe(index_record: catalog.IndexRecord, db: Database) -> dict:
-    return {
-        "name": index_record.name,
-        "backend": index_record.backend,
-        "options": _public_options(index_record),
-        "collections": index_record.collections,
-        "model": index_record.model,
-        "dimensions": index_record.dimensions,
-        "metric": index_record.metric,
-        "refresh": index_record.refresh,
-        "default_for": catalog.defaults_of(db, index_record.id),
-        "rows": index_record.rows,
-        "built": index_record.built,
-        "build_seconds": index_record.build_seconds,
-        "generation": index_record.generation,
-        # Shown, never used: a name read from the database may not be a valid one.
-        "path": str(indexes_directory(db) / index_record.name)
-        if is_valid_name(index_record.name) else None,
-    }
+    echo_entries(results, plain)
 
 
 @index_group.command(name="list")
@@ -283,7 +158,7 @@ def index_list(json_, database):
     db = open_database(database)
     records = catalog.list_records(db)
     if json_:
-        click.echo(json.dumps([_describe(record, db) for record in records], indent=2))
+        click.echo(json.dumps([describe(record, db) for record in records], indent=2))
         return
     for record in records:
         state = f"{record.rows} rows" if record.built else "not built"
@@ -300,7 +175,7 @@ def index_show(name, database):
     "Show an index's settings, size and where its files are"
     db = open_database(database)
     with Index(name, db) as index:
-        details = _describe(index.record, db)
+        details = describe(index.record, db)
         backend = index.backend()
         if backend is not None:
             details.update(backend.describe())

@@ -1,0 +1,56 @@
+"""What every ``llm index`` command shares: the group that turns library
+errors into one line, ``-d/--database``, and opening the database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import click
+import llm
+from click_default_group import DefaultGroup
+from sqlite_utils import Database
+
+from .errors import VectorIndexError
+
+
+class IndexGroup(DefaultGroup):
+    "A DefaultGroup that reports library errors as one clean line."
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VectorIndexError as error:
+            raise click.ClickException(str(error)) from None
+        except sqlite3.OperationalError as error:
+            # e.g. a read-only database file: SQLite refuses before anything is written
+            raise click.ClickException(f"Database error: {error}") from None
+        except PermissionError as error:
+            raise click.ClickException(
+                f"Permission denied: {error.filename or error}"
+            ) from None
+
+
+def database_option(function):
+    return click.option(
+        "-d",
+        "--database",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="LLM_EMBEDDINGS_DB",
+        help="Embeddings database (default: llm's embeddings.db)",
+    )(function)
+
+
+def open_database(path: Path | None) -> Database:
+    "The embeddings database, refusing (without creating) a missing one."
+    path = path or llm.user_dir() / "embeddings.db"
+    if not path.exists():
+        raise click.ClickException(f"Database not found: {path}")
+    db = Database(path)
+    try:
+        has_embeddings = db["embeddings"].exists()
+    except sqlite3.DatabaseError as error:
+        raise click.ClickException(f"Cannot read {path} as a SQLite database: {error}")
+    if not has_embeddings:
+        raise click.ClickException(f"No embeddings table found in database {path}")
+    return db

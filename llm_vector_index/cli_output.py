@@ -1,0 +1,106 @@
+"""What ``llm index`` commands print: entries as llm prints them, index
+descriptions with secrets masked, build reports, and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import click
+from sqlite_utils import Database
+
+from . import catalog
+from .build import BuildReport
+from .errors import VectorIndexError
+from .paths import indexes_directory, is_valid_name
+from .query import IndexEntry
+from .registry import get_backend
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing click's progress bar, as
+    llm embed-multi does, on a terminal only; it appears once the total is known."""
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty() and total:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        if bar is not None:
+            bar.update(done)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def build_line(name: str, report: BuildReport) -> str:
+    "One line about a finished build, for stderr."
+    kind = "Full build" if report.full else "Build"
+    held = (
+        f", {report.held_back} held back (NaN, infinite or all-zero vectors)"
+        if report.held_back else ""
+    )
+    return (
+        f"{kind} of {name}: {report.added} indexed, {report.deleted} removed, "
+        f"{report.rows} rows{held}, {report.seconds:.2f}s"
+    )
+
+
+def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
+    "Results exactly as ``llm similar`` prints them (plus the collection, if several)."
+    for result in results:
+        output = asdict(result)
+        if output["collection"] is None:
+            del output["collection"]  # a single collection: exactly llm's output
+        if plain:
+            where = f" [{result.collection}]" if result.collection else ""
+            click.echo(f"{result.id} ({result.score}){where}\n")
+            if result.content:
+                click.echo(textwrap.indent(result.content, "  "))
+            if result.metadata:
+                click.echo(textwrap.indent(json.dumps(result.metadata), "  "))
+            click.echo("")
+        else:
+            click.echo(json.dumps(output))
+
+
+def public_options(index_record: catalog.IndexRecord) -> dict:
+    "The index's options with secrets (tokens) masked."
+    try:
+        secret = {o.name for o in get_backend(index_record.backend).cls.options if o.secret}
+    except VectorIndexError:  # its plugin is not installed any more
+        secret = set()
+    return {
+        key: "********" if key in secret and value else value
+        for key, value in index_record.options.items()
+    }
+
+
+def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
+    return {
+        "name": index_record.name,
+        "backend": index_record.backend,
+        "options": public_options(index_record),
+        "collections": index_record.collections,
+        "model": index_record.model,
+        "dimensions": index_record.dimensions,
+        "metric": index_record.metric,
+        "refresh": index_record.refresh,
+        "default_for": catalog.defaults_of(db, index_record.id),
+        "rows": index_record.rows,
+        "built": index_record.built,
+        "build_seconds": index_record.build_seconds,
+        "generation": index_record.generation,
+        # Shown, never used: a name read from the database may not be a valid one.
+        "path": str(indexes_directory(db) / index_record.name)
+        if is_valid_name(index_record.name) else None,
+    }
