@@ -3,6 +3,8 @@
 Public API: ``Index`` (open, create, build and query an index), the backend
 contract (``VectorIndex``, ``Option``, ``Capabilities``) and ``hookimpl`` for
 plugins that add backends through ``register_vector_index_backends``.
+``close_indexes()`` closes the indexes this process holds open for queries
+(they stay open between calls, see open_indexes.py; closed at exit anyway).
 """
 
 from . import collection
@@ -25,6 +27,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .index import BuildReport, Index, IndexEntry
+from .open_indexes import release as close_indexes
 from .registry import BackendInfo, add_hookspecs, get_backend, get_backends
 
 add_hookspecs()
@@ -52,6 +55,7 @@ __all__ = [
     "UnsafePath",
     "VectorIndex",
     "VectorIndexError",
+    "close_indexes",
     "get_backend",
     "get_backends",
     "hookimpl",

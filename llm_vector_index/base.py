@@ -72,6 +72,10 @@ class Capabilities:
     # False where every write lands at once (a Chroma server): changes made
     # since save() may already be persisted.
     atomic_save: bool = True
+    # One instance opened read_only may serve queries from many threads and
+    # many Index objects of the process (see open_indexes.py). False where the
+    # library keeps its own per-process state (Chroma's clients).
+    shareable: bool = True
 
 
 class VectorIndex(abc.ABC):
@@ -90,6 +94,9 @@ class VectorIndex(abc.ABC):
       leaves fewer), best first; scores are cosine similarity whatever the
       backend measures internally; never a placeholder label such as -1.
     - ``save`` persists atomically: a crash leaves the previous save intact.
+    - Opened with ``read_only=True``, an instance is only searched (by many
+      threads at once, if ``capabilities.shareable``): it may map its files
+      instead of reading them, and need not support ``add``/``remove``/``save``.
     """
 
     name: ClassVar[str]
@@ -102,12 +109,15 @@ class VectorIndex(abc.ABC):
         dimensions: int,
         metric: str = "cosine",
         options: Mapping[str, Any] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         if metric != "cosine":
             raise InvalidOptions(f"Unsupported metric {metric!r}: only cosine")
         self.path = Path(path)
         self.dimensions = dimensions
         self.metric = metric
+        self.read_only = read_only
         self.settings = self.validate_options(options or {}, dimensions)
         self.open()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
-from .errors import IndexBusy, ModelMismatch, VectorIndexError
+from .errors import DamagedFiles, IndexBusy, ModelMismatch, VectorIndexError
 from .storage import atomic_write, exclusive_lock
 
 if TYPE_CHECKING:
@@ -105,12 +106,12 @@ class Build:
             # older than another process's last build. A full rebuild never
             # needs the old files: it reads llm's rows.
             index.close()
-            backend = None if full else index.open_saved_backend()
-            if backend is not None and not index.files_match_catalog(backend):
-                backend = None  # an interrupted build: start again from the rows
-            if backend is None:  # first builds, damaged files and --full stream every row
-                return self._full(collection_ids, dimensions)
-            return self._incremental(backend, collection_ids, dimensions)
+            if not full:
+                report = self._incremental(collection_ids, dimensions)
+                if report is not None:
+                    return report
+            # First builds, damaged files and --full stream every row.
+            return self._full(collection_ids, dimensions)
 
     def _collection_ids(self) -> list[int]:
         record = self.index.record
@@ -132,11 +133,8 @@ class Build:
         index = self.index
         # The old files are opened only to delete what the backend keeps
         # elsewhere (a Chroma collection): a full rebuild reads llm's rows.
-        retired = index.open_saved_backend() if index.keeps_data_elsewhere() else None
-        if retired is None:
-            index.close()
-        else:
-            index.detach_backend()  # kept open: it still has data to destroy
+        retired = index.open_private_backend() if index.keeps_data_elsewhere() else None
+        index.close()
         # Same folder name one level down: backends may name things after it.
         staging = paths.staging_path(self.db, index.name)
         paths.remove_tree(staging)  # left by a build that was killed
@@ -194,21 +192,44 @@ class Build:
         return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0, held_back)
 
     def _incremental(
-        self, backend: VectorIndex, collection_ids: list[int], dimensions: int
-    ) -> BuildReport:
+        self, collection_ids: list[int], dimensions: int
+    ) -> BuildReport | None:
+        """Apply what changed since the last build; None when the saved files
+        cannot be built on (none, damaged, or not the catalog's generation)."""
         index = self.index
         record = index.record
+        # Opened for queries first (shared, and memory-mapped where the backend
+        # can): a build that finds nothing to do then costs no load of the files.
+        try:
+            saved = index.backend() if record.built else None
+        except DamagedFiles:
+            saved = None
+        if saved is None or not index.files_match_catalog(saved):
+            return None
         changes = sync.find_changes(
             self.db, record.id, collection_ids, record.watermark,
             (record.fingerprint or {}).get("rowid"), verify=self.verify,
         )
+        if not changes:
+            self._commit(
+                False, [], [], new_generation=False, dimensions=dimensions,
+                rows=record.rows, next_label=record.next_label,
+            )
+            return BuildReport(False, 0, 0, record.rows, index.record.build_seconds or 0.0, 0)
+        backend = index.open_for_build()
+        if backend is None:
+            return None
         with ExitStack() as committing:
-            if changes and not backend.capabilities.atomic_save:
+            if not backend.capabilities.atomic_save:
                 # Its writes land at once: mark the files as ahead of the catalog
                 # before the first one, so a failure part-way is detected.
                 committing.enter_context(commit_lock(index))
                 write_generation(index.path, record.generation + 1, index.identity)
-            return self._apply(backend, changes, dimensions, committing)
+            try:
+                return self._apply(backend, changes, dimensions, committing)
+            except BaseException:
+                backend.close()
+                raise
 
     def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
         "The incremental build's writes, its save and its commit."
@@ -237,17 +258,17 @@ class Build:
         if evicted:  # rows whose new vector cannot be ranked
             backend.remove(np.array(evicted, dtype=np.int64))
         faults.point("scanned")
-        if changes:
-            if backend.capabilities.atomic_save:
-                committing.enter_context(commit_lock(index))
-            write_generation(index.path, record.generation + 1, index.identity)
-            backend.save()
-            faults.point("saved")
+        if backend.capabilities.atomic_save:
+            committing.enter_context(commit_lock(index))
+        write_generation(index.path, record.generation + 1, index.identity)
+        backend.save()
+        faults.point("saved")
         rows = backend.count()
         self._commit(
-            False, changes.deleted_labels, label_rows, new_generation=bool(changes),
+            False, changes.deleted_labels, label_rows,
             dimensions=dimensions, rows=rows, next_label=allocator.next_label,
         )
+        index.adopt(backend)  # saved and committed: queries may use it now
         return BuildReport(
             False, len(label_rows) - held_back, len(changes.deleted_labels), rows,
             index.record.build_seconds or 0.0, held_back,
@@ -293,7 +314,6 @@ class Build:
         )
         faults.point("committed")
         self.index.reload()
-        self.index.saved_by_build()
 
 
 @contextmanager
@@ -361,17 +381,21 @@ def _commit_lock_path(index: Index) -> Path:
 def write_generation(directory: Path, generation: int, owner: str) -> None:
     """Record which catalog generation, of which index (``Index.identity``),
     the files in ``directory`` belong to: files copied in from another index
-    are then detected, not searched with this index's label map."""
-    atomic_write(
-        directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode())
-    )
+    are then detected, not searched with this index's label map. A fresh
+    token tells apart two saves of one generation number (a build killed
+    before its commit, then the build that repaired it)."""
+    text = f"{generation} {owner} {secrets.token_hex(8)}"
+    atomic_write(directory / GENERATION_FILE, lambda f: f.write(text.encode()))
 
 
-def read_generation(directory: Path, owner: str) -> int | None:
-    "The generation the files belong to, or None if unknown or another index's."
+def read_generation(directory: Path, owner: str) -> tuple[int, str] | None:
+    """The generation the files belong to and the token of the save that
+    wrote them, or None if unknown or another index's."""
     try:
-        generation, written_by = (directory / GENERATION_FILE).read_text().split(" ", 1)
-        return int(generation) if written_by == owner else None
+        generation, written_by, token = (
+            (directory / GENERATION_FILE).read_text().split(" ") + [""]
+        )[:3]
+        return (int(generation), token) if written_by == owner else None
     except (FileNotFoundError, ValueError, UnicodeDecodeError):
         return None
 

@@ -101,10 +101,18 @@ def ensure_schema(db: Database) -> None:
         "create index if not exists idx_embeddings_collection_updated "
         "on embeddings (collection_id, updated)"
     )
+    # Its entries end with the rowid: a collection's max(rowid), which the
+    # freshness check reads on every query, is one lookup, not a range scan.
+    db.execute(
+        "create index if not exists idx_embeddings_collection "
+        "on embeddings (collection_id)"
+    )
 
 
 def has_catalog(db: Database) -> bool:
-    return db["vector_indexes"].exists()
+    return db.execute(
+        "select 1 from sqlite_master where type = 'table' and name = 'vector_indexes'"
+    ).fetchone() is not None
 
 
 @dataclass
@@ -141,18 +149,20 @@ class IndexRecord:
 def get_record(db: Database, name: str) -> IndexRecord | None:
     if not has_catalog(db):
         return None
-    rows = list(db["vector_indexes"].rows_where("name = ?", [name]))
-    if not rows:
+    cursor = db.execute("select * from vector_indexes where name = ?", [name])
+    row = cursor.fetchone()
+    if row is None:
         return None
+    row = dict(zip((column[0] for column in cursor.description), row))
     collections = [
-        row["collection"]
-        for row in db.query(
+        collection
+        for (collection,) in db.execute(
             "select collection from vector_index_collections "
             "where index_id = ? order by position",
-            [rows[0]["id"]],
+            [row["id"]],
         )
     ]
-    return IndexRecord.from_row(rows[0], collections)
+    return IndexRecord.from_row(row, collections)
 
 
 def generation(db: Database, index_id: int) -> int | None:

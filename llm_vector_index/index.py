@@ -17,7 +17,7 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, freshness, paths, query, sync
+from . import catalog, freshness, open_indexes, paths, query, sync
 from .base import VectorIndex
 from .build import Build, BuildReport, read_generation, reading_lock
 from .errors import (
@@ -50,7 +50,9 @@ class Index:
             raise self.DoesNotExist(f"Index {name!r} does not exist")
         self.record = record
         self._backend: VectorIndex | None = None
+        self._backend_is_shared = False  # from open_indexes: never closed here
         self._opened_generation: int | None = None  # of the files _backend holds
+        self._opened_version: tuple[int, str] | None = None  # and the save's token
 
     # -- creating, finding, deleting ------------------------------------------
 
@@ -120,24 +122,31 @@ class Index:
         if paths.is_ours(path):
             paths.check_removable(path)
         opening = not keep_remote and self.keeps_data_elsewhere()
-        retired = self.open_saved_backend() if opening else None
+        retired = self.open_private_backend() if opening else None
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()
+            retired.close()
         self.close()
+        open_indexes.release(self._shared_key())
         paths.remove_tree(path)
         lock_path.unlink(missing_ok=True)
 
     def detach_backend(self) -> VectorIndex | None:
         "Hand over the open backend (the caller closes it); the next use reopens."
+        if self._backend_is_shared:
+            raise VectorIndexError("a shared backend cannot be handed over")
         backend, self._backend = self._backend, None
         return backend
 
     def close(self) -> None:
-        "Release the open backend (files, connections); the next use reopens."
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        """Let go of the open backend; the next use opens it again. A backend
+        shared with the rest of the process (see open_indexes.py) stays open
+        for the next ``Index`` of this index: ``close_indexes()`` closes those."""
+        backend, self._backend = self._backend, None
+        if backend is not None and not self._backend_is_shared:
+            backend.close()
+        self._backend_is_shared = False
 
     def __enter__(self) -> Index:
         return self
@@ -182,30 +191,90 @@ class Index:
             raise self.DoesNotExist(f"Index {self.name!r} does not exist")
         self.record = record
 
-    def new_backend(self, path: Path, dimensions: int) -> VectorIndex:
+    def new_backend(
+        self, path: Path, dimensions: int, *, read_only: bool = False
+    ) -> VectorIndex:
         "A backend of this index's kind and options, opening what is in ``path``."
         backend_class = get_backend(self.record.backend).cls
-        return backend_class(path, dimensions, self.record.metric, self.record.options)
+        return backend_class(
+            path, dimensions, self.record.metric, self.record.options, read_only=read_only
+        )
+
+    def _shared_key(self) -> open_indexes.Key:
+        return (str(self.path), self.identity)
+
+    def _is_shareable(self) -> bool:
+        return get_backend(self.record.backend).cls.capabilities.shareable
 
     def backend(self) -> VectorIndex | None:
-        """The backend as last saved (None before the first build with rows).
-        Files that cannot be opened raise ``DamagedFiles`` naming the fix."""
+        """The backend as last saved, for queries (None before the first build
+        with rows): opened read-only and shared with every ``Index`` of this
+        index in the process until a build moves its generation. Files that
+        cannot be opened raise ``DamagedFiles`` naming the fix."""
         if self._backend is None and self.record.dimensions:
-            path = self.path
-            try:
-                with reading_lock(self):  # not in the middle of another build's commit
-                    self._opened_generation = read_generation(path, self.identity)
-                    self._backend = self.new_backend(path, self.record.dimensions)
-            except VectorIndexError as error:
-                if not isinstance(error, DamagedFiles):
-                    raise  # e.g. a Chroma server that is down: not damage
-                raise self._damaged(str(error)) from None
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as error:  # a loader's error on bad bytes (Rust
-                # panics surface as BaseException subclasses)
-                raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
+            self._backend = self._open(shared=self._is_shareable())
+            self._backend_is_shared = self._is_shareable()
         return self._backend
+
+    def open_for_build(self) -> VectorIndex | None:
+        """The backend as saved, for a build to change: never the shared one
+        that queries may be searching. None if it cannot be opened (what a
+        full rebuild replaces) or its files are not the catalog's."""
+        backend = self.open_private_backend()
+        if backend is None or self.files_match_catalog(backend):
+            return backend
+        backend.close()
+        return None
+
+    def open_private_backend(self) -> VectorIndex | None:
+        """The backend as saved, opened for this caller alone (to change or to
+        destroy), or None if there is none or it cannot be opened."""
+        if not self.record.built:
+            return None
+        if self._backend is not None and not self._backend_is_shared:
+            return self.detach_backend()
+        self.close()
+        try:
+            return self._open(shared=False)
+        except DamagedFiles:
+            return None
+
+    def adopt(self, backend: VectorIndex) -> None:
+        """Hold ``backend``, which a build in this process has just saved and
+        committed (and still holds the commit lock), and offer it to the rest
+        of the process for queries."""
+        self.close()
+        self._opened_version = read_generation(self.path, self.identity)
+        self._backend, self._opened_generation = backend, self.record.generation
+        self._backend_is_shared = self._is_shareable()
+        if self._backend_is_shared:
+            open_indexes.offer(self._shared_key(), self._opened_version, backend)
+
+    def _open(self, shared: bool) -> VectorIndex:
+        path = self.path
+        dimensions = self.record.dimensions
+        try:
+            with reading_lock(self):  # not in the middle of another build's commit
+                version = read_generation(path, self.identity)
+                if shared:
+                    backend = open_indexes.get(
+                        self._shared_key(), version,
+                        lambda: self.new_backend(path, dimensions, read_only=True),
+                    )
+                else:
+                    backend = self.new_backend(path, dimensions)
+                self._opened_generation = version[0] if version else None
+                self._opened_version = version
+                return backend
+        except VectorIndexError as error:
+            if not isinstance(error, DamagedFiles):
+                raise  # e.g. a Chroma server that is down: not damage
+            raise self._damaged(str(error)) from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # a loader's error on bad bytes (Rust
+            # panics surface as BaseException subclasses)
+            raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
 
     def _damaged(self, reason: str) -> DamagedFiles:
         return DamagedFiles(
@@ -239,20 +308,6 @@ class Index:
         "Does the backend keep data outside the index folder (``destroy()``)?"
         return get_backend(self.record.backend).cls.keeps_data_elsewhere(self.record.options)
 
-    def open_saved_backend(self) -> VectorIndex | None:
-        "The backend as saved, or None if there is none or it cannot be opened."
-        if not self.record.built:
-            return None
-        try:
-            return self.backend()
-        except DamagedFiles:  # what a full rebuild replaces
-            return None
-
-    def saved_by_build(self) -> None:
-        "A build in this process saved and committed the backend it holds open."
-        if self._backend is not None:
-            self._opened_generation = self.record.generation
-
     def reopen(self) -> VectorIndex | None:
         """Read the catalog again and reopen the files, both as one build left
         them (waiting out another process's save-to-commit window)."""
@@ -283,6 +338,11 @@ class Index:
         rows = [sync.collection_row(self.db, name) for name in names]
         return [row["id"] for row in rows if row is not None]
 
+    def is_current(self) -> bool:
+        "Has nothing been added to or changed in its collections since its last build?"
+        state = freshness.read_state(self.db, self.record.id, self.collections)
+        return freshness.is_current(self.record.fingerprint, state)
+
     def ensure_fresh(self) -> None:
         """Make sure a query will not miss rows added since the last build.
 
@@ -293,9 +353,11 @@ class Index:
         """
         if self.record.built is None:
             return
-        if catalog.generation(self.db, self.record.id) != self.record.generation:
+        state = freshness.read_state(self.db, self.record.id, self.collections)
+        if state.generation != self.record.generation:
             self.reopen()  # another process built since: use what it committed
-        if freshness.is_current(self.db, self.record.fingerprint, self.collection_ids()):
+            state = freshness.read_state(self.db, self.record.id, self.collections)
+        if freshness.is_current(self.record.fingerprint, state):
             return
         if self.record.refresh == "auto" and catalog.is_writable(self.db, self.record.id):
             try:
@@ -307,7 +369,7 @@ class Index:
         if key not in _warned:
             _warned.add(key)
             changes = sync.find_changes(
-                self.db, self.record.id, self.collection_ids(), self.record.watermark,
+                self.db, self.record.id, state.collection_ids, self.record.watermark,
                 (self.record.fingerprint or {}).get("rowid"),
             )
             click.echo(

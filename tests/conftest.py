@@ -133,3 +133,12 @@ def forkserver():
                                     "llm_vector_index.backends.hnswlib", "faiss", "hnswlib",
                                     "chromadb"])
     return context
+
+
+@pytest.fixture(autouse=True)
+def close_shared_indexes():
+    "Each test starts with no index held open by an earlier one."
+    yield
+    from llm_vector_index import close_indexes
+
+    close_indexes()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sqlite_utils import Database
 
-from llm_vector_index import DamagedFiles, Index, freshness
+from llm_vector_index import DamagedFiles, Index
 from llm_vector_index.index import _warned
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
@@ -94,7 +94,7 @@ def check_after_kill(db_path, capsys, queries, exact):
     db = Database(db_path)
     ids = set(current_rows(db)[0])
     index = Index("ix", db)
-    stale = not freshness.is_current(db, index.record.fingerprint, index.collection_ids())
+    stale = not index.is_current()
     warned = False
     try:
         for query in queries:

@@ -91,7 +91,9 @@ class ChromaIndex(VectorIndex):
                "Header for the token: Authorization (Bearer) or X-Chroma-Token"),
         Option("ef_search", int, 100, "HNSW candidates explored per query", 1),
     )
-    capabilities = Capabilities(exact=False, filtered_search=True, atomic_save=False)
+    capabilities = Capabilities(
+        exact=False, filtered_search=True, atomic_save=False, shareable=False
+    )
 
     @classmethod
     def validate_options(cls, values, dimensions=None):

@@ -96,15 +96,35 @@ class FaissIndex(VectorIndex):
             if ivf is not None:
                 ivf.make_direct_map()  # lets compaction reconstruct vectors
         else:
-            self._index = faiss.read_index(str(saved.files["index"]))
+            self._index = self._read(saved.files["index"])
             self._slot_labels = saved.array("slot_labels")
         self._slots: dict[int, int] | None = None  # label -> live slot, lazily
         self._live_mask: np.ndarray | None = None
         self._all_live = True
+        self._live_count = 0
+        # What kind of index it is decides the search parameters: found once.
+        self._hnsw_params = self._hnsw() is not None
+        self._ivf_params = not self._hnsw_params and self._ivf() is not None
         # Vectors waiting until there are enough to train on (IVF, PQ).
         self._pending: list[np.ndarray] = []
         if saved is not None and "pending" in saved.files:
             self._pending.append(np.array(saved.array("pending")))
+
+    def _read(self, path):
+        """Read a saved index. Opened for queries only, the vectors (or codes)
+        are memory-mapped rather than read: opening costs what the first
+        queries touch, not the whole file (faiss >= 1.11)."""
+        faiss = _faiss()
+        if self.read_only:
+            for flags in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
+                if hasattr(faiss, flags):
+                    try:
+                        return faiss.read_index(
+                            str(path), getattr(faiss, flags) | faiss.IO_FLAG_READ_ONLY
+                        )
+                    except RuntimeError:
+                        continue  # a type this kind of mapping does not cover
+        return faiss.read_index(str(path))
 
     # -- faiss index types --------------------------------------------------
 
@@ -120,11 +140,11 @@ class FaissIndex(VectorIndex):
 
     def _search_parameters(self, selector):
         faiss = _faiss()
-        if self._hnsw() is not None:
+        if self._hnsw_params:
             return faiss.SearchParametersHNSW(
                 efSearch=self.settings["ef_search"], sel=selector
             )
-        if self._ivf() is not None:
+        if self._ivf_params:
             return faiss.SearchParametersIVF(
                 nprobe=self.settings["nprobe"], sel=selector
             )
@@ -142,14 +162,15 @@ class FaissIndex(VectorIndex):
         "Which slots hold a live vector (cached: queries must not pay O(n))."
         if self._live_mask is None:
             self._live_mask = self._slot_labels >= 0
-            self._all_live = bool(self._live_mask.all())
+            self._live_count = int(self._live_mask.sum())
+            self._all_live = self._live_count == len(self._live_mask)
         return self._live_mask
 
     def _changed(self) -> None:
         self._live_mask = None
 
     def _dead_count(self) -> int:
-        return len(self._slot_labels) - len(self._slot_map())
+        return len(self._slot_labels) - self.count()
 
     def _flush(self) -> None:
         """Train on and add vectors held back because the index was untrained.
@@ -176,6 +197,8 @@ class FaissIndex(VectorIndex):
 
     def _vectors(self, slots: np.ndarray) -> np.ndarray:
         if self._pending:  # untrained: every slot is pending
+            if len(self._pending) > 1:
+                self._pending = [np.concatenate(self._pending)]
             return self._pending[0][slots]
         return self._index.reconstruct_batch(slots)
 
@@ -209,7 +232,6 @@ class FaissIndex(VectorIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         queries = normalize(self.check_vectors(queries))
-        self._flush()
         live = self._live()
         all_live = self._all_live
         if allowed is not None:
@@ -243,7 +265,8 @@ class FaissIndex(VectorIndex):
         return exact_search(queries, self._vectors(slots), self._slot_labels[slots], k)
 
     def count(self) -> int:
-        return len(self._slot_map())
+        self._live()
+        return self._live_count
 
     def save(self) -> None:
         self._flush()
