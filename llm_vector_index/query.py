@@ -137,35 +137,39 @@ def rank(
     limit: int | None = None,
 ) -> list[IndexEntry]:
     """The best ``limit`` rows (see filters.ROW_COLUMNS) as entries, scored as
-    llm scores them, best first. Only the winners' metadata is parsed."""
+    llm scores them (cosine in double precision), best first; ties in id
+    order, as llm's scan of its primary key lists them. Rows that cannot be
+    ranked (NaN, infinite or all-zero vectors, another width) are never
+    returned. Only the winners' metadata is parsed."""
     width = 4 * len(query)
     rows = [
         row for row in rows
         if row[5] is not None and len(row[5]) == width
-        and (row[0], row[2]) not in skip and (None, row[2]) not in skip
+        and not (skip and ((row[0], row[2]) in skip or (None, row[2]) in skip))
     ]
     if not rows:
         return []
-    vectors = sync.vectors_from_blobs([row[2] for row in rows], [row[5] for row in rows])
-    usable = sync.rankable(vectors)
-    if not usable.all():  # NaN, infinite or all-zero rows: never returned
-        rows = [row for row, ok in zip(rows, usable.tolist()) if ok]
-        vectors = vectors[usable]
-        if not rows:
-            return []
-    vectors = vectors.astype(np.float64)
+    vectors = np.frombuffer(b"".join([row[5] for row in rows]), dtype="<f4")
+    vectors = vectors.reshape(len(rows), -1).astype(np.float64)
     query64 = query.astype(np.float64)
-    norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query64)
-    scores = np.divide(vectors @ query64, norms, out=np.zeros(len(rows)), where=norms > 0)
-    # Ties (rows with identical vectors) in id order, as llm's scan of its
-    # primary key lists them: one lexsort, score first, then id, then collection.
-    ids = np.array([row[2] for row in rows])
-    collections = np.array([row[1] for row in rows])
-    order = np.lexsort((collections, ids, -scores))[:limit].tolist()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # float32 values cannot overflow when squared in float64: a norm is
+        # finite exactly when every value is, and zero only for a zero vector.
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        scores = (vectors @ query64) / (norms * float(np.sqrt(query64 @ query64)))
+    candidates = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+    if limit is not None and len(candidates) > limit:
+        # Keep the best ``limit`` scores and everything tied with the last.
+        cut = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+        candidates = candidates[scores[candidates] >= cut]
+    score_list = scores.tolist()
+    order = sorted(
+        candidates.tolist(), key=lambda i: (-score_list[i], rows[i][2], rows[i][1])
+    )[:limit]
     return [
         IndexEntry(
             id=rows[i][2],
-            score=float(scores[i]),
+            score=score_list[i],
             content=rows[i][3],
             metadata=json.loads(rows[i][4]) if rows[i][4] else None,
             collection=rows[i][1] if show_collection else None,

@@ -98,8 +98,11 @@ class Snapshot:
     meta: dict[str, Any]
 
     def array(self, key: str) -> np.ndarray:
-        "A saved array, memory-mapped copy-on-write (edits stay in memory)."
-        return np.load(self.files[key], mmap_mode="c", allow_pickle=False)
+        """A saved array, memory-mapped copy-on-write (edits stay in memory).
+        A plain ndarray view of the map: numpy's memmap subclass costs
+        microseconds on every indexing, which queries do."""
+        mapped = np.load(self.files[key], mmap_mode="c", allow_pickle=False)
+        return mapped.view(np.ndarray) if isinstance(mapped, np.memmap) else mapped
 
 
 def save_snapshot(

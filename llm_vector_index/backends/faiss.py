@@ -45,6 +45,9 @@ def _faiss():
 def _omp_threads(count: int):
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
+    if before == count:
+        yield
+        return
     faiss.omp_set_num_threads(count)
     try:
         yield
@@ -105,6 +108,7 @@ class FaissIndex(VectorIndex):
         # What kind of index it is decides the search parameters: found once.
         self._hnsw_params = self._hnsw() is not None
         self._ivf_params = not self._hnsw_params and self._ivf() is not None
+        self._plain_parameters = None
         # Vectors waiting until there are enough to train on (IVF, PQ).
         self._pending: list[np.ndarray] = []
         if saved is not None and "pending" in saved.files:
@@ -139,6 +143,13 @@ class FaissIndex(VectorIndex):
             return None
 
     def _search_parameters(self, selector):
+        if selector is None:  # the common case: made once, only read by faiss
+            if self._plain_parameters is None:
+                self._plain_parameters = self._make_parameters(None)
+            return self._plain_parameters
+        return self._make_parameters(selector)
+
+    def _make_parameters(self, selector):
         faiss = _faiss()
         if self._hnsw_params:
             return faiss.SearchParametersHNSW(
