@@ -8,7 +8,7 @@ plugins that add backends through ``register_vector_index_backends``.
 """
 
 from . import collection
-from .base import Capabilities, Option, VectorIndex
+from .base import Capabilities, Option, Tunable, VectorIndex
 from .errors import (
     BackendUnavailable,
     DamagedFiles,
@@ -52,6 +52,7 @@ __all__ = [
     "Option",
     "UnknownBackend",
     "UnknownCollection",
+    "Tunable",
     "UnsafePath",
     "VectorIndex",
     "VectorIndexError",

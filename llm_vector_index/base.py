@@ -78,6 +78,22 @@ class Capabilities:
     shareable: bool = True
 
 
+# HNSW candidates explored per query: the values tuning tries, cheapest first.
+HNSW_SEARCH_WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A search-time option that trades speed for recall (a larger value finds
+    more of the true neighbours, slower), with the values worth trying,
+    cheapest first. Tuning (tuning.py) keeps the cheapest that meets a recall
+    target, so a backend that declares one takes part in ``--target-recall``
+    and ``auto``."""
+
+    option: str
+    values: tuple[int, ...]
+
+
 class VectorIndex(abc.ABC):
     """A k-NN index over float32 vectors keyed by int64 labels.
 
@@ -196,6 +212,18 @@ class VectorIndex(abc.ABC):
     def describe(self) -> dict[str, Any]:
         "Facts worth showing in ``llm index show`` (never secrets). Optional."
         return {}
+
+    # -- tuning (optional) ------------------------------------------------
+
+    @classmethod
+    def tunable(cls, settings: Mapping[str, Any]) -> Tunable | None:
+        "The option tuning may set for an index with these settings; None: none."
+        return None
+
+    def set_search_option(self, name: str, value: Any) -> None:
+        """Change a search-time option of this open instance (tuning tries
+        several on one private instance). Override to pass it to the library."""
+        self.settings = {**self.settings, name: value}
 
     # -- helpers for implementations --------------------------------------
 

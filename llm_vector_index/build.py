@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class BuildReport:
     rows: int  # rows in the index afterwards
     seconds: float
     held_back: int = 0  # rows read whose vector cannot be ranked (see sync.rankable)
+    tuning: Any = None  # a tuning.Tuning when this build tuned the index
 
 
 NEW = np.iinfo(np.int64).min  # "no label yet" in _labels_for's answer

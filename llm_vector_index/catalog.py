@@ -92,6 +92,14 @@ def m003_chroma_migrations(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_tuning(db: Database) -> None:
+    # The recall@10 the index is kept tuned to (NULL: never tuned), and the
+    # last tuning: what it measured and chose (JSON, see tuning.Tuning).
+    db["vector_indexes"].add_column("target_recall", float)
+    db["vector_indexes"].add_column("tuning", str)
+
+
 def ensure_schema(db: Database) -> None:
     "Create or upgrade our tables, and the one index we add to llm's table."
     migrations.apply(db)
@@ -135,14 +143,17 @@ class IndexRecord:
     generation: int
     refresh: str = "auto"
     fingerprint: dict | None = None
+    target_recall: float | None = None
+    tuning: dict | None = None
     collections: list[str] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: dict, collections: list[str]) -> IndexRecord:
         values = dict(row)
         values["options"] = json.loads(values["options"])
-        if values.get("fingerprint"):
-            values["fingerprint"] = json.loads(values["fingerprint"])
+        for key in ("fingerprint", "tuning"):
+            if values.get(key):
+                values[key] = json.loads(values[key])
         return cls(**values, collections=collections)
 
 
@@ -290,6 +301,17 @@ def record_migration(
          "last_run": when, "rows": rows},
         pk=("target", "collection_id"),
     )
+
+
+def save_tuning(
+    db: Database, index_id: int, options: dict[str, Any], target: float, tuning: dict
+) -> None:
+    "A tuning's choice (in the options every open uses) and what it measured."
+    db.execute(
+        "update vector_indexes set options = ?, target_recall = ?, tuning = ? where id = ?",
+        [json.dumps(options, sort_keys=True), target, json.dumps(tuning), index_id],
+    )
+    db.conn.commit()
 
 
 def delete_record(db: Database, index_id: int) -> None:

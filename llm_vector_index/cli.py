@@ -82,28 +82,41 @@ def index_create(name, collections, backend, options, build_now, make_default, r
     help="Also compare every stored vector with what was indexed (finds rows "
     "changed by a plain SQL UPDATE; reads every vector, embeds nothing)",
 )
+@click.option(
+    "--target-recall", type=float,
+    help="Tune the search setting to the cheapest that gives this recall@10 "
+    "(e.g. 0.95), measured on stored rows; kept and re-tuned as the index grows",
+)
 @database_option
-def index_build(name, full, verify, database):
+def index_build(name, full, verify, target_recall, database):
     """
     Bring an index up to date with its collections
 
     Only rows added or changed since the last build are read; deleted rows
     are removed. --verify also finds rows whose vector was changed in place
     by a plain SQL UPDATE, which keeps their timestamp and rowid.
+    --target-recall tunes the index (see llm index show for what it chose).
 
     \b
         llm index build docs-hnsw
         llm index build docs-hnsw --verify
         llm index build docs-hnsw --full
+        llm index build docs-hnsw --target-recall 0.95
     """
     with Index(name, open_database(database)) as index:
-        _build(index, full, verify)
+        _build(index, full, verify, target_recall)
 
 
-def _build(index: Index, full: bool, verify: bool = False) -> None:
+def _build(
+    index: Index, full: bool, verify: bool = False, target_recall: float | None = None
+) -> None:
     with progress_bar(f"Indexing {index.name}") as progress:
-        report = index.build(full=full, progress=progress, verify=verify)
+        report = index.build(
+            full=full, progress=progress, verify=verify, target_recall=target_recall
+        )
     click.echo(build_line(index.name, report), err=True)
+    if report.tuning is not None:
+        click.echo(f"Tuned {index.name}: {report.tuning.summary()}", err=True)
 
 
 @index_group.command(name="similar")

@@ -100,6 +100,8 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "built": index_record.built,
         "build_seconds": index_record.build_seconds,
         "generation": index_record.generation,
+        "target_recall": index_record.target_recall,
+        "tuning": index_record.tuning,
         # Shown, never used: a name read from the database may not be a valid one.
         "path": str(indexes_directory(db) / index_record.name)
         if is_valid_name(index_record.name) else None,

@@ -7,6 +7,7 @@ objects scored exactly as llm scores them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, freshness, open_indexes, paths, query, sync
+from . import catalog, freshness, open_indexes, paths, query, sync, tuning
 from .base import VectorIndex
 from .build import Build, BuildReport, read_generation, reading_lock
 from .errors import (
@@ -203,6 +204,10 @@ class Index:
     def _shared_key(self) -> open_indexes.Key:
         return (str(self.path), self.identity)
 
+    def _shared_version(self, files_version) -> tuple:
+        "What a shared backend must match: its files, and the options it opened with."
+        return (files_version, json.dumps(self.record.options, sort_keys=True))
+
     def _is_shareable(self) -> bool:
         return get_backend(self.record.backend).cls.capabilities.shareable
 
@@ -248,7 +253,9 @@ class Index:
         self._backend, self._opened_generation = backend, self.record.generation
         self._backend_is_shared = self._is_shareable()
         if self._backend_is_shared:
-            open_indexes.offer(self._shared_key(), self._opened_version, backend)
+            open_indexes.offer(
+                self._shared_key(), self._shared_version(self._opened_version), backend
+            )
 
     def _open(self, shared: bool) -> VectorIndex:
         path = self.path
@@ -258,7 +265,7 @@ class Index:
                 version = read_generation(path, self.identity)
                 if shared:
                     backend = open_indexes.get(
-                        self._shared_key(), version,
+                        self._shared_key(), self._shared_version(version),
                         lambda: self.new_backend(path, dimensions, read_only=True),
                     )
                 else:
@@ -290,6 +297,7 @@ class Index:
         progress: Callable[[int, int], None] | None = None,
         *,
         verify: bool = False,
+        target_recall: float | None = None,
     ) -> BuildReport:
         """Bring the index up to date with the rows now in its collections.
 
@@ -301,8 +309,22 @@ class Index:
         called as each batch of rows is indexed. The backend is saved before
         the catalog commits, so an interrupted build leaves the previous state
         usable or visibly stale.
+
+        ``target_recall`` (e.g. 0.95) tunes the index to that recall@10 after
+        building (see tuning.py) and keeps it: later builds tune again once
+        the row count has moved by a fifth.
         """
-        return Build(self, progress, verify=verify).run(full)
+        if target_recall is not None:
+            target_recall = tuning.check_target(target_recall)
+        report = Build(self, progress, verify=verify).run(full)
+        if self.record.rows and (target_recall is not None or tuning.needs_tuning(self.record)):
+            report.tuning = self.tune(target_recall or self.record.target_recall)
+        return report
+
+    def tune(self, target: float = tuning.DEFAULT_TARGET, **settings) -> tuning.Tuning:
+        """Keep the cheapest search-time setting whose recall@10 on held-out
+        queries meets ``target`` (see tuning.py); returns what was measured."""
+        return tuning.tune(self, target, **settings)
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"

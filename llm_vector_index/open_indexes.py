@@ -5,9 +5,10 @@ path makes a new ``Index`` for each ``collection.similar()`` call, so a loop of
 questions (any RAG app) would pay a full load per question. Instead the
 backend opened for queries is kept here, per index folder and index identity,
 tagged with the version its files were saved as (generation and a token
-of the save, see build.write_generation); the next ``Index`` of the same
-index gets it back while the files on disk are that version, and opens them
-again once a build has replaced them.
+of the save, see build.write_generation) and the options it was opened with;
+the next ``Index`` of the same index gets it back while both are unchanged,
+and opens the files again once a build has replaced them or a tuning has
+changed a setting.
 
 Shared backends are only searched, never changed: a build opens its own copy
 (``Index.open_for_build``), and after its commit offers it here as the
@@ -29,13 +30,15 @@ if TYPE_CHECKING:
     from .base import VectorIndex
 
 Key = tuple[str, str]  # (index folder, index identity)
-Version = tuple[int, str] | None  # (generation, save token), see build.read_generation
+# The files' (generation, save token) (see build.read_generation) and the
+# options the backend was opened with (tuning changes them).
+Version = tuple
 
 
 @dataclass
 class _Slot:
     opening: threading.Lock = field(default_factory=threading.Lock)
-    version: tuple[int, str] | None = None
+    version: Version | None = None
     backend: VectorIndex | None = None
 
 

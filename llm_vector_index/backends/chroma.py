@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,8 +21,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..base import (
+    HNSW_SEARCH_WIDTHS,
     Capabilities,
     Option,
+    Tunable,
     VectorIndex,
     exact_search,
     no_results,
@@ -66,6 +69,14 @@ def _token(settings: Mapping[str, Any]) -> str:
             "Chroma server's token in it"
         )
     return token
+
+
+@contextmanager
+def _no_legacy_config_warning():
+    "Chroma warns about its own stored configuration when it is read: not ours to fix."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _server_call(method):
@@ -121,9 +132,29 @@ class ChromaIndex(VectorIndex):
         self._collection = cosine_collection(
             self._client, self._name, ef_search=self.settings["ef_search"]
         )
+        # A collection that exists keeps the ef_search it was made with: a
+        # tuned value is applied here.
+        with _no_legacy_config_warning():
+            hnsw = (self._collection.configuration or {}).get("hnsw") or {}
+        if hnsw.get("ef_search", self.settings["ef_search"]) != self.settings["ef_search"]:
+            self._apply_ef_search(self.settings["ef_search"])
         self._batch = self._client.get_max_batch_size()
         # Chroma counts by scanning (about 10 ms at 100k rows): once per change.
         self._count: int | None = None
+
+    @classmethod
+    def tunable(cls, settings):
+        return Tunable("ef_search", HNSW_SEARCH_WIDTHS)
+
+    def set_search_option(self, name, value):
+        super().set_search_option(name, value)
+        if name == "ef_search":
+            self._apply_ef_search(value)
+
+    @_server_call
+    def _apply_ef_search(self, value: int) -> None:
+        with self._write_lock(), _no_legacy_config_warning():
+            self._collection.modify(configuration={"hnsw": {"ef_search": value}})
 
     @contextmanager
     def _write_lock(self):

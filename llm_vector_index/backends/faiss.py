@@ -14,8 +14,10 @@ import contextlib
 import numpy as np
 
 from ..base import (
+    HNSW_SEARCH_WIDTHS,
     Capabilities,
     Option,
+    Tunable,
     VectorIndex,
     exact_search,
     no_results,
@@ -30,6 +32,8 @@ COMPACT_RATIO = 0.25
 # Filters this small are searched exactly over reconstructed vectors: a graph
 # search with a selector this restrictive wanders and may return fewer than k.
 EXACT_FILTER_LIMIT = 4096
+# IVF lists visited per query: the values tuning tries, cheapest first.
+PROBES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 # Up to this many queries run on one OpenMP thread: thread start-up made single
 # Flat queries up to 50x slower with 2 threads on our 2-core machines.
 SINGLE_THREAD_QUERIES = 8
@@ -83,6 +87,19 @@ class FaissIndex(VectorIndex):
                 f"Invalid faiss factory string {settings['factory']!r}: {detail}"
             ) from None
         return settings
+
+    @classmethod
+    def tunable(cls, settings):
+        factory = settings["factory"].upper()
+        if "HNSW" in factory:
+            return Tunable("ef_search", HNSW_SEARCH_WIDTHS)
+        if "IVF" in factory:
+            return Tunable("nprobe", PROBES)
+        return None  # Flat and other exhaustive types: nothing to trade
+
+    def set_search_option(self, name, value):
+        super().set_search_option(name, value)
+        self._plain_parameters = None  # made again with the new value
 
     def open(self) -> None:
         faiss = _faiss()

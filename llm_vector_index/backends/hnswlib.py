@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import (
+    HNSW_SEARCH_WIDTHS,
     Capabilities,
     Option,
+    Tunable,
     VectorIndex,
     exact_search,
     no_results,
@@ -42,6 +44,15 @@ class HnswlibIndex(VectorIndex):
     def validate_options(cls, values, dimensions=None):
         require("hnswlib", "hnswlib")
         return super().validate_options(values, dimensions)
+
+    @classmethod
+    def tunable(cls, settings):
+        return Tunable("ef", HNSW_SEARCH_WIDTHS)
+
+    def set_search_option(self, name, value):
+        super().set_search_option(name, value)
+        if name == "ef":
+            self._graph.set_ef(value)
 
     def open(self) -> None:
         hnswlib = require("hnswlib", "hnswlib")

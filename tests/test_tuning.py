@@ -1,0 +1,162 @@
+"""Tuning to a recall target (tuning.py): the cheapest setting that meets it,
+kept in the options every later open uses, re-tuned as the index grows, and
+open to any backend that declares a tunable option."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from llm.plugins import pm
+
+from llm_vector_index import Index, Option, Tunable, hookimpl
+from llm_vector_index.backends.exact import ExactIndex
+from llm_vector_index.cli import index_group
+from llm_vector_index.testing import write_embeddings
+from llm_vector_index.tuning import stored_row_bar
+
+from .conftest import snapshot
+
+DIMENSIONS = 32
+
+
+def gaussian(rows, seed):
+    "Unclustered vectors: hard for a graph index at a low search width."
+    return np.random.default_rng(seed).standard_normal((rows, DIMENSIONS)).astype("<f4")
+
+
+@pytest.fixture
+def hard(db):
+    vectors = gaussian(6000, seed=1)
+    write_embeddings(db, "c", [f"r{i:05d}" for i in range(len(vectors))], vectors)
+    return vectors
+
+
+def recall_on_new_queries(index, vectors, queries, k=10):
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    hits = 0
+    for query in queries:
+        truth = {f"r{i:05d}" for i in np.argsort(-(unit @ query))[:k]}
+        hits += len(truth & {e.id for e in index.similar_by_vector(query, k)})
+    return hits / (k * len(queries))
+
+
+@pytest.mark.parametrize("backend, option", [("faiss", "ef_search"), ("hnswlib", "ef")])
+def test_tuning_keeps_the_cheapest_setting_that_meets_the_target(db, hard, backend, option):
+    options = {"factory": "HNSW8", "ef_construction": 16} if backend == "faiss" else {
+        "M": 4, "ef_construction": 16}
+    index = Index.create("ix", ["c"], db, backend=backend, options=options)
+    index.build()
+    tuning = index.tune(0.9, queries=200)
+    bar = stored_row_bar(0.9)
+    assert tuning.option == option and tuning.met and tuning.bar == bar
+    values = [point[0] for point in tuning.curve]
+    assert tuning.chosen == values[-1] and values == sorted(values)
+    assert all(point[1] < bar for point in tuning.curve[:-1]) and tuning.curve[-1][1] >= bar
+    assert len(tuning.curve) > 1  # the data is hard enough that 16 was not enough
+    # Kept: a new Index (and the shared open one) searches with the choice.
+    reopened = Index("ix", db)
+    assert reopened.record.options[option] == tuning.chosen
+    assert reopened.backend().settings[option] == tuning.chosen
+    assert reopened.record.tuning["curve"] == tuning.curve
+    # And new text (vectors never stored) gets at least the recall asked for.
+    assert recall_on_new_queries(reopened, hard, gaussian(100, seed=2)) >= 0.9
+
+
+def test_an_index_is_tuned_again_when_it_grows(db, hard):
+    index = Index.create("ix", ["c"], db, backend="hnswlib")
+    report = index.build(target_recall=0.9)
+    assert report.tuning is not None and index.record.target_recall == 0.9
+    assert index.record.tuning["rows"] == 6000
+    more = gaussian(600, seed=3)  # 10%: not yet
+    write_embeddings(db, "c", [f"s{i:05d}" for i in range(600)], more)
+    assert index.build().tuning is None
+    more = gaussian(1000, seed=4)  # 26% since the tuning: again
+    write_embeddings(db, "c", [f"t{i:05d}" for i in range(1000)], more)
+    report = index.build()
+    assert report.tuning is not None and report.tuning.rows == 7600
+    assert Index("ix", db).record.tuning["rows"] == 7600
+
+
+def test_exact_has_nothing_to_tune(db, hard):
+    tuning = Index.create("ix", ["c"], db, backend="exact").build(target_recall=0.99).tuning
+    assert tuning.option is None and tuning.recall == 1.0 and tuning.met
+
+
+def test_chroma_keeps_the_tuned_ef_search(db, hard, chroma_server):
+    index = Index.create("ix", ["c"], db, backend="chroma", options={
+        "host": chroma_server["host"], "port": chroma_server["port"]})
+    index.build()
+    tuning = index.tune(0.9, queries=100)
+    backend = Index("ix", db).backend()
+    with warnings.catch_warnings():  # Chroma's own, about its stored configuration
+        warnings.simplefilter("ignore", DeprecationWarning)
+        hnsw = backend._collection.configuration["hnsw"]
+    assert hnsw["ef_search"] == tuning.chosen == backend.settings["ef_search"]
+    Index("ix", db).delete()
+
+
+class BudgetExact(ExactIndex):
+    """A third-party backend: exact over the first ``budget`` rows it holds,
+    so recall grows with the budget it declares tunable."""
+
+    name = "budget-exact"
+    options = (Option("budget", int, 10, "Rows scanned per query", 1),)
+    capabilities = ExactIndex.capabilities
+
+    @classmethod
+    def tunable(cls, settings):
+        return Tunable("budget", (10, 100, 1000, 10000))
+
+    def search(self, queries, k, allowed=None):
+        size = self._size
+        self._size = min(size, self.settings["budget"])
+        try:
+            return super().search(queries, k, allowed)
+        finally:
+            self._size = size
+
+
+class BudgetPlugin:
+    __name__ = "BudgetPlugin"
+
+    @hookimpl
+    def register_vector_index_backends(self, register):
+        register(BudgetExact)
+
+
+def test_a_third_party_backend_takes_part(db, hard):
+    pm.register(BudgetPlugin(), name="llm-budget")
+    try:
+        tuning = Index.create("ix", ["c"], db, backend="budget-exact").build(
+            target_recall=0.95).tuning
+    finally:
+        pm.unregister(name="llm-budget")
+    assert [point[0] for point in tuning.curve] == [10, 100, 1000, 10000]
+    assert tuning.chosen == 10000 and tuning.met
+
+
+def test_cli_build_with_a_target_and_show(db_path, db, hard):
+    runner = CliRunner()
+    runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "-d", str(db_path)])
+    result = runner.invoke(index_group, ["build", "ix", "--target-recall", "0.9", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert "Tuned ix: ef " in result.output and "that target 0.9 asks" in result.output
+    shown = json.loads(runner.invoke(index_group, ["show", "ix", "-d", str(db_path)]).output)
+    assert shown["target_recall"] == 0.9
+    assert shown["tuning"]["chosen"] == shown["options"]["ef"]
+    assert shown["tuning"]["curve"][-1][0] == shown["options"]["ef"]
+
+
+@pytest.mark.parametrize("target", ["1.5", "0", "-0.2", "nan"])
+def test_a_bad_target_changes_nothing(db_path, db, hard, target):
+    runner = CliRunner()
+    runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "--build", "-d", str(db_path)])
+    before = snapshot(db_path, db_path.parent / "embeddings.vector-indexes")
+    result = runner.invoke(index_group, ["build", "ix", "--target-recall", target, "-d", str(db_path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: Target recall must be a number in (0, 1], got {float(target)!r}"
+    ]
+    assert snapshot(db_path, db_path.parent / "embeddings.vector-indexes") == before
