@@ -118,6 +118,8 @@ class VectorIndex(abc.ABC):
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # An index created with this backend is tuned to this recall (tuning.py).
+    default_target_recall: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -218,6 +220,15 @@ class VectorIndex(abc.ABC):
     @classmethod
     def tunable(cls, settings: Mapping[str, Any]) -> Tunable | None:
         "The option tuning may set for an index with these settings; None: none."
+        return None
+
+    @classmethod
+    def settings_for_rows(
+        cls, settings: Mapping[str, Any], rows: int, dimensions: int
+    ) -> dict[str, Any] | None:
+        """Settings to rebuild with now that the index covers ``rows`` rows,
+        or None to keep these. A build that gets new settings rebuilds in full
+        and commits them with its files (``auto`` switches kinds this way)."""
         return None
 
     def set_search_option(self, name: str, value: Any) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
 from .errors import DamagedFiles, IndexBusy, ModelMismatch, VectorIndexError
+from .registry import get_backend
 from .storage import atomic_write, exclusive_lock
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class Build:
         self.progress = progress
         self.verify = verify
         self.started = time.time()
+        self.new_options: dict | None = None  # settings this build commits (auto)
 
     def run(self, full: bool) -> BuildReport:
         index = self.index
@@ -103,16 +105,44 @@ class Build:
             if dimensions is None:  # nothing to index yet
                 self._commit(True, [], [], dimensions=None, rows=0)
                 return BuildReport(full, 0, 0, 0, time.time() - self.started)
-            # Open the files as saved now: what this process held open may be
-            # older than another process's last build. A full rebuild never
-            # needs the old files: it reads llm's rows.
-            index.close()
-            if not full:
-                report = self._incremental(collection_ids, dimensions)
-                if report is not None:
-                    return report
-            # First builds, damaged files and --full stream every row.
-            return self._full(collection_ids, dimensions)
+            if self._resettle(collection_ids, dimensions):
+                full = True  # new settings (auto's kind): only a full build applies them
+            try:
+                # Open the files as saved now: what this process held open may be
+                # older than another process's last build. A full rebuild never
+                # needs the old files: it reads llm's rows.
+                index.close()
+                if not full:
+                    report = self._incremental(collection_ids, dimensions)
+                    if report is not None:
+                        return report
+                # First builds, damaged files and --full stream every row.
+                return self._full(collection_ids, dimensions)
+            except BaseException:
+                if self.new_options is not None:
+                    index.reload()  # the settings were not committed
+                raise
+
+    def _resettle(self, collection_ids: list[int], dimensions: int) -> bool:
+        """Ask the backend whether the index's size calls for other settings
+        (see VectorIndex.settings_for_rows). If so they are used for this
+        build and committed with it; until then the catalog keeps the old."""
+        index = self.index
+        backend_class = get_backend(index.record.backend).cls
+        if not _overrides(backend_class, "settings_for_rows"):
+            return False  # no need to count the rows
+        rows = sum(
+            self.db.execute(
+                "select count(*) from embeddings where collection_id = ?", [collection_id]
+            ).fetchone()[0]
+            for collection_id in collection_ids
+        )
+        settings = backend_class.settings_for_rows(index.record.options, rows, dimensions)
+        if settings is None or settings == index.record.options:
+            return False
+        index.record.options = settings
+        self.new_options = settings
+        return True
 
     def _collection_ids(self) -> list[int]:
         record = self.index.record
@@ -311,10 +341,16 @@ class Build:
                 "built": finished,
                 "build_seconds": finished - self.started,
                 "fingerprint": json.dumps(self.fingerprint),
+                **({"options": json.dumps(self.new_options, sort_keys=True)}
+                   if self.new_options is not None else {}),
             },
         )
         faults.point("committed")
         self.index.reload()
+
+
+def _overrides(backend_class: type[VectorIndex], method: str) -> bool:
+    return getattr(backend_class, method).__func__ is not getattr(VectorIndex, method).__func__
 
 
 @contextmanager

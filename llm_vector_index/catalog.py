@@ -200,6 +200,7 @@ def insert_record(
     collections: list[str],
     created: float,
     refresh: str = "auto",
+    target_recall: float | None = None,
 ) -> int:
     with db.atomic():
         index_id = (
@@ -214,6 +215,7 @@ def insert_record(
                     "metric": "cosine",
                     "created": created,
                     "refresh": refresh,
+                    "target_recall": target_recall,
                 }
             )
             .last_pk

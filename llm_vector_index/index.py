@@ -32,7 +32,7 @@ from .errors import (
 from .query import IndexEntry
 from .registry import get_backend
 
-DEFAULT_BACKEND = "faiss"
+DEFAULT_BACKEND = "auto"
 
 
 class Index:
@@ -98,6 +98,7 @@ class Index:
             collections=collections,
             created=time.time(),
             refresh=refresh,
+            target_recall=backend_class.default_target_recall,
         )
         # A folder left by an index of this name whose catalog row was deleted.
         paths.remove_tree(folder)
@@ -263,6 +264,12 @@ class Index:
         try:
             with reading_lock(self):  # not in the middle of another build's commit
                 version = read_generation(path, self.identity)
+                if version is None or version[0] != self.record.generation:
+                    self.reload()  # another process may have committed since
+                if version is None or version[0] != self.record.generation:
+                    # Never handed to a loader: the files may even be of
+                    # another kind (a build of auto that switched kinds).
+                    raise self.files_mismatch()
                 if shared:
                     backend = open_indexes.get(
                         self._shared_key(), self._shared_version(version),
@@ -273,6 +280,8 @@ class Index:
                 self._opened_generation = version[0] if version else None
                 self._opened_version = version
                 return backend
+        except _FilesMismatch:
+            raise
         except VectorIndexError as error:
             if not isinstance(error, DamagedFiles):
                 raise  # e.g. a Chroma server that is down: not damage
@@ -282,6 +291,13 @@ class Index:
         except BaseException as error:  # a loader's error on bad bytes (Rust
             # panics surface as BaseException subclasses)
             raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
+
+    def files_mismatch(self) -> DamagedFiles:
+        "The files are not the ones the catalog records (a build was interrupted)."
+        return _FilesMismatch(
+            f"Index {self.name!r} files do not match its catalog (an interrupted "
+            f"build?): run llm index build {self.name}"
+        )
 
     def _damaged(self, reason: str) -> DamagedFiles:
         return DamagedFiles(
@@ -510,6 +526,10 @@ class Index:
             self, vector, number, prefix=prefix, skip=skip, collection=collection,
             where=where,
         )
+
+
+class _FilesMismatch(DamagedFiles):
+    "Raised before any loader sees the files: they may be of another kind."
 
 
 # (index folder, generation) already warned about: say it once per process.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llm.embeddings import Entry
 
-from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError
+from .errors import DimensionMismatch, NotBuilt, VectorIndexError
 from . import filters, sync
 from .filters import ROW_COLUMNS, Filter
 
@@ -102,10 +102,7 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
         # between its save and its commit): read what it committed.
         backend = index.reopen()
     if not index.files_match_catalog(backend):
-        raise DamagedFiles(
-            f"Index {index.name!r} files do not match its catalog (an interrupted "
-            f"build?): run llm index build {index.name}"
-        )
+        raise index.files_mismatch()
     available = backend.count() if allowed is None else len(allowed)
     k = number + len(skip)
     while True:

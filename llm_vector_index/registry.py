@@ -20,6 +20,7 @@ DEFAULT_BACKEND_PLUGINS = (
     "llm_vector_index.backends.faiss",
     "llm_vector_index.backends.hnswlib",
     "llm_vector_index.backends.chroma",
+    "llm_vector_index.backends.auto",
 )
 
 

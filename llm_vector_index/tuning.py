@@ -143,10 +143,17 @@ def stored_row_bar(target: float) -> float:
 
 
 def needs_tuning(record: catalog.IndexRecord) -> bool:
-    "Has the index a target it was not tuned for at about its present size?"
+    """Has the index a target it was not tuned for, at about its present size,
+    with the setting its backend trades now (``auto`` may have switched)?"""
     if record.target_recall is None or not record.rows:
         return False
+    tunable = get_backend(record.backend).cls.tunable(record.options)
+    if tunable is None:
+        return False  # nothing to trade: exact search
     last = record.tuning
-    if not last or last.get("target") != record.target_recall or not last.get("rows"):
+    if (
+        not last or last.get("target") != record.target_recall
+        or last.get("option") != tunable.option or not last.get("rows")
+    ):
         return True
     return abs(record.rows - last["rows"]) > RETUNE_SHARE * last["rows"]

@@ -46,7 +46,7 @@ def test_builtins_registered_through_the_hook():
 
 
 def test_unknown_backend_lists_available():
-    with pytest.raises(UnknownBackend, match="Unknown backend 'nope'; available: chroma, exact, faiss, hnswlib"):
+    with pytest.raises(UnknownBackend, match="Unknown backend 'nope'; available: auto, chroma, exact, faiss, hnswlib"):
         get_backend("nope")
 
 
