@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -418,21 +417,17 @@ def _commit_lock_path(index: Index) -> Path:
 def write_generation(directory: Path, generation: int, owner: str) -> None:
     """Record which catalog generation, of which index (``Index.identity``),
     the files in ``directory`` belong to: files copied in from another index
-    are then detected, not searched with this index's label map. A fresh
-    token tells apart two saves of one generation number (a build killed
-    before its commit, then the build that repaired it)."""
-    text = f"{generation} {owner} {secrets.token_hex(8)}"
-    atomic_write(directory / GENERATION_FILE, lambda f: f.write(text.encode()))
+    are then detected, not searched with this index's label map."""
+    atomic_write(
+        directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode())
+    )
 
 
-def read_generation(directory: Path, owner: str) -> tuple[int, str] | None:
-    """The generation the files belong to and the token of the save that
-    wrote them, or None if unknown or another index's."""
+def read_generation(directory: Path, owner: str) -> int | None:
+    "The generation the files belong to, or None if unknown or another index's."
     try:
-        generation, written_by, token = (
-            (directory / GENERATION_FILE).read_text().split(" ") + [""]
-        )[:3]
-        return (int(generation), token) if written_by == owner else None
+        generation, written_by = (directory / GENERATION_FILE).read_text().split(" ", 1)
+        return int(generation) if written_by == owner else None
     except (FileNotFoundError, ValueError, UnicodeDecodeError):
         return None
 

@@ -52,8 +52,8 @@ class Index:
         self.record = record
         self._backend: VectorIndex | None = None
         self._backend_is_shared = False  # from open_indexes: never closed here
+        self._releases = 0  # open_indexes.releases when it was handed over
         self._opened_generation: int | None = None  # of the files _backend holds
-        self._opened_version: tuple[int, str] | None = None  # and the save's token
 
     # -- creating, finding, deleting ------------------------------------------
 
@@ -205,9 +205,10 @@ class Index:
     def _shared_key(self) -> open_indexes.Key:
         return (str(self.path), self.identity)
 
-    def _shared_version(self, files_version) -> tuple:
-        "What a shared backend must match: its files, and the options it opened with."
-        return (files_version, json.dumps(self.record.options, sort_keys=True))
+    def _shared_version(self) -> tuple:
+        """What a shared backend must match: the committed generation its files
+        were checked against when opened, and the options it opened with."""
+        return (self.record.generation, json.dumps(self.record.options, sort_keys=True))
 
     def _is_shareable(self) -> bool:
         return get_backend(self.record.backend).cls.capabilities.shareable
@@ -217,9 +218,12 @@ class Index:
         with rows): opened read-only and shared with every ``Index`` of this
         index in the process until a build moves its generation. Files that
         cannot be opened raise ``DamagedFiles`` naming the fix."""
+        if self._backend_is_shared and self._releases != open_indexes.releases:
+            self._backend, self._backend_is_shared = None, False  # maybe closed since
         if self._backend is None and self.record.dimensions:
             self._backend = self._open(shared=self._is_shareable())
             self._backend_is_shared = self._is_shareable()
+            self._releases = open_indexes.releases
         return self._backend
 
     def open_for_build(self) -> VectorIndex | None:
@@ -250,35 +254,39 @@ class Index:
         committed (and still holds the commit lock), and offer it to the rest
         of the process for queries."""
         self.close()
-        self._opened_version = read_generation(self.path, self.identity)
         self._backend, self._opened_generation = backend, self.record.generation
         self._backend_is_shared = self._is_shareable()
+        self._releases = open_indexes.releases
         if self._backend_is_shared:
-            open_indexes.offer(
-                self._shared_key(), self._shared_version(self._opened_version), backend
-            )
+            open_indexes.offer(self._shared_key(), self._shared_version(), backend)
 
     def _open(self, shared: bool) -> VectorIndex:
+        if shared:
+            # Opened before by this process, from files that were the ones the
+            # catalog then recorded as this generation: no file need be read.
+            backend = open_indexes.peek(self._shared_key(), self._shared_version())
+            if backend is not None:
+                self._opened_generation = self.record.generation
+                return backend
         path = self.path
         dimensions = self.record.dimensions
         try:
             with reading_lock(self):  # not in the middle of another build's commit
-                version = read_generation(path, self.identity)
-                if version is None or version[0] != self.record.generation:
+                generation = read_generation(path, self.identity)
+                if generation != self.record.generation:
                     self.reload()  # another process may have committed since
-                if version is None or version[0] != self.record.generation:
+                if generation != self.record.generation:
                     # Never handed to a loader: the files may even be of
                     # another kind (a build of auto that switched kinds).
                     raise self.files_mismatch()
                 if shared:
                     backend = open_indexes.get(
-                        self._shared_key(), self._shared_version(version),
+                        self._shared_key(), self._shared_version(),
                         lambda: self.new_backend(path, dimensions, read_only=True),
                     )
                 else:
                     backend = self.new_backend(path, dimensions)
-                self._opened_generation = version[0] if version else None
-                self._opened_version = version
+                self._opened_generation = generation
                 return backend
         except _FilesMismatch:
             raise

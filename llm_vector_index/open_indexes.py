@@ -4,11 +4,14 @@ Opening an index reads its files: seconds for a million rows. llm's own Python
 path makes a new ``Index`` for each ``collection.similar()`` call, so a loop of
 questions (any RAG app) would pay a full load per question. Instead the
 backend opened for queries is kept here, per index folder and index identity,
-tagged with the version its files were saved as (generation and a token
-of the save, see build.write_generation) and the options it was opened with;
-the next ``Index`` of the same index gets it back while both are unchanged,
-and opens the files again once a build has replaced them or a tuning has
-changed a setting.
+tagged with the committed generation its files were checked against when
+opened, and the options it was opened with; the next ``Index`` of the same
+index gets it back, without reading a file, while the catalog records that
+generation and those options, and opens the files again once a build has
+committed a new generation or a tuning has changed a setting. Only files that
+were the catalog's are ever put here (``Index._open`` checks before), so a
+generation number names one set of files: a build that saved files and died
+before its commit never reaches this cache.
 
 Shared backends are only searched, never changed: a build opens its own copy
 (``Index.open_for_build``), and after its commit offers it here as the
@@ -30,8 +33,7 @@ if TYPE_CHECKING:
     from .base import VectorIndex
 
 Key = tuple[str, str]  # (index folder, index identity)
-# The files' (generation, save token) (see build.read_generation) and the
-# options the backend was opened with (tuning changes them).
+# (committed generation, the options as JSON) the backend was opened with.
 Version = tuple
 
 
@@ -44,11 +46,24 @@ class _Slot:
 
 _slots: dict[Key, _Slot] = {}
 _slots_lock = threading.Lock()
+# Counts release() calls: an Index holding a shared backend from an earlier
+# count lets go of it (it may have been closed) and asks again.
+releases = 0
 
 
 def _slot(key: Key) -> _Slot:
     with _slots_lock:
         return _slots.setdefault(key, _Slot())
+
+
+def peek(key: Key, version: Version) -> VectorIndex | None:
+    "The shared backend of ``key`` if it is open as ``version``, else None."
+    with _slots_lock:
+        slot = _slots.get(key)
+    if slot is None:
+        return None
+    with slot.opening:
+        return slot.backend if slot.version == version else None
 
 
 def get(key: Key, version: Version, open_backend: Callable[[], VectorIndex]) -> VectorIndex:
@@ -71,7 +86,9 @@ def offer(key: Key, version: Version, backend: VectorIndex) -> None:
 
 def release(key: Key | None = None) -> None:
     "Close and forget the shared backend of ``key`` (of every index when None)."
+    global releases
     with _slots_lock:
+        releases += 1
         keys = list(_slots) if key is None else [key]
         slots = [_slots.pop(k) for k in keys if k in _slots]
     for slot in slots:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 
-from llm_vector_index import Index
+from llm_vector_index import Index, close_indexes
 from llm_vector_index.cli import index_group
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
@@ -133,6 +133,7 @@ def test_files_from_another_index_are_not_searched(db_path, db, reference, kind)
     folder = db_path.parent / "embeddings.db.vector-indexes"
     shutil.rmtree(folder / "ix")
     shutil.copytree(folder / "other", folder / "ix")
+    close_indexes()  # as a new process: this one still has the real files open
     result, _ = answers(db_path, "ix")
     assert result.exit_code == 1, result.output
     assert "files do not match its catalog" in result.stderr
