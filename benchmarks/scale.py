@@ -1,0 +1,214 @@
+"""The million-row run (issue 9): each target as a row, side by side in one run.
+
+    python benchmarks/scale.py --rows 1000000
+    python benchmarks/scale.py --npz ../shared/data/pypi-minilm-40k.npz
+    python benchmarks/scale.py --rows 20000 --backends auto,hnswlib   # a quick look
+
+For each backend: builds as whole processes (`llm index build`: full, after 1%
+of the rows changed, with nothing changed) with their peak RSS; the files'
+size; the CLI as a whole process (`llm index similar NAME ID`, warm cache,
+against `llm --version`); in-process query latency (one thread) through the
+raw library on the same index, through a held ``Index``, and through llm's
+own ``collection.similar_by_vector(index=...)``; the cost of the first query
+after a write to another collection; recall@10 against an exact scan on
+held-out vectors that are not stored. llm's brute force is sampled
+(``--llm-queries``, a minute each at 1M). Medians throughout: the machine is
+shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import llm
+import numpy as np
+from sqlite_utils import Database
+from threadpoolctl import threadpool_limits
+
+from llm_vector_index import Index, close_indexes
+from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+LLM = str(Path(sys.executable).with_name("llm"))
+
+
+def whole_process(*args: str) -> tuple[float, float]:
+    "Seconds and peak RSS (MB) of one command, run as its own process."
+    script = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+        "print(time.perf_counter() - t, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script, *args], check=True,
+                            capture_output=True, text=True).stdout.split()
+    return float(output[0]), float(output[1])
+
+
+def median_of(runs: int, *args: str) -> float:
+    return statistics.median(whole_process(*args)[0] for _ in range(runs))
+
+
+def timings(function, queries) -> tuple[float, float]:
+    "p50 and p95 in ms, one query at a time, after one warm-up pass."
+    for query in queries[:20]:
+        function(query)
+    times = []
+    for query in queries:
+        start = time.perf_counter()
+        function(query)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def raw_search(backend):
+    "The wrapped library's own search on the same index, or None."
+    name = type(backend).__name__
+    if name == "FaissIndex":
+        params = backend._search_parameters(None)
+        normalised = lambda q: q / np.linalg.norm(q)  # noqa: E731
+        return lambda q: backend._index.search(normalised(q)[None], 10, params=params)
+    if name == "HnswlibIndex":
+        return lambda q: backend._graph.knn_query(q[None], 10, num_threads=1)
+    if name == "ExactIndex":
+        vectors = backend._vectors[: backend._size]
+        return lambda q: np.argpartition(-(vectors @ q), 10)[:10]
+    return None
+
+
+def exact_truth(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    best = np.full((len(q), 0), -np.inf), np.empty((len(q), 0), dtype=np.int64)
+    for start in range(0, len(unit), 100_000):
+        scores = q @ unit[start : start + 100_000].T
+        merged = np.concatenate([best[0], scores], axis=1)
+        rows = np.concatenate([best[1], np.broadcast_to(
+            np.arange(start, start + scores.shape[1]), scores.shape)], axis=1)
+        top = np.argpartition(-merged, k, axis=1)[:, :k]
+        best = np.take_along_axis(merged, top, axis=1), np.take_along_axis(rows, top, axis=1)
+    return best[1]
+
+
+def load(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if args.npz:
+        data = np.load(args.npz)
+        vectors = data["vectors"].astype("<f4")[: args.rows]
+        return vectors, data["query_vectors"].astype("<f4")[: args.queries], [
+            str(text) for text in data["texts"][: len(vectors)]]
+    everything = clustered_vectors(args.rows + args.queries, args.dimensions,
+                                   clusters=args.clusters, seed=1)
+    return everything[: args.rows], everything[args.rows :], None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dimensions", type=int, default=384)
+    parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--llm-queries", type=int, default=3)
+    parser.add_argument("--backends", default="auto,hnswlib")
+    parser.add_argument("--npz", help="real vectors: shared/data/pypi-minilm-40k.npz")
+    parser.add_argument("--keep", help="keep the database in this folder")
+    args = parser.parse_args()
+    workdir = Path(args.keep or tempfile.mkdtemp(prefix="llm-vector-index-scale-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_path = workdir / "embeddings.db"
+    os.environ["LLM_EMBEDDINGS_DB"] = str(db_path)
+    try:
+        vectors, queries, texts = load(args)
+        ids = [f"row{i:07d}" for i in range(len(vectors))]
+        db = Database(db_path)
+        start = time.perf_counter()
+        write_embeddings(db, "bench", ids, vectors, model="bench-vectors", contents=texts,
+                         updated=1)
+        write_embeddings(db, "other", ["o0"], vectors[:1], model="bench-vectors", updated=1)
+        truth = exact_truth(vectors, queries)
+        print(f"{len(vectors):,} rows x {vectors.shape[1]} ({'real' if args.npz else 'synthetic'}"
+              f"), {len(queries)} held-out queries; prepared in {time.perf_counter() - start:.0f}s")
+        collection = llm.Collection("bench", db, create=False)
+        brute = []
+        with threadpool_limits(1):
+            for query in queries[: args.llm_queries]:
+                start = time.perf_counter()
+                collection.similar_by_vector(query.tolist(), 10, index=False)
+                brute.append((time.perf_counter() - start) * 1000)
+        llm_ms = statistics.median(brute)
+        version_s = median_of(3, LLM, "--version")
+        rows = {}
+        for backend in args.backends.split(","):
+            name = f"scale-{backend}"
+            subprocess.run([LLM, "index", "create", name, "bench", "-b", backend],
+                           check=True, capture_output=True)
+            full_s, full_rss = whole_process(LLM, "index", "build", name)
+            noop_s, _ = whole_process(LLM, "index", "build", name)
+            index = Index(name, db)
+            folder = index.path
+            disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+            cli_s = median_of(3, LLM, "index", "similar", name, ids[7], "-n", "10")
+            backend_object = index.backend()
+            raw = raw_search(backend_object)
+            with threadpool_limits(1):
+                raw_ms = timings(raw, queries) if raw else (float("nan"),) * 2
+                held_ms = timings(lambda q: index.similar_by_vector(q, 10), queries)
+                coll_ms = timings(lambda q: collection.similar_by_vector(q, 10, index=name),
+                                  queries[:50])
+                found = [[int(e.id[3:]) for e in index.similar_by_vector(q, 10)] for q in queries]
+            recall = float(np.mean([len(set(f) & set(t.tolist())) / 10
+                                    for f, t in zip(found, truth)]))
+            write_embeddings(db, "other", ["o1"], vectors[1:2], model="bench-vectors")
+            start = time.perf_counter()
+            index.similar_by_vector(queries[0], 10)
+            other_write_ms = (time.perf_counter() - start) * 1000
+            changed = ids[:: 100]
+            write_embeddings(db, "bench", changed, clustered_vectors(
+                len(changed), vectors.shape[1], seed=9), model="bench-vectors")
+            incr_s, incr_rss = whole_process(LLM, "index", "build", name)
+            index.close()
+            close_indexes()
+            index = Index(name, db)
+            rows[backend] = dict(
+                kind=index.record.options.get("kind", backend),
+                setting={k: v for k, v in index.record.options.items()
+                         if k in ("ef_search", "ef", "nprobe", "factory", "M")},
+                full_s=full_s, full_rss=full_rss, noop_s=noop_s, incr_s=incr_s,
+                disk=disk, cli_s=cli_s, raw=raw_ms, held=held_ms, coll=coll_ms,
+                recall=recall, other_write_ms=other_write_ms,
+            )
+        print(f"\nllm --version: {version_s:.2f} s; llm brute force: {llm_ms:,.0f} ms a "
+              f"query (median of {args.llm_queries})\n")
+        header = ["", *rows]
+        lines = [
+            ("kind, settings", lambda r: f"{r['kind']} {r['setting']}"),
+            ("full build s (whole process)", lambda r: f"{r['full_s']:.1f}"),
+            ("full build peak RSS MB", lambda r: f"{r['full_rss']:,.0f}"),
+            ("index files MB", lambda r: f"{r['disk']:,.0f}"),
+            ("build, nothing changed s", lambda r: f"{r['noop_s']:.2f}"),
+            ("build after 1% changed s", lambda r: f"{r['incr_s']:.1f} ({r['incr_s'] / r['full_s']:.0%} of full)"),
+            ("raw library p50 / p95 ms", lambda r: f"{r['raw'][0]:.3f} / {r['raw'][1]:.3f}"),
+            ("held Index p50 / p95 ms", lambda r: f"{r['held'][0]:.3f} / {r['held'][1]:.3f} ({r['held'][0] / r['raw'][0]:.1f}x raw)"),
+            ("collection.similar_by_vector p50 ms", lambda r: f"{r['coll'][0]:.3f} ({llm_ms / r['coll'][0]:,.0f}x faster than llm)"),
+            ("first query after a write elsewhere ms", lambda r: f"{r['other_write_ms']:.1f}"),
+            ("llm index similar NAME ID, whole process s", lambda r: f"{r['cli_s']:.2f} (llm --version + {r['cli_s'] - version_s:.2f})"),
+            ("recall@10, held-out vectors", lambda r: f"{r['recall']:.3f}"),
+        ]
+        print(" | ".join(header))
+        print(" | ".join("---" for _ in header))
+        for label, cell in lines:
+            print(" | ".join([label, *(cell(r) for r in rows.values())]))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
