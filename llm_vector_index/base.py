@@ -231,6 +231,14 @@ class VectorIndex(abc.ABC):
         and commits them with its files (``auto`` switches kinds this way)."""
         return None
 
+    def candidates(self, k: int) -> int:
+        """How many labels to ask ``search`` for when ``k`` results are wanted.
+        The plugin re-scores every candidate exactly from llm's stored vectors
+        and keeps the best ``k``, so a backend whose scores are approximate
+        (compressed codes) returns more than ``k`` and only has to propose
+        the true neighbours among them."""
+        return k
+
     def set_search_option(self, name: str, value: Any) -> None:
         """Change a search-time option of this open instance (tuning tries
         several on one private instance). Override to pass it to the library."""

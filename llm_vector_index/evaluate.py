@@ -146,7 +146,7 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> tuple[floa
     found, timings = [], []
     for vector in held_out.vectors:
         started = time.perf_counter()
-        _, labels = backend.search(vector[None], k + 1)
+        _, labels = backend.search(vector[None], backend.candidates(k + 1))
         timings.append(time.perf_counter() - started)
         found.append(labels[0].tolist())
     rows = _rows_of(index, {label for labels in found for label in labels})
@@ -157,7 +157,8 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> tuple[floa
         if not expected:
             continue
         returned = [rows[label] for label in labels if label in rows and rows[label][0] != own]
-        scores = [float(vector @ query) for _, vector in returned[:k]]
+        # Re-scored exactly and the best k kept, as queries do (query.rank).
+        scores = sorted((float(vector @ query) for _, vector in returned), reverse=True)[:k]
         good = sum(score >= floor - 1e-6 for score in scores)
         hits.append(min(good, len(expected)) / len(expected))
     return (float(np.mean(hits)) if hits else 1.0), timings

@@ -104,10 +104,11 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
     if not index.files_match_catalog(backend):
         raise index.files_mismatch()
     available = backend.count() if allowed is None else len(allowed)
-    k = number + len(skip)
+    k = backend.candidates(number + len(skip))
     while True:
         _, labels = backend.search(query.reshape(1, -1), k, allowed)
-        entries = rank(_rows_for_labels(index, labels[0]), query, skip, show_collection)
+        entries = rank(_rows_for_labels(index, labels[0]), query, skip, show_collection,
+                       number)
         # Rows deleted since the build drop out here: fetch more until enough.
         if len(entries) >= number or k >= available:
             return entries[:number]

@@ -65,7 +65,8 @@ def test_auto_switches_kinds_up_and_down(db):
     add_rows(db, 200, 100, seed=2)  # 300 rows x 16 = 4800 > 4000
     report = index.build()
     options = index.record.options
-    assert report.full and options["kind"] == "faiss" and options["factory"] == "HNSW32"
+    assert report.full and options["kind"] == "faiss" and options["factory"] == "HNSW32,SQ8"
+    assert options["rerank"] == 2
     assert "4800" not in options["reason"] and "300 rows x 16 dimensions" in options["reason"]
     assert report.tuning is not None and report.tuning.option == "ef_search"
     assert options["ef_search"] == report.tuning.chosen

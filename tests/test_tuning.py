@@ -13,6 +13,7 @@ from llm.plugins import pm
 from llm_vector_index import Index, Option, Tunable, hookimpl
 from llm_vector_index.backends.exact import ExactIndex
 from llm_vector_index.cli import index_group
+from llm_vector_index.evaluate import evaluate
 from llm_vector_index.testing import write_embeddings
 from llm_vector_index.tuning import stored_row_bar
 
@@ -160,3 +161,26 @@ def test_a_bad_target_changes_nothing(db_path, db, hard, target):
         f"Error: Target recall must be a number in (0, 1], got {float(target)!r}"
     ]
     assert snapshot(db_path, db_path.parent / "embeddings.vector-indexes") == before
+
+
+def test_compressed_codes_propose_candidates_that_are_re_scored_exactly(db, hard):
+    """PQ codes only approximate the vectors: with ``rerank`` the index fetches
+    that many candidates per result and the plugin keeps the best by llm's
+    exact scores, so recall comes back; evaluate and tuning see the same."""
+    coarse = {"factory": "IVF16,PQ16x4", "nprobe": 16}  # 8 bytes for 128
+    approximate = Index.create("approximate", ["c"], db, backend="faiss", options=coarse)
+    reranked = Index.create("reranked", ["c"], db, backend="faiss",
+                            options={**coarse, "rerank": 20})
+    approximate.build()
+    reranked.build()
+    queries = gaussian(50, seed=5)
+    assert recall_on_new_queries(reranked, hard, queries) >= 0.95
+    assert recall_on_new_queries(approximate, hard, queries) < 0.8
+    assert evaluate(reranked, queries=100).recall >= 0.95 > evaluate(approximate, queries=100).recall
+    # The scores are llm's: cosine over the stored float32 values.
+    unit = hard / np.linalg.norm(hard, axis=1, keepdims=True)
+    for entry in reranked.similar_by_vector(queries[0], 5):
+        stored = unit[int(entry.id[1:])].astype(np.float64)
+        assert entry.score == pytest.approx(stored @ queries[0] / np.linalg.norm(queries[0]), abs=1e-6)
+    scores = [entry.score for entry in reranked.similar_by_vector(queries[0], 10)]
+    assert scores == sorted(scores, reverse=True)

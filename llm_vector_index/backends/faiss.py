@@ -34,6 +34,10 @@ COMPACT_RATIO = 0.25
 EXACT_FILTER_LIMIT = 4096
 # IVF lists visited per query: the values tuning tries, cheapest first.
 PROBES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+# Types that must be trained (IVF, PQ, SQ) learn from at most this many
+# vectors, a seeded sample: k-means over all of a million rows would take
+# longer than the build, and faiss samples far fewer for each centroid anyway.
+TRAINING_SAMPLE = 100_000
 # Up to this many queries run on one OpenMP thread: thread start-up made single
 # Flat queries up to 50x slower with 2 threads on our 2-core machines.
 SINGLE_THREAD_QUERIES = 8
@@ -69,6 +73,8 @@ class FaissIndex(VectorIndex):
         Option("ef_search", int, 64, "HNSW: candidates explored per query", 1),
         Option("ef_construction", int, 40, "HNSW: candidates explored per insert", 1),
         Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1),
+        Option("rerank", int, 1, "Candidates fetched per result and re-scored exactly "
+               "from llm's stored vectors: above 1 for compressed codes (SQ8, PQ)", 1),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
@@ -96,6 +102,9 @@ class FaissIndex(VectorIndex):
         if "IVF" in factory:
             return Tunable("nprobe", PROBES)
         return None  # Flat and other exhaustive types: nothing to trade
+
+    def candidates(self, k):
+        return k * self.settings["rerank"]
 
     def set_search_option(self, name, value):
         super().set_search_option(name, value)
@@ -211,8 +220,12 @@ class FaissIndex(VectorIndex):
         vectors = np.concatenate(self._pending)
         self._pending = [vectors]
         if not self._index.is_trained:
+            sample = vectors
+            if len(vectors) > TRAINING_SAMPLE:
+                chosen = np.random.default_rng(0).choice(len(vectors), TRAINING_SAMPLE, replace=False)
+                sample = vectors[np.sort(chosen)]
             try:
-                self._index.train(vectors)
+                self._index.train(sample)
             except RuntimeError as error:
                 if "training points" in str(error):
                     return  # too few yet: stay pending
