@@ -25,7 +25,7 @@ from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
 from .errors import DamagedFiles, IndexBusy, ModelMismatch, VectorIndexError
 from .registry import get_backend
-from .storage import atomic_write, exclusive_lock
+from .storage import atomic_write, exclusive_lock, load_snapshot
 
 if TYPE_CHECKING:
     from .index import Index
@@ -228,13 +228,7 @@ class Build:
         cannot be built on (none, damaged, or not the catalog's generation)."""
         index = self.index
         record = index.record
-        # Opened for queries first (shared, and memory-mapped where the backend
-        # can): a build that finds nothing to do then costs no load of the files.
-        try:
-            saved = index.backend() if record.built else None
-        except DamagedFiles:
-            saved = None
-        if saved is None or not index.files_match_catalog(saved):
+        if not self._saved_files_are_current():
             return None
         changes = sync.find_changes(
             self.db, record.id, collection_ids, record.watermark,
@@ -260,6 +254,28 @@ class Build:
             except BaseException:
                 backend.close()
                 raise
+
+    def _saved_files_are_current(self) -> bool:
+        """Are the saved files the catalog's last build, undamaged? Without
+        loading them where their snapshot says so (a million-row hnswlib
+        graph takes seconds to read): a build that finds nothing to do must
+        cost next to nothing. Otherwise opened for queries (shared, and
+        memory-mapped where the backend can), which checks everything."""
+        index = self.index
+        if not index.record.built:
+            return False
+        if read_generation(index.path, index.identity) == index.record.generation:
+            try:
+                snapshot = load_snapshot(index.path)  # sizes and identities checked
+                if snapshot is not None and snapshot.files:  # data kept elsewhere: open
+                    return True
+            except DamagedFiles:
+                return False
+        try:
+            saved = index.backend()
+        except DamagedFiles:
+            return False
+        return saved is not None and index.files_match_catalog(saved)
 
     def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
         "The incremental build's writes, its save and its commit."

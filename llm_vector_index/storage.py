@@ -25,9 +25,9 @@ import os
 import re
 import secrets
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ def array_writer(array: np.ndarray) -> Writer:
 class Snapshot:
     files: dict[str, Path]
     meta: dict[str, Any]
+    checks: dict[str, dict] = field(default_factory=dict)  # file name -> file_check
 
     def array(self, key: str) -> np.ndarray:
         """A saved array, memory-mapped copy-on-write (edits stay in memory).
@@ -106,14 +107,23 @@ class Snapshot:
 
 
 def save_snapshot(
-    directory: Path, files: Mapping[str, Writer], meta: Mapping[str, Any] | None = None
+    directory: Path, files: Mapping[str, Writer], meta: Mapping[str, Any] | None = None,
+    *, keep: Collection[str] = (),
 ) -> None:
-    "Write ``files`` (key -> writer) and ``meta`` as the directory's new snapshot."
+    """Write ``files`` (key -> writer) and ``meta`` as the directory's new
+    snapshot. ``keep`` names keys of the previous snapshot whose files carry
+    over unchanged, not written again (files are never changed once saved, so
+    an append-only backend saves only what is new)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     previous = load_snapshot(directory)
     generation = previous.meta.get("_generation", 0) + 1 if previous else 1
     names, checks = {}, {}
+    for key in keep:
+        if previous is None or key not in previous.files:
+            raise ValueError(f"No saved file {key!r} to keep")
+        names[key] = previous.files[key].name
+        checks[names[key]] = previous.checks.get(names[key])
     for key, write in files.items():
         name = f"{key}.{generation}"
         write(directory / name)
@@ -128,9 +138,12 @@ def save_snapshot(
     }
     atomic_write(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
     # Older generations, and files of a save that crashed before its manifest.
-    pattern = re.compile(rf"^({'|'.join(map(re.escape, files))})\.\d+$")
+    pattern = re.compile(rf"^({'|'.join(map(re.escape, [*files, *keep]))})\.\d+$")
+    replaced = {path.name for path in previous.files.values()} if previous else set()
     for path in directory.iterdir():
-        if pattern.match(path.name) and path.name not in names.values():
+        if path.name in names.values():
+            continue
+        if pattern.match(path.name) or path.name in replaced:
             path.unlink()
 
 
@@ -151,7 +164,9 @@ def load_snapshot(directory: Path) -> Snapshot | None:
         if "/" in str(name) or str(name).startswith("."):
             raise DamagedFiles(f"{MANIFEST} names {name!r}, not a file of this index")
         verify_file(directory, str(name), checks.get(name))
-    return Snapshot(files={key: directory / name for key, name in names.items()}, meta=meta)
+    return Snapshot(
+        files={key: directory / name for key, name in names.items()}, meta=meta, checks=checks
+    )
 
 
 def file_check(path: Path) -> dict[str, int]:

@@ -111,12 +111,10 @@ class BudgetExact(ExactIndex):
         return Tunable("budget", (10, 100, 1000, 10000))
 
     def search(self, queries, k, allowed=None):
-        size = self._size
-        self._size = min(size, self.settings["budget"])
-        try:
-            return super().search(queries, k, allowed)
-        finally:
-            self._size = size
+        scanned = self._all_labels()[: self.settings["budget"]]
+        if allowed is not None:
+            scanned = np.intersect1d(scanned, allowed)
+        return super().search(queries, k, scanned)
 
 
 class BudgetPlugin:
