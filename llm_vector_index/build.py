@@ -230,10 +230,15 @@ class Build:
         record = index.record
         if not self._saved_files_are_current():
             return None
-        changes = sync.find_changes(
-            self.db, record.id, collection_ids, record.watermark,
-            (record.fingerprint or {}).get("rowid"), verify=self.verify,
-        )
+        if not self.verify and sync.nothing_changed(
+            self.db, record.id, collection_ids, self.fingerprint, record.fingerprint
+        ):
+            changes = sync.Changes()
+        else:
+            changes = sync.find_changes(
+                self.db, record.id, collection_ids, record.watermark,
+                (record.fingerprint or {}).get("rowid"), verify=self.verify,
+            )
         if not changes:
             self._commit(
                 False, [], [], new_generation=False, dimensions=dimensions,

@@ -231,6 +231,24 @@ def test_row_rewritten_with_an_older_updated_is_seen(db, built, vectors_collecti
     assert built.build().added == 0  # and only once
 
 
+def test_a_row_under_a_reused_rowid_with_an_old_timestamp_is_seen(db, built, vectors_collection):
+    """Delete the row with the highest rowid, insert another with an old
+    timestamp: SQLite gives it the same rowid, so the collection's freshness
+    fingerprint (max rowid, max updated) does not move. The build's quick
+    check (sync.nothing_changed) still sees it: the label sums differ."""
+    ids, vectors = vectors_collection
+    last_id = db.execute("select id from embeddings order by rowid desc limit 1").fetchone()[0]
+    rowid = db.execute("select max(rowid) from embeddings").fetchone()[0]
+    db.execute("delete from embeddings where id = ?", [last_id])
+    db.conn.commit()
+    write_embeddings(db, "vecs", ["newcomer"], -vectors[3][None], updated=7)
+    assert db.execute("select rowid from embeddings where id = 'newcomer'").fetchone()[0] == rowid
+    report = built.build()
+    assert (report.added, report.deleted, report.rows) == (1, 1, 200)
+    assert top(built, -vectors[3]) == ["newcomer"]
+    assert built.build().added == 0
+
+
 def test_plain_update_in_place_needs_verify(db, built, vectors_collection):
     "A SQL UPDATE keeps rowid and updated: the cheap scan cannot see it, --verify does."
     ids, vectors = vectors_collection
