@@ -7,10 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import click
-import llm
 from click_default_group import DefaultGroup
 from sqlite_utils import Database
 
+from .database import open_embeddings
 from .errors import VectorIndexError
 
 
@@ -43,14 +43,7 @@ def database_option(function):
 
 def open_database(path: Path | None) -> Database:
     "The embeddings database, refusing (without creating) a missing one."
-    path = path or llm.user_dir() / "embeddings.db"
-    if not path.exists():
-        raise click.ClickException(f"Database not found: {path}")
-    db = Database(path)
     try:
-        has_embeddings = db["embeddings"].exists()
-    except sqlite3.DatabaseError as error:
-        raise click.ClickException(f"Cannot read {path} as a SQLite database: {error}")
-    if not has_embeddings:
-        raise click.ClickException(f"No embeddings table found in database {path}")
-    return db
+        return open_embeddings(path)
+    except VectorIndexError as error:
+        raise click.ClickException(str(error)) from None

@@ -29,6 +29,7 @@ from .errors import (
     VectorIndexError,
     first_line,
 )
+from .filters import ROW_COLUMNS
 from .query import IndexEntry
 from .registry import get_backend
 
@@ -502,18 +503,37 @@ class Index:
         """Rows nearest to the stored row ``id`` (itself excluded). In an index
         over several collections, the first collection holding ``id`` is used,
         unless ``collection`` names one (and restricts the results to it)."""
+        row = self._stored_row(id, collection)
+        return query.search(
+            self, np.frombuffer(row[5], dtype="<f4"), number, prefix=prefix,
+            skip=frozenset({(row[0], id)}), collection=collection, where=where,
+        )
+
+    def get(self, id: str, collection: str | None = None) -> IndexEntry:
+        """The stored row ``id`` as an entry (no score), from the first covered
+        collection holding it, or from ``collection``."""
+        row = self._stored_row(id, collection)
+        return IndexEntry(
+            id=id, score=None, content=row[3],
+            metadata=json.loads(row[4]) if row[4] else None,
+            collection=row[1] if len(self.collections) > 1 else None,
+        )
+
+    def _stored_row(self, id: str, collection: str | None) -> tuple:
+        "(see filters.ROW_COLUMNS) of row ``id``, or IdNotFound."
+        if collection is not None and collection not in self.collections:
+            raise VectorIndexError(
+                f"Index {self.name!r} does not cover collection {collection!r}"
+            )
         for name in [collection] if collection else self.collections:
             row = self.db.execute(
-                "select c.id, e.embedding from embeddings e "
+                f"select {ROW_COLUMNS} from embeddings e "
                 "join collections c on c.id = e.collection_id "
                 "where c.name = ? and e.id = ?",
                 [name, id],
             ).fetchone()
             if row is not None:
-                return query.search(
-                    self, np.frombuffer(row[1], dtype="<f4"), number, prefix=prefix,
-                    skip=frozenset({(row[0], id)}), collection=collection, where=where,
-                )
+                return row
         raise IdNotFound(f"ID {id!r} not found in index {self.name!r}")
 
     def similar_by_vector(
