@@ -55,6 +55,10 @@ class Index:
         self._backend_is_shared = False  # from open_indexes: never closed here
         self._releases = 0  # open_indexes.releases when it was handed over
         self._opened_generation: int | None = None  # of the files _backend holds
+        # False: a stale index answers from its last build (with a warning)
+        # instead of building first, whatever its refresh mode (SQL functions
+        # run inside a SELECT, where a build must not write).
+        self.may_build = True
 
     # -- creating, finding, deleting ------------------------------------------
 
@@ -406,7 +410,8 @@ class Index:
             state = freshness.read_state(self.db, self.record.id, self.collections)
         if freshness.is_current(self.record.fingerprint, state):
             return
-        if self.record.refresh == "auto" and catalog.is_writable(self.db, self.record.id):
+        if (self.may_build and self.record.refresh == "auto"
+                and catalog.is_writable(self.db, self.record.id)):
             try:
                 self.build()
                 return
