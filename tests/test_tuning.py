@@ -182,3 +182,19 @@ def test_compressed_codes_propose_candidates_that_are_re_scored_exactly(db, hard
         assert entry.score == pytest.approx(stored @ queries[0] / np.linalg.norm(queries[0]), abs=1e-6)
     scores = [entry.score for entry in reranked.similar_by_vector(queries[0], 10)]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_types_that_train_stream_the_rest_of_a_full_build(db, hard, monkeypatch):
+    "Trained on the first TRAINING_SAMPLE vectors, the rest added as read."
+    from llm_vector_index.backends import faiss as faiss_backend
+
+    monkeypatch.setattr(faiss_backend, "TRAINING_SAMPLE", 1000)
+    pending_at_save = []
+    save = faiss_backend.FaissIndex.save
+    monkeypatch.setattr(faiss_backend.FaissIndex, "save", lambda self: (
+        pending_at_save.append(sum(len(p) for p in self._pending)), save(self))[1])
+    index = Index.create("ix", ["c"], db, backend="faiss",
+                         options={"factory": "HNSW16,SQ8", "rerank": 2, "ef_search": 128})
+    index.build()
+    assert pending_at_save == [0] and index.count() == 6000
+    assert recall_on_new_queries(Index("ix", db), hard, gaussian(50, seed=6)) >= 0.9

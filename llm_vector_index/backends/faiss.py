@@ -34,9 +34,11 @@ COMPACT_RATIO = 0.25
 EXACT_FILTER_LIMIT = 4096
 # IVF lists visited per query: the values tuning tries, cheapest first.
 PROBES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
-# Types that must be trained (IVF, PQ, SQ) learn from at most this many
-# vectors, a seeded sample: k-means over all of a million rows would take
-# longer than the build, and faiss samples far fewer for each centroid anyway.
+# Types that must be trained (IVF, PQ, SQ) learn from the first this many
+# vectors a build adds (a seeded sample of them when a save finds more
+# pending): k-means over all of a million rows would take longer than the
+# build, faiss samples far fewer for each centroid anyway, and holding every
+# vector of a full build until the end doubled its peak memory.
 TRAINING_SAMPLE = 100_000
 # Up to this many queries run on one OpenMP thread: thread start-up made single
 # Flat queries up to 50x slower with 2 threads on our 2-core machines.
@@ -257,8 +259,12 @@ class FaissIndex(VectorIndex):
         self._changed()
         if self._index.is_trained and not self._pending:
             self._index.add(vectors)
-        else:
-            self._pending.append(vectors)
+            return
+        self._pending.append(vectors)
+        # Enough to train on: train and add now, and the rest as it comes,
+        # rather than hold every vector of a full build twice in memory.
+        if sum(len(pending) for pending in self._pending) >= TRAINING_SAMPLE:
+            self._flush()
 
     def remove(self, labels: np.ndarray) -> None:
         slots = self._slot_map()
