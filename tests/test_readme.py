@@ -33,6 +33,8 @@ def test_readme_shows_commands():
 def test_readme_command_exists_with_its_flags(command):
     words = shlex.split(command, comments=True)
     group, words = (index_group, words[2:]) if words[1] == "index" else (llm_cli, words[1:])
+    if words[0].startswith("-"):  # `llm -T ...`: llm's default command, prompt
+        words = [group.default_cmd_name, *words]
     name = words[0]
     assert name in group.commands, f"{command}: no command {name!r}"
     declared = {opt for param in group.commands[name].params
