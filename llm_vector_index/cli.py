@@ -15,7 +15,7 @@ from llm.embeddings import Collection
 
 from . import catalog
 from .cli_options import IndexGroup, database_option, open_database
-from .cli_output import build_line, describe, echo_entries, progress_bar
+from .cli_output import build_line, describe, echo_entries, evaluation_table, progress_bar
 from .errors import BackendUnavailable
 from .evaluate import evaluate
 from .filters import parse_cli_value
@@ -303,28 +303,44 @@ def index_migrate_chroma(
 
 
 @index_group.command(name="evaluate")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True)
 @click.option("-n", "--number", type=int, default=10, show_default=True, help="k in recall@k")
 @click.option("--queries", type=int, default=100, show_default=True,
-              help="Stored vectors to use as queries")
+              help="How many queries (stored rows, or rows of --queries-from)")
+@click.option("--queries-from", metavar="COLLECTION",
+              help="Use the vectors of this collection (same model) as queries")
+@click.option("--queries-file", type=click.File("r"),
+              help="Use these texts as queries, one a line, embedded with the model")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
 @database_option
-def index_evaluate(name, number, queries, database):
+def index_evaluate(names, number, queries, queries_from, queries_file, json_, database):
     """
-    Measure an index: recall@k against an exact scan, and query latency
+    Compare indexes: recall@k against an exact scan, and query latency
+
+    Every index answers the same queries: by default stored rows of the
+    first index, each left out of its own results and truth (as llm similar
+    ID leaves it out). Latency is the backend's search, one query at a
+    time on one thread.
 
     \b
         llm index evaluate docs-hnsw
-        llm index evaluate docs-hnsw -n 20 --queries 500
+        llm index evaluate docs-exact docs-faiss docs-hnsw -n 20 --queries 500
+        llm index evaluate docs-faiss --queries-from held-out-docs
+        llm index evaluate docs-faiss docs-hnsw --queries-file questions.txt --json
     """
-    with Index(name, open_database(database)) as index:
-        result = evaluate(index, queries=queries, k=number)
-    click.echo(json.dumps({
-        "index": name,
-        "queries": result.queries,
-        f"recall@{result.k}": round(result.recall, 4),
-        "p50_ms": round(result.p50_ms, 3),
-        "p95_ms": round(result.p95_ms, 3),
-    }, indent=2))
+    db = open_database(database)
+    texts = queries_file.read().splitlines() if queries_file else None
+    indexes = [Index(name, db) for name in names]
+    try:
+        results = evaluate(indexes, queries=queries, k=number,
+                           queries_from=queries_from, query_texts=texts)
+    finally:
+        for index in indexes:
+            index.close()
+    if json_:
+        click.echo(json.dumps([result.to_dict() for result in results], indent=2))
+    else:
+        click.echo(evaluation_table(results))
 
 
 @index_group.command(name="backends")

@@ -18,7 +18,8 @@ from .build import BuildReport
 from .errors import VectorIndexError
 from .paths import indexes_directory, is_valid_name
 from .query import IndexEntry
-from .registry import get_backend
+from .evaluate import Evaluation
+from .registry import get_backend, masked_options
 
 
 @contextmanager
@@ -75,14 +76,33 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
 
 def public_options(index_record: catalog.IndexRecord) -> dict:
     "The index's options with secrets (tokens) masked."
-    try:
-        secret = {o.name for o in get_backend(index_record.backend).cls.options if o.secret}
-    except VectorIndexError:  # its plugin is not installed any more
-        secret = set()
-    return {
-        key: "********" if key in secret and value else value
-        for key, value in index_record.options.items()
-    }
+    return masked_options(index_record.backend, index_record.options)
+
+
+def evaluation_table(results: Sequence[Evaluation]) -> str:
+    "Evaluations side by side, one row an index, for a terminal."
+    k = results[0].k if results else 10
+    header = ["index", "backend", "rows", f"recall@{k}", "p50 ms", "p95 ms", "queries/s",
+              "disk MB", "build s", "settings"]
+    rows = [
+        [r.index, r.backend, f"{r.rows:,}", f"{r.recall:.3f}", f"{r.p50_ms:.3f}",
+         f"{r.p95_ms:.3f}", f"{r.queries_per_second:,.0f}", f"{r.disk_mb:.1f}",
+         "-" if r.build_seconds is None else f"{r.build_seconds:.2f}",
+         " ".join(f"{key}={value}" for key, value in r.settings.items()
+                  if key not in ("reason",))]
+        for r in results
+    ]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    numeric = set(range(2, 9))
+
+    def line(cells):
+        return "  ".join(
+            str(cell).rjust(width) if n in numeric else str(cell).ljust(width)
+            for n, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    queries = results[0].queries if results else 0
+    return "\n".join([line(header), *map(line, rows), f"({queries} queries, the same for every index)"])
 
 
 def describe(index_record: catalog.IndexRecord, db: Database) -> dict:

@@ -10,7 +10,8 @@ in batches from SQLite. tuning.py measures its curves with the same parts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from . import sync
 from .base import VectorIndex, normalize
 from .errors import NotBuilt, VectorIndexError
+from .registry import masked_options
 
 if TYPE_CHECKING:
     from .index import Index
@@ -27,11 +29,23 @@ Key = tuple[int, str]  # (collection_id, id): one llm row
 
 @dataclass
 class Evaluation:
+    "One index measured on the queries every index of a comparison shares."
+
+    index: str
+    backend: str
+    settings: dict
+    rows: int
     queries: int
     k: int
     recall: float  # mean share of the exact top k that the index returned
-    p50_ms: float  # backend search, one query at a time
+    p50_ms: float  # backend search, one query at a time, one thread
     p95_ms: float
+    queries_per_second: float
+    disk_mb: float  # the index's files
+    build_seconds: float | None  # its last build
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -45,20 +59,121 @@ class HeldOut:
     k: int
 
 
-def evaluate(index: Index, queries: int = 100, k: int = 10, seed: int = 0) -> Evaluation:
-    if queries < 1 or k < 1:
+def evaluate(
+    indexes: Index | Sequence[Index], queries: int = 100, k: int = 10, seed: int = 0,
+    *, queries_from: str | None = None, query_texts: Sequence[str] | None = None,
+) -> Evaluation | list[Evaluation]:
+    """Recall@k against an exact scan, and latency, of one index or of several
+    side by side on the same queries: by default stored rows of the first
+    index (each excluded from its own truth and results), or the vectors of
+    another collection of the same model (``queries_from``), or texts
+    embedded with the indexes' model (``query_texts``). One index in, one
+    ``Evaluation`` out; a list in, a list out."""
+    single = not isinstance(indexes, (list, tuple))
+    chosen = [indexes] if single else list(indexes)
+    if not chosen:
+        raise VectorIndexError("Name at least one index to evaluate")
+    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 \
+            or isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise VectorIndexError("queries and k must be positive integers")
-    index.ensure_fresh()
-    backend = _built_backend(index)
-    held_out = held_out_queries(index, queries, k, seed)
-    recall, timings = measure(index, backend, held_out)
+    if queries_from is not None and query_texts is not None:
+        raise VectorIndexError("Use stored rows, another collection or texts as queries, not two")
+    first = chosen[0]
+    for other in chosen[1:]:
+        if other.record.model != first.record.model:
+            raise VectorIndexError(
+                f"Indexes {first.name!r} and {other.name!r} use different embedding models "
+                f"({first.record.model}, {other.record.model}): compare indexes of one model"
+            )
+    for index in chosen:
+        index.ensure_fresh()
+        _built_backend(index)
+    if query_texts is not None:
+        keys, vectors = _embedded(first, query_texts)
+    elif queries_from is not None:
+        keys, vectors = _collection_sample(first, queries_from, queries, seed)
+    else:
+        keys, vectors = stored_sample(first, queries, seed)
+    results = []
+    for index in chosen:
+        truth, floors = exact_neighbours(index, keys, vectors, k)
+        held_out = HeldOut(keys, vectors, truth, floors, k)
+        recall, timings = measure(index, _built_backend(index), held_out)
+        results.append(_evaluation(index, held_out, recall, timings))
+    return results[0] if single else results
+
+
+def _evaluation(index: Index, held_out: HeldOut, recall: float, timings: list[float]) -> Evaluation:
+    record = index.record
+    p50 = float(np.percentile(timings, 50) * 1000) if timings else 0.0
+    mean = float(np.mean(timings)) if timings else 0.0
+    disk = sum(path.stat().st_size for path in index.path.rglob("*") if path.is_file()) \
+        if index.path.exists() else 0
     return Evaluation(
-        queries=len(held_out.keys),
-        k=k,
-        recall=recall,
-        p50_ms=float(np.percentile(timings, 50) * 1000) if timings else 0.0,
-        p95_ms=float(np.percentile(timings, 95) * 1000) if timings else 0.0,
+        index=index.name, backend=record.backend,
+        settings=masked_options(record.backend, record.options),
+        rows=record.rows or 0, queries=len(held_out.keys), k=held_out.k, recall=recall,
+        p50_ms=p50, p95_ms=float(np.percentile(timings, 95) * 1000) if timings else 0.0,
+        queries_per_second=1 / mean if mean else 0.0, disk_mb=disk / 1e6,
+        build_seconds=record.build_seconds,
     )
+
+
+def _embedded(index: Index, texts: Sequence[str]) -> tuple[list[Key], np.ndarray]:
+    "Texts embedded with the index's model: new text, stored nowhere."
+    import llm
+
+    texts = [text for text in texts if text.strip()]
+    if not texts:
+        raise VectorIndexError("No query texts: give one text per line")
+    try:
+        model = llm.get_embedding_model(index.record.model)
+    except llm.UnknownModelError:
+        raise VectorIndexError(
+            f"Embedding model {index.record.model!r} of index {index.name!r} is not installed"
+        ) from None
+    vectors = np.array(list(model.embed_multi(texts)), dtype=np.float32)
+    return _usable([(-1, f"query {n}") for n in range(len(texts))], vectors)
+
+
+def _collection_sample(
+    index: Index, collection: str, count: int, seed: int
+) -> tuple[list[Key], np.ndarray]:
+    "Up to ``count`` rows of another collection of the index's model, seeded."
+    row = sync.collection_row(index.db, collection)
+    if row is None:
+        raise VectorIndexError(f"Collection {collection!r} does not exist")
+    if row["model"] != index.record.model:
+        raise VectorIndexError(
+            f"Collection {collection!r} uses {row['model']}, index {index.name!r} "
+            f"uses {index.record.model}: queries must come from the same model"
+        )
+    ids = [r[0] for r in index.db.execute(
+        "select id from embeddings where collection_id = ? order by id", [row["id"]])]
+    chosen = sorted(np.random.default_rng(seed).permutation(len(ids))[: 2 * count + 20].tolist())
+    rows = []
+    for start in range(0, len(chosen), 500):
+        chunk = [ids[position] for position in chosen[start : start + 500]]
+        rows += index.db.execute(
+            "select id, embedding from embeddings where collection_id = ? "
+            f"and id in ({','.join('?' * len(chunk))})", [row["id"], *chunk],
+        ).fetchall()
+    width = 4 * (index.record.dimensions or 0)
+    rows = [r for r in rows if r[1] is not None and len(r[1]) == width]
+    if not rows:
+        raise VectorIndexError(
+            f"Collection {collection!r} has no vectors of {index.record.dimensions} dimensions"
+        )
+    vectors = sync.vectors_from_blobs([r[0] for r in rows], [r[1] for r in rows],
+                                      index.record.dimensions)
+    keys, vectors = _usable([(row["id"], r[0]) for r in rows], vectors)
+    return keys[:count], vectors[:count]
+
+
+def _usable(keys: list[Key], vectors: np.ndarray) -> tuple[list[Key], np.ndarray]:
+    "Drop vectors that cannot be ranked; the rest unit length."
+    usable = sync.rankable(vectors)
+    return [key for key, ok in zip(keys, usable.tolist()) if ok], normalize(vectors[usable])
 
 
 def _built_backend(index: Index) -> VectorIndex:
@@ -71,8 +186,15 @@ def _built_backend(index: Index) -> VectorIndex:
 
 
 def held_out_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
+    "Up to ``count`` stored rows of the index (``stored_sample``) and their exact top ``k``."
+    keys, vectors = stored_sample(index, count, seed)
+    truth, floors = exact_neighbours(index, keys, vectors, k)
+    return HeldOut(keys, vectors, truth, floors, k)
+
+
+def stored_sample(index: Index, count: int, seed: int = 0) -> tuple[list[Key], np.ndarray]:
     """Up to ``count`` stored rows of the index, chosen with ``seed`` (labels
-    drawn at random, so no scan of the label map), and their exact top ``k``."""
+    drawn at random, so no scan of the label map), unit length."""
     db, record = index.db, index.record
     rng = np.random.default_rng(seed)
     wanted = rng.permutation(max(record.next_label, 1))[: 2 * count + 20].tolist()
@@ -89,14 +211,12 @@ def held_out_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut
     rows.sort(key=lambda row: order[row[0]])
     width = 4 * (record.dimensions or 0)
     rows = [row for row in rows if row[3] is not None and len(row[3]) == width]
-    keys = [(row[1], row[2]) for row in rows]
+    if not rows:
+        return [], np.empty((0, record.dimensions or 0), np.float32)
     vectors = sync.vectors_from_blobs([row[2] for row in rows], [row[3] for row in rows],
-                                      record.dimensions) if rows else np.empty((0, 0), "<f4")
-    usable = sync.rankable(vectors) if rows else np.zeros(0, bool)
-    keys = [key for key, ok in zip(keys, usable.tolist()) if ok][:count]
-    vectors = normalize(vectors[usable][:count]) if rows else vectors
-    truth, floors = exact_neighbours(index, keys, vectors, k)
-    return HeldOut(keys, vectors, truth, floors, k)
+                                      record.dimensions)
+    keys, vectors = _usable([(row[1], row[2]) for row in rows], vectors)
+    return keys[:count], vectors[:count]
 
 
 def exact_neighbours(

@@ -19,6 +19,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import catalog, freshness, open_indexes, paths, query, sync, tuning
+from . import evaluate as evaluation
 from .base import VectorIndex
 from .build import Build, BuildReport, read_generation, reading_lock
 from .errors import (
@@ -354,6 +355,11 @@ class Index:
         """Keep the cheapest search-time setting whose recall@10 on held-out
         queries meets ``target`` (see tuning.py); returns what was measured."""
         return tuning.tune(self, target, **settings)
+
+    def evaluate(self, **settings) -> evaluation.Evaluation:
+        """Recall@k against an exact scan, and latency (see evaluate.evaluate:
+        ``queries``, ``k``, ``seed``, ``queries_from``, ``query_texts``)."""
+        return evaluation.evaluate(self, **settings)
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import llm
 from llm.plugins import pm
 
 from . import hookspecs
 from .base import VectorIndex
-from .errors import UnknownBackend
+from .errors import UnknownBackend, VectorIndexError
 
 # Our own backends are ordinary plugins too, registered like llm's
 # DEFAULT_PLUGINS: importing these modules must stay cheap (no faiss import).
@@ -77,3 +79,13 @@ def get_backend(name: str) -> BackendInfo:
         raise UnknownBackend(
             f"Unknown backend {name!r}; available: {available}"
         ) from None
+
+
+def masked_options(backend: str, options: Mapping[str, Any]) -> dict:
+    "``options`` with the values of secret options (tokens) masked, for output."
+    try:
+        secret = {o.name for o in get_backend(backend).cls.options if o.secret}
+    except VectorIndexError:  # its plugin is not installed any more
+        secret = set()
+    return {key: "********" if key in secret and value else value
+            for key, value in options.items()}

@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from llm_vector_index import Index
 from llm_vector_index.cli import index_group
+from llm_vector_index.cli_output import evaluation_table
 from llm_vector_index.evaluate import evaluate
 from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+from .conftest import snapshot
 
 
 def test_exact_index_has_perfect_recall_and_a_weak_graph_does_not(db):
@@ -26,9 +30,92 @@ def test_exact_index_has_perfect_recall_and_a_weak_graph_does_not(db):
 def test_cli_evaluate(db_path, db, vectors_collection):
     runner = CliRunner()
     assert runner.invoke(index_group, ["create", "ix", "vecs", "--build", "-d", str(db_path)]).exit_code == 0
-    result = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-n", "5", "-d", str(db_path)])
+    result = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-n", "5",
+                                         "--json", "-d", str(db_path)])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert report["queries"] == 20 and report["recall@5"] >= 0.95
+    [report] = json.loads(result.output)
+    assert report["index"] == "ix" and report["queries"] == 20 and report["k"] == 5
+    assert report["recall"] == 1.0 and report["rows"] == 200  # auto: exact at this size
+    table = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-d", str(db_path)])
+    assert table.exit_code == 0 and table.output.splitlines()[0].split()[:4] == [
+        "index", "backend", "rows", "recall@10"]
+    assert "(20 queries, the same for every index)" in table.output
     bad = runner.invoke(index_group, ["evaluate", "ix", "-n", "0", "-d", str(db_path)])
     assert bad.exit_code == 1 and "must be positive integers" in bad.stderr
+
+
+@pytest.fixture
+def three(db):
+    "One collection indexed three ways, and held-out copies of 40 of its rows."
+    vectors = clustered_vectors(3000, 32, clusters=3)
+    write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors, contents=[
+        f"row {i}" for i in range(3000)])
+    write_embeddings(db, "held", [f"h{i}" for i in range(40)], vectors[:40])
+    write_embeddings(db, "other-model", ["x"], vectors[:1], model="another")
+    indexes = [
+        Index.create("exact", ["c"], db, backend="exact"),
+        Index.create("weak", ["c"], db, backend="hnswlib",
+                     options={"M": 2, "ef_construction": 2, "ef": 1}),
+        Index.create("faiss", ["c"], db, backend="faiss"),
+    ]
+    for index in indexes:
+        index.build()
+    return indexes
+
+
+def test_indexes_side_by_side_on_the_same_queries(three):
+    results = evaluate(three, queries=30, k=10)
+    assert [r.index for r in results] == ["exact", "weak", "faiss"]
+    assert {r.queries for r in results} == {30} and {r.rows for r in results} == {3000}
+    exact, weak, faiss = results
+    assert exact.recall == 1.0 and weak.recall < 0.9 <= faiss.recall
+    assert weak.settings == {"M": 2, "ef_construction": 2, "ef": 1}
+    assert all(r.disk_mb > 0 and r.queries_per_second > 0 and r.build_seconds for r in results)
+    # The table prints the numbers the dataclasses (and so --json) carry.
+    table = evaluation_table(results)
+    for result in results:
+        row = next(line for line in table.splitlines() if line.startswith(result.index + " "))
+        assert f"{result.recall:.3f}" in row and f"{result.p50_ms:.3f}" in row
+        assert f"{result.disk_mb:.1f}" in row
+    assert three[0].evaluate(queries=5).recall == 1.0  # Index.evaluate
+
+
+def test_stored_rows_and_another_collection_agree_where_the_answer_is_known(three):
+    exact = three[0]
+    # Stored rows: each query's own row is left out of its truth and of the
+    # results. Were it left in the results only, an exact index would return
+    # it first at k=1 and score 0; left in both, it would flatter any index.
+    assert evaluate(exact, queries=40, k=1).recall == 1.0
+    # Held-out copies of the same rows in another collection: each one's
+    # twin is its true nearest neighbour, and counts.
+    held = evaluate(three, queries=40, k=1, queries_from="held")
+    assert [r.queries for r in held] == [40, 40, 40]
+    assert held[0].recall == 1.0 and held[2].recall >= 0.9
+
+
+def test_text_queries_are_embedded_with_the_model(db, db_path, text_collection, texts, tmp_path):
+    Index.create("docs-idx", ["docs"], db, backend="exact").build()
+    questions = tmp_path / "questions.txt"
+    questions.write_text("cat dog\n\nlemon lime\nfox 3\n")
+    result = CliRunner().invoke(index_group, [
+        "evaluate", "docs-idx", "--queries-file", str(questions), "--json", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(result.output)
+    assert report["queries"] == 3 and report["recall"] == 1.0  # blank lines skipped
+
+
+@pytest.mark.parametrize("args, message", [
+    (["exact", "--queries-from", "held", "--queries-file", "-"],
+     "Use stored rows, another collection or texts as queries, not two"),
+    (["exact", "--queries-from", "nope"], "Collection 'nope' does not exist"),
+    (["exact", "--queries-from", "other-model"],
+     "Collection 'other-model' uses another, index 'exact' uses test-model"),
+    (["exact", "missing"], "Index 'missing' does not exist"),
+    (["exact", "--queries", "0"], "queries and k must be positive integers"),
+])
+def test_bad_evaluations_are_one_line_and_change_nothing(three, db_path, args, message):
+    before = snapshot(db_path, *(index.path for index in three))
+    result = CliRunner().invoke(index_group, ["evaluate", *args, "-d", str(db_path)], input="q\n")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr and "Traceback" not in result.output
+    assert snapshot(db_path, *(index.path for index in three)) == before
