@@ -15,9 +15,11 @@ from llm.embeddings import Collection
 
 from . import catalog
 from .cli_options import IndexGroup, database_option, open_database
-from .cli_output import build_line, describe, echo_entries, evaluation_table, progress_bar
+from .cli_output import (
+    build_line, describe, echo_entries, evaluation_table, progress_bar, sweep_table,
+)
 from .errors import BackendUnavailable
-from .evaluate import evaluate
+from .evaluate import evaluate, sweep
 from .filters import parse_cli_value
 from .index import DEFAULT_BACKEND, Index
 from .migrate import migrate_to_chroma
@@ -311,9 +313,13 @@ def index_migrate_chroma(
               help="Use the vectors of this collection (same model) as queries")
 @click.option("--queries-file", type=click.File("r"),
               help="Use these texts as queries, one a line, embedded with the model")
+@click.option("--sweep", "sweep_", is_flag=True,
+              help="Measure every value of each index's tunable setting")
+@click.option("--plot", type=click.Path(dir_okay=False), help="With --sweep: draw it in this PNG")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 @database_option
-def index_evaluate(names, number, queries, queries_from, queries_file, json_, database):
+def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, plot, json_,
+                   database):
     """
     Compare indexes: recall@k against an exact scan, and query latency
 
@@ -327,16 +333,36 @@ def index_evaluate(names, number, queries, queries_from, queries_file, json_, da
         llm index evaluate docs-exact docs-faiss docs-hnsw -n 20 --queries 500
         llm index evaluate docs-faiss --queries-from held-out-docs
         llm index evaluate docs-faiss docs-hnsw --queries-file questions.txt --json
+        llm index evaluate docs-faiss docs-hnsw --sweep --plot curve.png
     """
+    if plot and not sweep_:
+        raise click.ClickException("--plot draws a sweep: add --sweep")
     db = open_database(database)
     texts = queries_file.read().splitlines() if queries_file else None
     indexes = [Index(name, db) for name in names]
+    settings = dict(queries=queries, k=number, queries_from=queries_from, query_texts=texts)
     try:
-        results = evaluate(indexes, queries=queries, k=number,
-                           queries_from=queries_from, query_texts=texts)
+        if sweep_:
+            sweeps = []
+            for index in indexes:
+                with progress_bar(f"Sweeping {index.name}") as progress:
+                    sweeps.append(sweep(index, **settings, progress=progress))
+        else:
+            with progress_bar("Evaluating") as progress:
+                results = evaluate(indexes, **settings, progress=progress)
     finally:
         for index in indexes:
             index.close()
+    if sweep_:
+        if plot:
+            from .plots import plot_sweeps
+
+            plot_sweeps(sweeps, plot)
+        if json_:
+            click.echo(json.dumps([s.to_dict() for s in sweeps], indent=2))
+        else:
+            click.echo("\n\n".join(sweep_table(s) for s in sweeps))
+        return
     if json_:
         click.echo(json.dumps([result.to_dict() for result in results], indent=2))
     else:

@@ -18,7 +18,7 @@ from .build import BuildReport
 from .errors import VectorIndexError
 from .paths import indexes_directory, is_valid_name
 from .query import IndexEntry
-from .evaluate import Evaluation
+from .evaluate import Evaluation, Sweep
 from .registry import get_backend, masked_options
 
 
@@ -77,6 +77,16 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
 def public_options(index_record: catalog.IndexRecord) -> dict:
     "The index's options with secrets (tokens) masked."
     return masked_options(index_record.backend, index_record.options)
+
+
+def sweep_table(sweep: Sweep) -> str:
+    "One index's recall/latency curve, a row a setting."
+    lines = [f"{sweep.index} ({sweep.backend}), {sweep.queries} queries",
+             f"{sweep.option:>10}  recall@{sweep.k}  p50 ms  p95 ms"]
+    for point in sweep.points:
+        lines.append(f"{point.value!s:>10}  {point.recall:9.3f}  {point.p50_ms:6.3f}  "
+                     f"{point.p95_ms:6.3f}")
+    return "\n".join(lines)
 
 
 def evaluation_table(results: Sequence[Evaluation]) -> str:

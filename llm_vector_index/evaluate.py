@@ -10,9 +10,9 @@ in batches from SQLite. tuning.py measures its curves with the same parts.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,13 +62,15 @@ class HeldOut:
 def evaluate(
     indexes: Index | Sequence[Index], queries: int = 100, k: int = 10, seed: int = 0,
     *, queries_from: str | None = None, query_texts: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation | list[Evaluation]:
     """Recall@k against an exact scan, and latency, of one index or of several
     side by side on the same queries: by default stored rows of the first
     index (each excluded from its own truth and results), or the vectors of
     another collection of the same model (``queries_from``), or texts
     embedded with the indexes' model (``query_texts``). One index in, one
-    ``Evaluation`` out; a list in, a list out."""
+    ``Evaluation`` out; a list in, a list out. ``progress(done, total)`` is
+    called as each index is measured."""
     single = not isinstance(indexes, (list, tuple))
     chosen = [indexes] if single else list(indexes)
     if not chosen:
@@ -76,8 +78,6 @@ def evaluate(
     if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 \
             or isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise VectorIndexError("queries and k must be positive integers")
-    if queries_from is not None and query_texts is not None:
-        raise VectorIndexError("Use stored rows, another collection or texts as queries, not two")
     first = chosen[0]
     for other in chosen[1:]:
         if other.record.model != first.record.model:
@@ -88,24 +88,113 @@ def evaluate(
     for index in chosen:
         index.ensure_fresh()
         _built_backend(index)
-    if query_texts is not None:
-        keys, vectors = _embedded(first, query_texts)
-    elif queries_from is not None:
-        keys, vectors = _collection_sample(first, queries_from, queries, seed)
-    else:
-        keys, vectors = stored_sample(first, queries, seed)
+    keys, vectors = _query_set(first, queries, seed, queries_from, query_texts)
     results = []
     for index in chosen:
         truth, floors = exact_neighbours(index, keys, vectors, k)
         held_out = HeldOut(keys, vectors, truth, floors, k)
         recall, timings = measure(index, _built_backend(index), held_out)
         results.append(_evaluation(index, held_out, recall, timings))
+        if progress:
+            progress(1, len(chosen))
     return results[0] if single else results
+
+
+def _query_set(index: Index, count: int, seed: int, queries_from: str | None,
+               query_texts: Sequence[str] | None) -> tuple[list[Key], np.ndarray]:
+    "The queries every index of an evaluation answers (see ``evaluate``)."
+    if queries_from is not None and query_texts is not None:
+        raise VectorIndexError("Use stored rows, another collection or texts as queries, not two")
+    if query_texts is not None:
+        return _embedded(index, query_texts)
+    if queries_from is not None:
+        return _collection_sample(index, queries_from, count, seed)
+    return stored_sample(index, count, seed)
+
+
+@dataclass
+class SweepPoint:
+    value: Any
+    recall: float
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass
+class Sweep:
+    "Recall and latency of one index at each value of its tunable option."
+
+    index: str
+    backend: str
+    option: str
+    queries: int
+    k: int
+    points: list[SweepPoint]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sweep(
+    index: Index, queries: int = 100, k: int = 10, seed: int = 0, *,
+    queries_from: str | None = None, query_texts: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Sweep:
+    """The recall/latency curve over every value of the backend's tunable
+    option (``VectorIndex.tunable``), on a private instance: what queries use
+    is untouched, and the setting is put back where it persists (Chroma)."""
+    from .registry import get_backend
+
+    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 \
+            or isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise VectorIndexError("queries and k must be positive integers")
+    record = index.record
+    tunable = get_backend(record.backend).cls.tunable(record.options)
+    if tunable is None:
+        kind = record.options.get("kind", record.backend)
+        raise VectorIndexError(
+            f"Index {index.name!r} ({kind}) has no setting that trades speed for "
+            "recall: nothing to sweep"
+        )
+    index.ensure_fresh()
+    _built_backend(index)
+    keys, vectors = _query_set(index, queries, seed, queries_from, query_texts)
+    truth, floors = exact_neighbours(index, keys, vectors, k)
+    held_out = HeldOut(keys, vectors, truth, floors, k)
+    backend = index.open_private_backend()
+    if backend is None:
+        raise VectorIndexError(f"Index {index.name!r} cannot be opened: run llm index build")
+    points = []
+    original = backend.settings[tunable.option]
+    try:
+        for value, recall, timings in curve(index, backend, held_out, tunable.option,
+                                            tunable.values):
+            points.append(SweepPoint(value, recall, _ms(timings, 50), _ms(timings, 95)))
+            if progress:
+                progress(1, len(tunable.values))
+    finally:
+        try:
+            backend.set_search_option(tunable.option, original)
+        finally:
+            backend.close()
+    return Sweep(index.name, record.backend, tunable.option, len(keys), k, points)
+
+
+def curve(index: Index, backend: VectorIndex, held_out: HeldOut, option: str,
+          values: Sequence[Any]) -> Iterator[tuple[Any, float, list[float]]]:
+    "(value, recall, seconds per query) for each value of ``option``, in order."
+    for value in values:
+        backend.set_search_option(option, value)
+        recall, timings = measure(index, backend, held_out)
+        yield value, recall, timings
+
+
+def _ms(timings: list[float], percentile: int) -> float:
+    return float(np.percentile(timings, percentile) * 1000) if timings else 0.0
 
 
 def _evaluation(index: Index, held_out: HeldOut, recall: float, timings: list[float]) -> Evaluation:
     record = index.record
-    p50 = float(np.percentile(timings, 50) * 1000) if timings else 0.0
     mean = float(np.mean(timings)) if timings else 0.0
     disk = sum(path.stat().st_size for path in index.path.rglob("*") if path.is_file()) \
         if index.path.exists() else 0
@@ -113,7 +202,7 @@ def _evaluation(index: Index, held_out: HeldOut, recall: float, timings: list[fl
         index=index.name, backend=record.backend,
         settings=masked_options(record.backend, record.options),
         rows=record.rows or 0, queries=len(held_out.keys), k=held_out.k, recall=recall,
-        p50_ms=p50, p95_ms=float(np.percentile(timings, 95) * 1000) if timings else 0.0,
+        p50_ms=_ms(timings, 50), p95_ms=_ms(timings, 95),
         queries_per_second=1 / mean if mean else 0.0, disk_mb=disk / 1e6,
         build_seconds=record.build_seconds,
     )

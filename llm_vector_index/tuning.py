@@ -23,7 +23,8 @@ import numpy as np
 
 from . import catalog
 from .errors import VectorIndexError
-from .evaluate import held_out_queries, measure
+from . import evaluate
+from .evaluate import held_out_queries
 from .registry import get_backend
 
 if TYPE_CHECKING:
@@ -108,11 +109,11 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
         )
     curve: list[list] = []
     try:
-        values = tunable.values if tunable else (None,)
-        for value in values:
-            if tunable:
-                backend.set_search_option(tunable.option, value)
-            recall, timings = measure(index, backend, held_out)
+        if tunable:
+            points = evaluate.curve(index, backend, held_out, tunable.option, tunable.values)
+        else:  # nothing to trade: one measurement as it is
+            points = iter([(None, *evaluate.measure(index, backend, held_out))])
+        for value, recall, timings in points:
             curve.append([value, round(recall, 4), round(float(np.median(timings)) * 1000, 3)])
             if recall >= bar:
                 break

@@ -119,3 +119,73 @@ def test_bad_evaluations_are_one_line_and_change_nothing(three, db_path, args, m
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr and "Traceback" not in result.output
     assert snapshot(db_path, *(index.path for index in three)) == before
+
+
+def test_a_sweep_is_monotone_in_the_setting_on_a_known_set(db, db_path):
+    "A budget-limited exact scan: each larger budget finds more, exactly."
+    from llm.plugins import pm
+
+    from .test_tuning import BudgetPlugin
+
+    vectors = clustered_vectors(3000, 32, clusters=3, seed=2)
+    write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors)
+    pm.register(BudgetPlugin(), name="llm-budget")
+    try:
+        Index.create("budget", ["c"], db, backend="budget-exact").build()
+        result = CliRunner().invoke(index_group, [
+            "evaluate", "budget", "--sweep", "--queries", "30", "--json", "-d", str(db_path)])
+    finally:
+        pm.unregister(name="llm-budget")
+    assert result.exit_code == 0, result.output
+    [curve] = json.loads(result.output)
+    assert curve["option"] == "budget" and curve["queries"] == 30
+    values = [point["value"] for point in curve["points"]]
+    recalls = [point["recall"] for point in curve["points"]]
+    assert values == [10, 100, 1000, 10000]
+    assert recalls == sorted(recalls) and recalls[0] < 0.5 and recalls[-1] == 1.0
+
+
+def test_sweeps_side_by_side_in_a_table_and_a_png(three, db_path, tmp_path):
+    picture = tmp_path / "curve.png"
+    result = CliRunner().invoke(index_group, [
+        "evaluate", "weak", "faiss", "--sweep", "--queries", "20", "--plot", str(picture),
+        "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert "weak (hnswlib), 20 queries" in result.output
+    assert "faiss (faiss), 20 queries" in result.output
+    from llm_vector_index.base import HNSW_SEARCH_WIDTHS
+
+    blocks = result.output.strip().split("\n\n")
+    assert [len(block.splitlines()) for block in blocks] == [2 + len(HNSW_SEARCH_WIDTHS)] * 2
+    data = picture.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # the setting in use is untouched
+    assert Index("weak", three[0].db).record.options["ef"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["exact", "--sweep"], "Index 'exact' (exact) has no setting that trades speed for recall"),
+    (["faiss", "--plot", "x.png"], "--plot draws a sweep: add --sweep"),
+    (["faiss", "--sweep", "--plot", "x.jpg"], "Plot file must end in .png, got 'x.jpg'"),
+])
+def test_bad_sweeps_are_one_line_and_change_nothing(three, db_path, args, message, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(db_path, *(index.path for index in three))
+    result = CliRunner().invoke(index_group, ["evaluate", *args, "-d", str(db_path)])
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(db_path, *(index.path for index in three)) == before
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_long_evaluations_report_progress(three):
+    seen = []
+    evaluate(three, queries=5, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3)] * 3
+    seen.clear()
+    from llm_vector_index.base import HNSW_SEARCH_WIDTHS
+    from llm_vector_index.evaluate import sweep
+
+    sweep(three[1], queries=5, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, len(HNSW_SEARCH_WIDTHS))] * len(HNSW_SEARCH_WIDTHS)
