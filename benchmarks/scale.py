@@ -92,8 +92,8 @@ def raw_search(backend):
     if name == "HnswlibIndex":
         return lambda q: backend._graph.knn_query(q[None], 10, num_threads=1)
     if name == "ExactIndex":
-        vectors = backend._vectors[: backend._size]
-        return lambda q: np.argpartition(-(vectors @ q), 10)[:10]
+        segments = [vectors for _, vectors in backend._all_segments()]
+        return lambda q: np.argpartition(-np.concatenate([v @ q for v in segments]), 10)[:10]
     return None
 
 
@@ -122,6 +122,83 @@ def load(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return everything[: args.rows], everything[args.rows :], None
 
 
+def prepare(db_path: Path, vectors: np.ndarray, queries: np.ndarray,
+            texts: list[str] | None) -> tuple[Database, list[str], np.ndarray]:
+    "llm's tables filled as llm fills them; ids, and the exact top 10 of each query."
+    ids = [f"row{i:07d}" for i in range(len(vectors))]
+    db = Database(db_path)
+    write_embeddings(db, "bench", ids, vectors, model="bench-vectors", contents=texts,
+                     updated=1)
+    write_embeddings(db, "other", ["o0"], vectors[:1], model="bench-vectors", updated=1)
+    write_embeddings(db, "held", [f"q{i}" for i in range(len(queries))], queries,
+                     model="bench-vectors", updated=1)
+    return db, ids, exact_truth(vectors, queries)
+
+
+def brute_force_ms(db: Database, queries: np.ndarray, count: int) -> float:
+    "llm's own scan, median ms of ``count`` queries, one thread."
+    collection = llm.Collection("bench", db, create=False)
+    brute = []
+    with threadpool_limits(1):
+        for query in queries[:count]:
+            start = time.perf_counter()
+            collection.similar_by_vector(query.tolist(), 10, index=False)
+            brute.append((time.perf_counter() - start) * 1000)
+    return statistics.median(brute)
+
+
+def measure_backend(db: Database, backend: str, ids: list[str], vectors: np.ndarray,
+                    queries: np.ndarray, truth: np.ndarray, texts: list[str] | None = None,
+                    *, cold: bool = True) -> dict:
+    "Every figure of one backend on the prepared database (see the module's doc)."
+    name = f"scale-{backend}"
+    collection = llm.Collection("bench", db, create=False)
+    subprocess.run([LLM, "index", "create", name, "bench", "-b", backend],
+                   check=True, capture_output=True)
+    full_s, full_rss = whole_process(LLM, "index", "build", name)
+    noop_s, _ = whole_process(LLM, "index", "build", name)
+    index = Index(name, db)
+    disk = sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6
+    cli_s = median_of(3, LLM, "index", "similar", name, ids[7], "-n", "10")
+    raw = raw_search(index.backend())
+    with threadpool_limits(1):
+        raw_ms = timings(raw, queries) if raw else (float("nan"),) * 2
+        held_ms = timings(lambda q: index.similar_by_vector(q, 10), queries)
+        coll_ms = timings(lambda q: collection.similar_by_vector(q, 10, index=name),
+                          queries[:50])
+        found = [[int(e.id[3:]) for e in index.similar_by_vector(q, 10)] for q in queries]
+    recall = float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+    write_embeddings(db, "other", ["o1"], vectors[1:2], model="bench-vectors")
+    start = time.perf_counter()
+    index.similar_by_vector(queries[0], 10)
+    other_write_ms = (time.perf_counter() - start) * 1000
+    changed = ids[:: 100]
+    write_embeddings(db, "bench", changed, clustered_vectors(
+        len(changed), vectors.shape[1], seed=9), model="bench-vectors")
+    incr_s, _ = whole_process(LLM, "index", "build", name)
+    # Put the changed rows back: the next backend's recall is measured
+    # against the truth computed from the original rows.
+    positions = list(range(0, len(ids), 100))
+    contents = [texts[i] for i in positions] if texts else None
+    write_embeddings(db, "bench", changed, vectors[positions], model="bench-vectors",
+                     contents=contents)
+    # Last: dropping the page cache would slow every figure after it.
+    cli_cold_s = cold_cache(LLM, "index", "similar", name, ids[7], "-n", "10") if cold else None
+    version_cold_s = cold_cache(LLM, "--version") if cold else None
+    index.close()
+    close_indexes()
+    index = Index(name, db)
+    return dict(
+        name=name, kind=index.record.options.get("kind", backend),
+        setting={k: v for k, v in index.record.options.items()
+                 if k in ("ef_search", "ef", "nprobe", "factory", "M", "rerank")},
+        full_s=full_s, full_rss=full_rss, noop_s=noop_s, incr_s=incr_s,
+        disk=disk, cli_s=cli_s, cli_cold_s=cli_cold_s, version_cold_s=version_cold_s,
+        raw=raw_ms, held=held_ms, coll=coll_ms,
+        recall=recall, other_write_ms=other_write_ms,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -138,69 +215,15 @@ def main() -> None:
     db_path = workdir / "embeddings.db"
     os.environ["LLM_EMBEDDINGS_DB"] = str(db_path)
     try:
-        vectors, queries, texts = load(args)
-        ids = [f"row{i:07d}" for i in range(len(vectors))]
-        db = Database(db_path)
         start = time.perf_counter()
-        write_embeddings(db, "bench", ids, vectors, model="bench-vectors", contents=texts,
-                         updated=1)
-        write_embeddings(db, "other", ["o0"], vectors[:1], model="bench-vectors", updated=1)
-        truth = exact_truth(vectors, queries)
+        vectors, queries, texts = load(args)
+        db, ids, truth = prepare(db_path, vectors, queries, texts)
         print(f"{len(vectors):,} rows x {vectors.shape[1]} ({'real' if args.npz else 'synthetic'}"
               f"), {len(queries)} held-out queries; prepared in {time.perf_counter() - start:.0f}s")
-        collection = llm.Collection("bench", db, create=False)
-        brute = []
-        with threadpool_limits(1):
-            for query in queries[: args.llm_queries]:
-                start = time.perf_counter()
-                collection.similar_by_vector(query.tolist(), 10, index=False)
-                brute.append((time.perf_counter() - start) * 1000)
-        llm_ms = statistics.median(brute)
+        llm_ms = brute_force_ms(db, queries, args.llm_queries)
         version_s = median_of(3, LLM, "--version")
-        rows = {}
-        for backend in args.backends.split(","):
-            name = f"scale-{backend}"
-            subprocess.run([LLM, "index", "create", name, "bench", "-b", backend],
-                           check=True, capture_output=True)
-            full_s, full_rss = whole_process(LLM, "index", "build", name)
-            noop_s, _ = whole_process(LLM, "index", "build", name)
-            index = Index(name, db)
-            folder = index.path
-            disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
-            cli_s = median_of(3, LLM, "index", "similar", name, ids[7], "-n", "10")
-            backend_object = index.backend()
-            raw = raw_search(backend_object)
-            with threadpool_limits(1):
-                raw_ms = timings(raw, queries) if raw else (float("nan"),) * 2
-                held_ms = timings(lambda q: index.similar_by_vector(q, 10), queries)
-                coll_ms = timings(lambda q: collection.similar_by_vector(q, 10, index=name),
-                                  queries[:50])
-                found = [[int(e.id[3:]) for e in index.similar_by_vector(q, 10)] for q in queries]
-            recall = float(np.mean([len(set(f) & set(t.tolist())) / 10
-                                    for f, t in zip(found, truth)]))
-            write_embeddings(db, "other", ["o1"], vectors[1:2], model="bench-vectors")
-            start = time.perf_counter()
-            index.similar_by_vector(queries[0], 10)
-            other_write_ms = (time.perf_counter() - start) * 1000
-            changed = ids[:: 100]
-            write_embeddings(db, "bench", changed, clustered_vectors(
-                len(changed), vectors.shape[1], seed=9), model="bench-vectors")
-            incr_s, incr_rss = whole_process(LLM, "index", "build", name)
-            # Last: dropping the page cache would slow every figure after it.
-            cli_cold_s = cold_cache(LLM, "index", "similar", name, ids[7], "-n", "10")
-            version_cold_s = cold_cache(LLM, "--version")
-            index.close()
-            close_indexes()
-            index = Index(name, db)
-            rows[backend] = dict(
-                kind=index.record.options.get("kind", backend),
-                setting={k: v for k, v in index.record.options.items()
-                         if k in ("ef_search", "ef", "nprobe", "factory", "M", "rerank")},
-                full_s=full_s, full_rss=full_rss, noop_s=noop_s, incr_s=incr_s,
-                disk=disk, cli_s=cli_s, cli_cold_s=cli_cold_s, version_cold_s=version_cold_s,
-                raw=raw_ms, held=held_ms, coll=coll_ms,
-                recall=recall, other_write_ms=other_write_ms,
-            )
+        rows = {backend: measure_backend(db, backend, ids, vectors, queries, truth, texts)
+                for backend in args.backends.split(",")}
         print(f"\nllm --version: {version_s:.2f} s; llm brute force: {llm_ms:,.0f} ms a "
               f"query (median of {args.llm_queries})\n")
         header = ["", *rows]
