@@ -26,4 +26,4 @@ walkthrough: $(VENV)/.installed
 	VENV=$(VENV) bash examples/walkthrough.sh
 
 benchmark: $(VENV)/.installed
-	$(VENV)/bin/python benchmarks/build_and_query.py --rows 100000
+	$(VENV)/bin/python benchmarks/run.py

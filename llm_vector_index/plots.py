@@ -4,7 +4,7 @@ only here and only when a picture is asked for (``llm install
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import VectorIndexError
@@ -24,14 +24,40 @@ def _pyplot():
     return pyplot
 
 
-def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path) -> Path:
-    "Recall against p50 latency, one curve an index, each point its setting."
+def _png(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise VectorIndexError(f"Plot file must end in .png, got {path.name!r}")
+    return path
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    try:
+        figure.savefig(path, format="png")
+    except OSError as error:
+        raise VectorIndexError(f"Cannot write {path}: {error.strerror or error}") from None
+
+
+def _plain_log_axis(axis) -> None:
+    "Plain numbers on a log axis: 0.2, 0.5, 1, 2 rather than 2x10^-1."
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
+                points: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """Recall against p50 latency, one curve an index, each point its setting;
+    ``points``: label -> (ms, recall) of things with one setting (exact
+    search, llm's brute force)."""
+    path = _png(path)
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
     try:
+        for label, (ms, recall) in (points or {}).items():
+            axes.plot([ms], [recall], marker="s", linestyle="none", label=label)
         for sweep in sweeps:
             latencies = [point.p50_ms for point in sweep.points]
             recalls = [point.recall for point in sweep.points]
@@ -42,21 +68,39 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path) -> Path:
         k = sweeps[0].k if sweeps else 10
         queries = sweeps[0].queries if sweeps else 0
         axes.set_xscale("log")
-        # Plain numbers on a log axis: 0.2, 0.5, 1, 2 rather than 2x10^-1.
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(NullFormatter())
+        _plain_log_axis(axes.xaxis)
         axes.set_xlabel("query p50, ms (one thread, log scale)")
         axes.set_ylabel(f"recall@{k}")
         axes.set_title(f"Recall against latency, {queries} queries")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(loc="lower right")
-        figure.tight_layout()
-        try:
-            figure.savefig(path, format="png")
-        except OSError as error:
-            raise VectorIndexError(f"Cannot write {path}: {error.strerror or error}") from None
+        _save(figure, path)
+    finally:
+        pyplot.close(figure)
+    return path
+
+
+def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,
+                      *, ylabel: str, title: str) -> Path:
+    "label -> [(rows, value), ...] on log-log axes, a line each."
+    path = _png(path)
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        for label, values in series.items():
+            values = sorted(values)
+            axes.plot([rows for rows, _ in values], [value for _, value in values],
+                      marker="o", label=label)
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        _plain_log_axis(axes.xaxis)
+        _plain_log_axis(axes.yaxis)
+        axes.set_xlabel("rows")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc="upper left")
+        _save(figure, path)
     finally:
         pyplot.close(figure)
     return path

@@ -1,0 +1,29 @@
+"""The benchmark record runs end to end at a tiny size and writes its
+Markdown and plots (the real record is a 1M run: make benchmark)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+PNG = b"\x89PNG\r\n\x1a\n"
+RUN = Path(__file__).parents[1] / "benchmarks" / "run.py"
+
+
+def test_the_record_is_written(tmp_path):
+    out = tmp_path / "docs"
+    result = subprocess.run(
+        [sys.executable, str(RUN), "--rows", "2000,3000", "--backends", "auto,faiss",
+         "--queries", "20", "--llm-queries", "1", "--npz", "", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = (out / "benchmarks.md").read_text()
+    assert "### synthetic 2,000: 2,000 rows" in record and "### synthetic 3,000" in record
+    assert "llm's brute force:" in record and "Measured " in record and "faiss-cpu" in record
+    rows = [line for line in record.splitlines() if line.startswith(("| auto |", "| faiss |"))]
+    assert len(rows) == 4
+    assert all(line.count("|") == 15 for line in rows)  # 14 columns, each filled
+    auto_row = rows[0].split("|")
+    assert auto_row[2].strip() == "exact" and auto_row[11].strip() == "1.000"
+    for name in ("bench-recall-latency.png", "bench-latency-rows.png", "bench-build-rows.png"):
+        assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in record
