@@ -191,6 +191,55 @@ def print_table(rows: list[dict], entries: int, queries: int) -> None:
               f"{row['speedup']:>7.0f}x |")
 
 
+def json_values(text: str) -> list:
+    "Every JSON value printed one after another (llm-echo prints one a response)."
+    decoder, values, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+    return values
+
+
+def retrieval(ids: set[str]) -> None:
+    heading("Put it to work: a model's tool, a prompt's fragments, SQL")
+    if "echo" not in llm("models", show=False, echo=False):
+        print("(llm-echo is not installed: `make demo` installs it; skipped)")
+        return
+    print("(llm-echo stands in for a model, offline: it makes the tool call its prompt asks "
+          "for and repeats what it was given)")
+    call = {"prompt": "How do I run a command and capture its output?", "tool_calls": [
+        {"name": "VectorIndex_search",
+         "arguments": {"query": "run a command and capture its output", "number": 3}}]}
+    output = llm("-m", "echo", "-T", 'VectorIndex("stdlib-faiss")', json.dumps(call), echo=False)
+    [result] = [r for value in json_values(output) for r in value.get("tool_results", [])]
+    print("  the tool answered the model with:")
+    for hit in json.loads(result["output"]):
+        print(f"  {hit['score']:.3f}  {hit['id']:<40} {hit['content']}"[:WIDTH])
+    output = llm("-m", "echo", "-f", "index:stdlib-faiss:3:compare two files line by line",
+                 "Which function should I use?", echo=False)
+    print("  the prompt the model received:")
+    for line in json_values(output)[0]["prompt"].splitlines():
+        print(f"    {line}"[:WIDTH])
+    import sqlite3
+
+    from llm_vector_index.sql import register
+
+    sql = ("select hit.value ->> 'score', e.id, e.content "
+           "from json_each(vector_index_similar('stdlib-faiss', ?, 3)) hit "
+           "join embeddings e on e.id = hit.value ->> 'id' order by hit.key")
+    anchor = "subprocess.check_output" if "subprocess.check_output" in ids else sorted(ids)[0]
+    print(f"\n$ sqlite3 (with llm_vector_index.sql.register): {sql.replace('?', repr(anchor))}")
+    conn = sqlite3.connect(os.environ["LLM_EMBEDDINGS_DB"])
+    register(conn)
+    rows = conn.execute(sql, [anchor]).fetchall()
+    conn.close()
+    for score, id, content in rows:
+        print(f"  {score:.3f}  {id:<40} {content}"[:WIDTH])
+
+
 def main() -> None:
     work = Path(os.environ.get("DEMO_DIR", "demo-data")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -234,6 +283,8 @@ def main() -> None:
     prefix = "shutil." if any(i.startswith("shutil.") for i in ids) else entries[0]["id"][:2]
     hits("index", "similar", "stdlib-exact", "-c", "copy a directory and everything in it",
          "--prefix", prefix, "-n", "3")
+
+    retrieval(ids)
 
     heading("Change one entry, delete two, build again: only they are read")
     before = hits("index", "similar", "stdlib-faiss", "-c", SHOWN_QUERIES[3], "-n", "3")
