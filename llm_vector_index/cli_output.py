@@ -93,17 +93,18 @@ def evaluation_table(results: Sequence[Evaluation]) -> str:
     "Evaluations side by side, one row an index, for a terminal."
     k = results[0].k if results else 10
     header = ["index", "backend", "rows", f"recall@{k}", "p50 ms", "p95 ms", "queries/s",
-              "disk MB", "build s", "settings"]
+              "disk MB", "open MB", "build s", "settings"]
     rows = [
         [r.index, r.backend, f"{r.rows:,}", f"{r.recall:.3f}", f"{r.p50_ms:.3f}",
          f"{r.p95_ms:.3f}", f"{r.queries_per_second:,.0f}", f"{r.disk_mb:.1f}",
+         "-" if r.open_mb is None else f"{r.open_mb:.1f}",
          "-" if r.build_seconds is None else f"{r.build_seconds:.2f}",
          " ".join(f"{key}={value}" for key, value in r.settings.items()
                   if key not in ("reason",))]
         for r in results
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    numeric = set(range(2, 9))
+    numeric = set(range(2, 10))
 
     def line(cells):
         return "  ".join(

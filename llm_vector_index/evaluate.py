@@ -9,6 +9,7 @@ in batches from SQLite. tuning.py measures its curves with the same parts.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .index import Index
 
 Key = tuple[int, str]  # (collection_id, id): one llm row
+WARM_UP = 20  # queries run untimed before measuring
 
 
 @dataclass
@@ -43,6 +45,10 @@ class Evaluation:
     queries_per_second: float
     disk_mb: float  # the index's files
     build_seconds: float | None  # its last build
+    # Resident memory that opening it added (memory-mapped files count only
+    # the pages read; 0 when another part of the process had it open); None
+    # when the Index object evaluated already held it.
+    open_mb: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,16 +91,25 @@ def evaluate(
                 f"Indexes {first.name!r} and {other.name!r} use different embedding models "
                 f"({first.record.model}, {other.record.model}): compare indexes of one model"
             )
+    opened_mb = {}
     for index in chosen:
         index.ensure_fresh()
+        already_open = index.is_open
+        # Validating options imports the backend's library: its import is not
+        # what opening this index costs.
+        _backend_class(index).validate_options(index.record.options, index.record.dimensions)
+        before = _resident_mb()
         _built_backend(index)
+        opened_mb[index.name] = None if already_open else max(0.0, _resident_mb() - before)
     keys, vectors = _query_set(first, queries, seed, queries_from, query_texts)
     results = []
     for index in chosen:
         truth, floors = exact_neighbours(index, keys, vectors, k)
         held_out = HeldOut(keys, vectors, truth, floors, k)
         recall, timings = measure(index, _built_backend(index), held_out)
-        results.append(_evaluation(index, held_out, recall, timings))
+        result = _evaluation(index, held_out, recall, timings)
+        result.open_mb = opened_mb[index.name]
+        results.append(result)
         if progress:
             progress(1, len(chosen))
     return results[0] if single else results
@@ -187,6 +202,21 @@ def curve(index: Index, backend: VectorIndex, held_out: HeldOut, option: str,
         backend.set_search_option(option, value)
         recall, timings = measure(index, backend, held_out)
         yield value, recall, timings
+
+
+def _backend_class(index: Index):
+    from .registry import get_backend
+
+    return get_backend(index.record.backend).cls
+
+
+def _resident_mb() -> float:
+    "This process's resident memory (Linux /proc; 0 elsewhere)."
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def _ms(timings: list[float], percentile: int) -> float:
@@ -353,6 +383,10 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> tuple[floa
     rows with identical vectors (duplicate texts) any will do."""
     k = held_out.k
     found, timings = [], []
+    # Untimed first: a freshly opened index faults its mapped pages in on the
+    # first queries, which would otherwise set p95.
+    for vector in held_out.vectors[:WARM_UP]:
+        backend.search(vector[None], backend.candidates(k + 1))
     for vector in held_out.vectors:
         started = time.perf_counter()
         _, labels = backend.search(vector[None], backend.candidates(k + 1))

@@ -140,6 +140,11 @@ class Index:
         paths.remove_tree(path)
         lock_path.unlink(missing_ok=True)
 
+    @property
+    def is_open(self) -> bool:
+        "Does this object already hold its backend open?"
+        return self._backend is not None
+
     def detach_backend(self) -> VectorIndex | None:
         "Hand over the open backend (the caller closes it); the next use reopens."
         if self._backend_is_shared:

@@ -36,6 +36,7 @@ def test_cli_evaluate(db_path, db, vectors_collection):
     [report] = json.loads(result.output)
     assert report["index"] == "ix" and report["queries"] == 20 and report["k"] == 5
     assert report["recall"] == 1.0 and report["rows"] == 200  # auto: exact at this size
+    assert report["open_mb"] >= 0
     table = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-d", str(db_path)])
     assert table.exit_code == 0 and table.output.splitlines()[0].split()[:4] == [
         "index", "backend", "rows", "recall@10"]
@@ -71,6 +72,11 @@ def test_indexes_side_by_side_on_the_same_queries(three):
     assert exact.recall == 1.0 and weak.recall < 0.9 <= faiss.recall
     assert weak.settings == {"M": 2, "ef_construction": 2, "ef": 1}
     assert all(r.disk_mb > 0 and r.queries_per_second > 0 and r.build_seconds for r in results)
+    from llm_vector_index import close_indexes
+
+    close_indexes()
+    fresh = evaluate([Index(r.index, three[0].db) for r in results], queries=5)
+    assert all(r.open_mb is not None and r.open_mb >= 0 for r in fresh)
     # The table prints the numbers the dataclasses (and so --json) carry.
     table = evaluation_table(results)
     for result in results:
