@@ -4,7 +4,8 @@ only here and only when a picture is asked for (``llm install
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import VectorIndexError
@@ -31,12 +32,27 @@ def _png(path: str | Path) -> Path:
     return path
 
 
-def _save(figure, path: Path) -> None:
-    figure.tight_layout()
+@contextmanager
+def _figure(path: str | Path, *, xlabel: str, ylabel: str, title: str,
+            legend: str) -> Iterator:
+    """Axes to draw on; labelled, saved to ``path`` (a PNG) and closed after."""
+    path = _png(path)
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
     try:
-        figure.savefig(path, format="png")
-    except OSError as error:
-        raise VectorIndexError(f"Cannot write {path}: {error.strerror or error}") from None
+        yield axes
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc=legend)
+        figure.tight_layout()
+        try:
+            figure.savefig(path, format="png")
+        except OSError as error:
+            raise VectorIndexError(f"Cannot write {path}: {error.strerror or error}") from None
+    finally:
+        pyplot.close(figure)
 
 
 def _plain_log_axis(axis) -> None:
@@ -52,10 +68,11 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
     """Recall against p50 latency, one curve an index, each point its setting;
     ``points``: label -> (ms, recall) of things with one setting (exact
     search, llm's brute force)."""
-    path = _png(path)
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
-    try:
+    k = sweeps[0].k if sweeps else 10
+    queries = sweeps[0].queries if sweeps else 0
+    with _figure(path, xlabel="query p50, ms (one thread, log scale)",
+                 ylabel=f"recall@{k}", title=f"Recall against latency, {queries} queries",
+                 legend="lower right") as axes:
         for label, (ms, recall) in (points or {}).items():
             axes.plot([ms], [recall], marker="s", linestyle="none", label=label)
         for sweep in sweeps:
@@ -65,28 +82,15 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
             for point in sweep.points:
                 axes.annotate(str(point.value), (point.p50_ms, point.recall), fontsize=7,
                               textcoords="offset points", xytext=(3, -9))
-        k = sweeps[0].k if sweeps else 10
-        queries = sweeps[0].queries if sweeps else 0
         axes.set_xscale("log")
         _plain_log_axis(axes.xaxis)
-        axes.set_xlabel("query p50, ms (one thread, log scale)")
-        axes.set_ylabel(f"recall@{k}")
-        axes.set_title(f"Recall against latency, {queries} queries")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(loc="lower right")
-        _save(figure, path)
-    finally:
-        pyplot.close(figure)
-    return path
+    return Path(path)
 
 
 def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,
                       *, ylabel: str, title: str) -> Path:
     "label -> [(rows, value), ...] on log-log axes, a line each."
-    path = _png(path)
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
-    try:
+    with _figure(path, xlabel="rows", ylabel=ylabel, title=title, legend="upper left") as axes:
         for label, values in series.items():
             values = sorted(values)
             axes.plot([rows for rows, _ in values], [value for _, value in values],
@@ -95,12 +99,4 @@ def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: s
         axes.set_yscale("log")
         _plain_log_axis(axes.xaxis)
         _plain_log_axis(axes.yaxis)
-        axes.set_xlabel("rows")
-        axes.set_ylabel(ylabel)
-        axes.set_title(title)
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(loc="upper left")
-        _save(figure, path)
-    finally:
-        pyplot.close(figure)
-    return path
+    return Path(path)
