@@ -1,37 +1,31 @@
 """One build of one index: the incremental scan applied to its backend, the
-backend saved, then the catalog committed.
-
-A generation marker beside the backend's files says which catalog generation
-they belong to; it is written before the files change, so a build that dies
-before the catalog commits leaves files and catalog visibly out of step (the
-next query says so, the next build repairs it), never silently wrong.
+backend saved, then the catalog committed, with the locks and the
+generation marker of generations.py keeping files and catalog in step.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
-from .errors import DamagedFiles, IndexBusy, ModelMismatch, VectorIndexError
+from .errors import DamagedFiles, ModelMismatch, VectorIndexError
+from .generations import (
+    remove_if_empty, swap_directories, build_lock, commit_lock, read_generation,
+    remove_retired, write_generation,
+)
 from .registry import get_backend
-from .storage import atomic_write, exclusive_lock, load_snapshot
+from .storage import load_snapshot
 
 if TYPE_CHECKING:
     from .index import Index
-
-GENERATION_FILE = "generation"
-
 
 @dataclass
 class BuildReport:
@@ -201,7 +195,7 @@ class Build:
                 backend.close()
                 backend = None
                 committing.enter_context(commit_lock(index))
-                _swap_directories(staging, index.path)
+                swap_directories(staging, index.path)
                 faults.point("swapped")
             except BaseException:
                 if backend is not None:  # built part-way: what it wrote elsewhere goes too
@@ -212,7 +206,7 @@ class Build:
                 raise
             finally:
                 paths.remove_tree(staging)
-                _remove_if_empty(staging.parent)
+                remove_if_empty(staging.parent)
             rows = allocator.next_label
             self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
         if retired is not None:
@@ -371,108 +365,3 @@ class Build:
 
 def _overrides(backend_class: type[VectorIndex], method: str) -> bool:
     return getattr(backend_class, method).__func__ is not getattr(VectorIndex, method).__func__
-
-
-@contextmanager
-def build_lock(index: Index) -> Iterator[None]:
-    "One build at a time per index, across processes."
-    try:
-        index.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(index.lock_path, "a")
-    except OSError as error:
-        raise VectorIndexError(
-            f"Cannot build index {index.name!r}: {error.strerror}: {error.filename}"
-        ) from None
-    with lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IndexBusy(
-                f"Index {index.name!r} is being built by another process"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-@contextmanager
-def commit_lock(index: Index) -> Iterator[None]:
-    """Held (exclusive) from a build's first change to the live files until
-    its catalog commit: readers that take it shared (``reading_lock``) see
-    files and catalog of one generation. Short: a full build holds it only
-    around the folder swap and the commit."""
-    with exclusive_lock(_commit_lock_path(index)):
-        yield
-
-
-@contextmanager
-def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
-    """Wait out a build's save-to-commit window, and keep the next one from
-    starting while the catalog is read and the files opened."""
-    try:
-        lock_file = open(_commit_lock_path(index))
-    except OSError:  # never built here, or not readable: nothing to wait for
-        yield
-        return
-    with lock_file:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    break  # answer anyway: the generation check still guards
-                time.sleep(0.005)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _commit_lock_path(index: Index) -> Path:
-    return index.lock_path.with_name(index.lock_path.name.removesuffix(".lock") + ".commit")
-
-
-def write_generation(directory: Path, generation: int, owner: str) -> None:
-    """Record which catalog generation, of which index (``Index.identity``),
-    the files in ``directory`` belong to: files copied in from another index
-    are then detected, not searched with this index's label map."""
-    atomic_write(
-        directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode())
-    )
-
-
-def read_generation(directory: Path, owner: str) -> int | None:
-    "The generation the files belong to, or None if unknown or another index's."
-    try:
-        generation, written_by = (directory / GENERATION_FILE).read_text().split(" ", 1)
-        return int(generation) if written_by == owner else None
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _swap_directories(new: Path, current: Path) -> None:
-    "Put a freshly built folder in place of the current one (ours, or none)."
-    paths.check_ours_or_absent(current)
-    retired = current.with_name(f".{current.name}.retired-{os.getpid()}")
-    if current.exists():
-        os.replace(current, retired)
-    os.replace(new, current)
-    remove_retired(current)
-
-
-def remove_retired(current: Path) -> None:
-    """Delete the copies full rebuilds swapped out of ``current``, including
-    those a killed build left behind (builds of one index are serialised by
-    its lock, so no build is using them)."""
-    for left in current.parent.glob(f".{current.name}.retired-*"):
-        paths.remove_tree(left)
-
-
-def _remove_if_empty(directory: Path) -> None:
-    try:
-        directory.rmdir()  # only ever removes an empty folder
-    except OSError:
-        pass

@@ -21,7 +21,8 @@ from sqlite_utils import Database
 from . import catalog, freshness, open_indexes, paths, query, sync, tuning
 from . import evaluate as evaluation
 from .base import VectorIndex
-from .build import Build, BuildReport, read_generation, reading_lock
+from .build import Build, BuildReport
+from .generations import read_generation, reading_lock
 from .errors import (
     DamagedFiles,
     IdNotFound,
