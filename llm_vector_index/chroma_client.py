@@ -45,7 +45,7 @@ def connect(
         try:
             return module.PersistentClient(path=str(path), settings=quiet)
         except BaseException:
-            _forget_local_system(str(path))
+            forget_local_system(str(path))
             raise
     try:
         client = module.HttpClient(
@@ -59,10 +59,12 @@ def connect(
     return client
 
 
-def _forget_local_system(path: str) -> None:
+def forget_local_system(path: str) -> None:
     """Chroma keeps one System per directory for the whole process, even one
-    whose start failed (a damaged store): drop it, so that the store rebuilt
-    in its place is opened afresh."""
+    whose start failed (a damaged store): stop and drop it, so that the
+    directory is opened afresh (a store rebuilt in its place, or a new
+    ``ef_search``, which Chroma reads only when it loads a graph). Every
+    client on the old System is dead afterwards."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
     system = SharedSystemClient._identifier_to_system.pop(path, None)

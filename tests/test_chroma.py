@@ -110,3 +110,29 @@ def test_failed_full_rebuild_leaves_no_collection_behind(db_path, db, vectors_co
     db.conn.commit()
     similar = run("similar", "flaky", "v001", "-n", "3", "-d", db_path)
     assert similar.exit_code == 0 and len(similar.output.splitlines()) == 3
+
+
+def test_a_new_ef_search_reaches_searches_in_the_same_process(db):
+    """Chroma reads ef_search when it loads a graph: the sweep (and tuning)
+    change it on an index this process has already searched, and must see
+    recall move; the index held beside it keeps answering, at its own setting."""
+    import numpy as np
+
+    from llm_vector_index import Index
+    from llm_vector_index.evaluate import sweep
+    from llm_vector_index.testing import write_embeddings
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(4000, 48)).astype(np.float32)  # no clusters: a hard graph
+    write_embeddings(db, "c", [f"r{i}" for i in range(4000)], vectors)
+    write_embeddings(db, "held", [f"q{i}" for i in range(40)],
+                     rng.normal(size=(40, 48)).astype(np.float32))
+    Index.create("ch", ["c"], db, backend="chroma", options={"ef_search": 10}).build()
+    held = Index("ch", db)
+    before = [hit.id for hit in held.similar_by_id("r1", number=5)]  # its graph is loaded
+    curve = sweep(held, queries=40, queries_from="held")
+    recalls = {point.value: point.recall for point in curve.points}
+    assert recalls[16] < 0.9 and recalls[1024] > 0.99, recalls
+    assert [hit.id for hit in held.similar_by_id("r1", number=5)] == before
+    assert Index("ch", db).record.options["ef_search"] == 10  # the sweep put it back
+    held.close()

@@ -35,6 +35,7 @@ from ..chroma_client import (
     connect,
     cosine_collection,
     derive_name,
+    forget_local_system,
     server_errors,
     token_headers,
 )
@@ -42,6 +43,16 @@ from ..hookspecs import hookimpl
 from ..errors import DamagedFiles, InvalidOptions
 from ..storage import exclusive_lock, file_identity, load_snapshot, save_snapshot
 from .chroma_probe import probe
+
+
+# Chroma reads ef_search only when it loads a collection's graph into a
+# process, once: a value changed later (collection.modify) is stored but not
+# searched with. A local store is therefore reloaded after a change, which
+# stops Chroma's one System for that directory in this process; the count of
+# reloads per directory tells every other open instance on it that its client
+# is dead and it must reconnect. (A server keeps the graph it loaded: a new
+# ef_search reaches its searches when it next loads the collection.)
+_reloads: dict[str, int] = {}
 
 
 def collection_name(index_name: str) -> str:
@@ -124,14 +135,11 @@ class ChromaIndex(VectorIndex):
         if saved is not None and not self.settings["host"]:
             _verify_store(self.path / "chroma", saved.meta)  # before Chroma reads it
             self._opened_files = saved.meta.get("store")
-        self._client = _connect(self.settings, self.path / "chroma")
         if saved is not None:
             self._name = saved.meta["collection"]
         else:
             self._name = collection_name(self.path.name)
-        self._collection = cosine_collection(
-            self._client, self._name, ef_search=self.settings["ef_search"]
-        )
+        self._attach()
         # A collection that exists keeps the ef_search it was made with: a
         # tuned value is applied here.
         with _no_legacy_config_warning():
@@ -155,6 +163,38 @@ class ChromaIndex(VectorIndex):
     def _apply_ef_search(self, value: int) -> None:
         with self._write_lock(), _no_legacy_config_warning():
             self._collection.modify(configuration={"hnsw": {"ef_search": value}})
+        if not self.settings["host"]:
+            self._reload_store()
+
+    def _attach(self) -> None:
+        "Connect, and get (or create) our collection."
+        self._client = _connect(self.settings, self.path / "chroma")
+        self._handle = cosine_collection(
+            self._client, self._name, ef_search=self.settings["ef_search"]
+        )
+        self._reloads_seen = _reloads.get(self._store_key, 0)
+
+    @property
+    def _store_key(self) -> str:
+        return str(self.path / "chroma")  # Chroma's own key for a local System
+
+    def _attached_elsewhere(self) -> bool:
+        "Another instance reloaded our local store: our client is dead."
+        return not self.settings["host"] and (
+            _reloads.get(self._store_key, 0) != self._reloads_seen
+        )
+
+    def _reload_store(self) -> None:
+        "Load the store afresh in this process, so that Chroma reads its ef_search again."
+        _reloads[self._store_key] = _reloads.get(self._store_key, 0) + 1
+        forget_local_system(self._store_key)
+        self._attach()
+
+    @property
+    def _collection(self):
+        if self._attached_elsewhere():
+            self._attach()
+        return self._handle
 
     @contextmanager
     def _write_lock(self):
@@ -226,7 +266,8 @@ class ChromaIndex(VectorIndex):
         save_snapshot(self.path, {}, meta=meta)
 
     def close(self) -> None:
-        self._client.close()
+        if not self._attached_elsewhere():  # a dead client's close would release the new System
+            self._client.close()
         if not self.settings["host"] and self._opened_files is not None:
             # Chroma may have rewritten its files while open: record them as
             # they are now, so the next open need not probe (if we may
@@ -245,6 +286,8 @@ class ChromaIndex(VectorIndex):
         return bool(settings["host"])  # a local store lives in the index folder
 
     def destroy(self) -> None:
+        if self._attached_elsewhere():
+            self._attach()
         try:
             self._client.delete_collection(self._name)
         except Exception:  # already gone
