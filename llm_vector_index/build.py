@@ -157,7 +157,7 @@ class Build:
         index = self.index
         # The old files are opened only to delete what the backend keeps
         # elsewhere (a Chroma collection): a full rebuild reads llm's rows.
-        retired = index.open_private_backend() if index.keeps_data_elsewhere() else None
+        retired = index.holder.private() if index.keeps_data_elsewhere() else None
         index.close()
         # Same folder name one level down: backends may name things after it.
         staging = paths.staging_path(self.db, index.name)
@@ -239,7 +239,7 @@ class Build:
                 rows=record.rows, next_label=record.next_label,
             )
             return BuildReport(False, 0, 0, record.rows, index.record.build_seconds or 0.0, 0)
-        backend = index.open_for_build()
+        backend = index.holder.for_build()
         if backend is None:
             return None
         with ExitStack() as committing:
@@ -274,7 +274,7 @@ class Build:
             saved = index.backend()
         except DamagedFiles:
             return False
-        return saved is not None and index.files_match_catalog(saved)
+        return saved is not None and index.holder.matches_catalog(saved)
 
     def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
         "The incremental build's writes, its save and its commit."
@@ -313,7 +313,7 @@ class Build:
             False, changes.deleted_labels, label_rows,
             dimensions=dimensions, rows=rows, next_label=allocator.next_label,
         )
-        index.adopt(backend)  # saved and committed: queries may use it now
+        index.holder.adopt(backend)  # saved and committed: queries may use it now
         return BuildReport(
             False, len(label_rows) - held_back, len(changes.deleted_labels), rows,
             index.record.build_seconds or 0.0, held_back,

@@ -94,7 +94,7 @@ def evaluate(
     opened_mb = {}
     for index in chosen:
         index.ensure_fresh()
-        already_open = index.is_open
+        already_open = index.holder.is_open
         # Validating options imports the backend's library: its import is not
         # what opening this index costs.
         _backend_class(index).validate_options(index.record.options, index.record.dimensions)
@@ -176,7 +176,7 @@ def sweep(
     keys, vectors = _query_set(index, queries, seed, queries_from, query_texts)
     truth, floors = exact_neighbours(index, keys, vectors, k)
     held_out = HeldOut(keys, vectors, truth, floors, k)
-    backend = index.open_private_backend()
+    backend = index.holder.private()
     if backend is None:
         raise VectorIndexError(f"Index {index.name!r} cannot be opened: run llm index build")
     points = []

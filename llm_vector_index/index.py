@@ -1,8 +1,8 @@
 """``Index``: one named vector index over llm collections.
 
-It ties the catalog (what the index covers and holds), a backend (the vectors)
-and the incremental scan together, and answers queries with llm ``Entry``
-objects scored exactly as llm scores them.
+It ties the catalog (what the index covers and holds), a backend (the vectors,
+held open as holding.py says) and the incremental scan together, and answers
+queries with llm ``Entry`` objects scored exactly as llm scores them.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, freshness, open_indexes, paths, query, sync, tuning
+from . import catalog, freshness, paths, query, sync, tuning
 from . import evaluate as evaluation
 from .base import VectorIndex
 from .build import Build, BuildReport
-from .generations import read_generation, reading_lock
 from .errors import (
-    DamagedFiles,
     IdNotFound,
     IndexBusy,
     IndexExists,
     VectorIndexError,
-    first_line,
 )
 from .filters import ROW_COLUMNS
+from .holding import Holder
 from .query import IndexEntry
 from .registry import get_backend
 
@@ -53,10 +51,7 @@ class Index:
         if record is None:
             raise self.DoesNotExist(f"Index {name!r} does not exist")
         self.record = record
-        self._backend: VectorIndex | None = None
-        self._backend_is_shared = False  # from open_indexes: never closed here
-        self._releases = 0  # open_indexes.releases when it was handed over
-        self._opened_generation: int | None = None  # of the files _backend holds
+        self.holder = Holder(self)  # the backend it holds open (holding.py)
         # False: a stale index answers from its last build (with a warning)
         # instead of building first, whatever its refresh mode (SQL functions
         # run inside a SELECT, where a build must not write).
@@ -131,36 +126,21 @@ class Index:
         if paths.is_ours(path):
             paths.check_removable(path)
         opening = not keep_remote and self.keeps_data_elsewhere()
-        retired = self.open_private_backend() if opening else None
+        retired = self.holder.private() if opening else None
         catalog.delete_record(self.db, self.record.id)
         if retired is not None:
             retired.destroy()
             retired.close()
         self.close()
-        open_indexes.release(self._shared_key())
+        self.holder.release_shared()
         paths.remove_tree(path)
         lock_path.unlink(missing_ok=True)
-
-    @property
-    def is_open(self) -> bool:
-        "Does this object already hold its backend open?"
-        return self._backend is not None
-
-    def detach_backend(self) -> VectorIndex | None:
-        "Hand over the open backend (the caller closes it); the next use reopens."
-        if self._backend_is_shared:
-            raise VectorIndexError("a shared backend cannot be handed over")
-        backend, self._backend = self._backend, None
-        return backend
 
     def close(self) -> None:
         """Let go of the open backend; the next use opens it again. A backend
         shared with the rest of the process (see open_indexes.py) stays open
         for the next ``Index`` of this index: ``close_indexes()`` closes those."""
-        backend, self._backend = self._backend, None
-        if backend is not None and not self._backend_is_shared:
-            backend.close()
-        self._backend_is_shared = False
+        self.holder.close()
 
     def __enter__(self) -> Index:
         return self
@@ -214,116 +194,12 @@ class Index:
             path, dimensions, self.record.metric, self.record.options, read_only=read_only
         )
 
-    def _shared_key(self) -> open_indexes.Key:
-        return (str(self.path), self.identity)
-
-    def _shared_version(self) -> tuple:
-        """What a shared backend must match: the committed generation its files
-        were checked against when opened, and the options it opened with."""
-        return (self.record.generation, json.dumps(self.record.options, sort_keys=True))
-
-    def _is_shareable(self) -> bool:
-        return get_backend(self.record.backend).cls.capabilities.shareable
-
     def backend(self) -> VectorIndex | None:
         """The backend as last saved, for queries (None before the first build
         with rows): opened read-only and shared with every ``Index`` of this
         index in the process until a build moves its generation. Files that
         cannot be opened raise ``DamagedFiles`` naming the fix."""
-        if self._backend_is_shared and self._releases != open_indexes.releases:
-            self._backend, self._backend_is_shared = None, False  # maybe closed since
-        if self._backend is None and self.record.dimensions:
-            self._backend = self._open(shared=self._is_shareable())
-            self._backend_is_shared = self._is_shareable()
-            self._releases = open_indexes.releases
-        return self._backend
-
-    def open_for_build(self) -> VectorIndex | None:
-        """The backend as saved, for a build to change: never the shared one
-        that queries may be searching. None if it cannot be opened (what a
-        full rebuild replaces) or its files are not the catalog's."""
-        backend = self.open_private_backend()
-        if backend is None or self.files_match_catalog(backend):
-            return backend
-        backend.close()
-        return None
-
-    def open_private_backend(self) -> VectorIndex | None:
-        """The backend as saved, opened for this caller alone (to change or to
-        destroy), or None if there is none or it cannot be opened."""
-        if not self.record.built:
-            return None
-        if self._backend is not None and not self._backend_is_shared:
-            return self.detach_backend()
-        self.close()
-        try:
-            return self._open(shared=False)
-        except DamagedFiles:
-            return None
-
-    def adopt(self, backend: VectorIndex) -> None:
-        """Hold ``backend``, which a build in this process has just saved and
-        committed (and still holds the commit lock), and offer it to the rest
-        of the process for queries."""
-        self.close()
-        self._backend, self._opened_generation = backend, self.record.generation
-        self._backend_is_shared = self._is_shareable()
-        self._releases = open_indexes.releases
-        if self._backend_is_shared:
-            open_indexes.offer(self._shared_key(), self._shared_version(), backend)
-
-    def _open(self, shared: bool) -> VectorIndex:
-        if shared:
-            # Opened before by this process, from files that were the ones the
-            # catalog then recorded as this generation: no file need be read.
-            backend = open_indexes.peek(self._shared_key(), self._shared_version())
-            if backend is not None:
-                self._opened_generation = self.record.generation
-                return backend
-        path = self.path
-        dimensions = self.record.dimensions
-        try:
-            with reading_lock(self):  # not in the middle of another build's commit
-                generation = read_generation(path, self.identity)
-                if generation != self.record.generation:
-                    self.reload()  # another process may have committed since
-                if generation != self.record.generation:
-                    # Never handed to a loader: the files may even be of
-                    # another kind (a build of auto that switched kinds).
-                    raise self.files_mismatch()
-                if shared:
-                    backend = open_indexes.get(
-                        self._shared_key(), self._shared_version(),
-                        lambda: self.new_backend(path, dimensions, read_only=True),
-                    )
-                else:
-                    backend = self.new_backend(path, dimensions)
-                self._opened_generation = generation
-                return backend
-        except _FilesMismatch:
-            raise
-        except VectorIndexError as error:
-            if not isinstance(error, DamagedFiles):
-                raise  # e.g. a Chroma server that is down: not damage
-            raise self._damaged(str(error)) from None
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as error:  # a loader's error on bad bytes (Rust
-            # panics surface as BaseException subclasses)
-            raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
-
-    def files_mismatch(self) -> DamagedFiles:
-        "The files are not the ones the catalog records (a build was interrupted)."
-        return _FilesMismatch(
-            f"Index {self.name!r} files do not match its catalog (an interrupted "
-            f"build?): run llm index build {self.name}"
-        )
-
-    def _damaged(self, reason: str) -> DamagedFiles:
-        return DamagedFiles(
-            f"Index {self.name!r} cannot be opened, its files are damaged ({reason}): "
-            f"run llm index build {self.name} to rebuild it from the collections"
-        )
+        return self.holder.backend()
 
     # -- building -------------------------------------------------------------
 
@@ -371,24 +247,6 @@ class Index:
         "Does the backend keep data outside the index folder (``destroy()``)?"
         return get_backend(self.record.backend).cls.keeps_data_elsewhere(self.record.options)
 
-    def reopen(self) -> VectorIndex | None:
-        """Read the catalog again and reopen the files, both as one build left
-        them (waiting out another process's save-to-commit window)."""
-        with reading_lock(self):
-            self.close()
-            self.reload()
-            return self.backend()
-
-    def files_match_catalog(self, backend: VectorIndex) -> bool:
-        """Were the open files saved by the build the catalog records? False
-        after a build that saved files but did not commit the catalog. The
-        generation is the one read when the files were opened: a later build
-        by another process replaces files, not what this process has open."""
-        return (
-            self._opened_generation == self.record.generation
-            and backend.count() == self.record.rows
-        )
-
     # -- freshness ----------------------------------------------------------------
 
     def collection_ids(self, only: str | None = None) -> list[int]:
@@ -418,7 +276,7 @@ class Index:
             return
         state = freshness.read_state(self.db, self.record.id, self.collections)
         if state.generation != self.record.generation:
-            self.reopen()  # another process built since: use what it committed
+            self.holder.reopen()  # another process built since: use what it committed
             state = freshness.read_state(self.db, self.record.id, self.collections)
         if freshness.is_current(self.record.fingerprint, state):
             return
@@ -571,10 +429,6 @@ class Index:
             self, vector, number, prefix=prefix, skip=skip, collection=collection,
             where=where,
         )
-
-
-class _FilesMismatch(DamagedFiles):
-    "Raised before any loader sees the files: they may be of another kind."
 
 
 # (index folder, generation) already warned about: say it once per process.

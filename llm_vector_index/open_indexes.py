@@ -14,7 +14,7 @@ generation number names one set of files: a build that saved files and died
 before its commit never reaches this cache.
 
 Shared backends are only searched, never changed: a build opens its own copy
-(``Index.open_for_build``), and after its commit offers it here as the
+(``Holder.for_build`` in holding.py), and after its commit offers it here as the
 version it wrote. A superseded backend is dropped, not closed, because
 another thread may be searching it; it is freed when its last user lets go.
 ``release()`` closes them (at exit, on ``llm_vector_index.close_indexes()``,

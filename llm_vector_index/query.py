@@ -97,12 +97,12 @@ def query_vector(vector: Any) -> np.ndarray:
 
 def _backend_search(index, query, number, skip, allowed, show_collection):
     backend = index.backend()
-    if not index.files_match_catalog(backend):
+    if not index.holder.matches_catalog(backend):
         # Another process has built since this index was opened (or is
         # between its save and its commit): read what it committed.
-        backend = index.reopen()
-    if not index.files_match_catalog(backend):
-        raise index.files_mismatch()
+        backend = index.holder.reopen()
+    if not index.holder.matches_catalog(backend):
+        raise index.holder.mismatch()
     available = backend.count() if allowed is None else len(allowed)
     k = backend.candidates(number + len(skip))
     while True:

@@ -102,7 +102,7 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
     tunable = get_backend(record.backend).cls.tunable(record.options)
     held_out = held_out_queries(index, queries, k, seed)
     # A private instance: trying settings must not change what queries use.
-    backend = index.open_private_backend()
+    backend = index.holder.private()
     if backend is None:
         raise VectorIndexError(
             f"Index {record.name!r} cannot be opened: run llm index build {record.name}"
