@@ -15,11 +15,10 @@ from sqlite_utils import Database
 
 from . import catalog
 from .build import BuildReport
-from .errors import VectorIndexError
 from .paths import indexes_directory, is_valid_name
 from .query import IndexEntry
 from .evaluate import Evaluation, Sweep
-from .registry import get_backend, masked_options
+from .registry import masked_options
 
 
 @contextmanager

@@ -68,3 +68,13 @@ def first_line(error: BaseException) -> str:
     "An exception from another library as one line: its first line, or its type."
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_count(value: object, name: str, most: int | None = None) -> int:
+    """A count given by a caller (results, queries, a batch): a whole number of
+    at least 1, and at most ``most`` where the caller caps it. ``True`` is no count."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or value < 1 or (most is not None and value > most):
+        bound = f"from 1 to {most}" if most is not None else "of at least 1"
+        raise VectorIndexError(f"{name} must be a whole number {bound}, got {value!r}")
+    return value

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import sync
 from .base import VectorIndex, normalize
-from .errors import NotBuilt, VectorIndexError
+from .errors import NotBuilt, VectorIndexError, check_count
 from .registry import masked_options
 
 if TYPE_CHECKING:
@@ -81,9 +81,8 @@ def evaluate(
     chosen = [indexes] if single else list(indexes)
     if not chosen:
         raise VectorIndexError("Name at least one index to evaluate")
-    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 \
-            or isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise VectorIndexError("queries and k must be positive integers")
+    check_count(queries, "queries")
+    check_count(k, "k")
     first = chosen[0]
     for other in chosen[1:]:
         if other.record.model != first.record.model:
@@ -160,9 +159,8 @@ def sweep(
     is untouched, and the setting is put back where it persists (Chroma)."""
     from .registry import get_backend
 
-    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1 \
-            or isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise VectorIndexError("queries and k must be positive integers")
+    check_count(queries, "queries")
+    check_count(k, "k")
     record = index.record
     tunable = get_backend(record.backend).cls.tunable(record.options)
     if tunable is None:

@@ -43,7 +43,7 @@ from .chroma_client import (
     is_valid_name,
     server_errors,
 )
-from .errors import DimensionMismatch, InvalidOptions, VectorIndexError
+from .errors import DimensionMismatch, InvalidOptions, VectorIndexError, check_count
 
 RESERVED = ("llm_collection", "llm_id", "llm_updated", "llm_content_blob", "llm_json_keys")
 INT64 = (-(2**63), 2**63 - 1)
@@ -136,8 +136,8 @@ def migrate_to_chroma(
     started = time.time()
     collections = list(dict.fromkeys(collections))
     rows = sync.check_collections(db, collections)
-    if batch_size is not None and batch_size <= 0:
-        raise InvalidOptions(f"Batch size must be a positive integer, got {batch_size}")
+    if batch_size is not None:
+        check_count(batch_size, "batch size")
     if not path and not host:
         raise InvalidOptions("Give a Chroma directory (path) or a server (host and port)")
     name = chroma_collection or derive_name("-".join(collections))

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llm.embeddings import Entry
 
-from .errors import DimensionMismatch, NotBuilt, VectorIndexError
-from . import filters, sync
+from .errors import DimensionMismatch, NotBuilt, VectorIndexError, check_count
+from . import filters
 from .filters import ROW_COLUMNS, Filter
 
 if TYPE_CHECKING:
@@ -40,8 +40,7 @@ def search(
     collection: str | None = None,
     where: dict[str, Any] | None = None,
 ) -> list[IndexEntry]:
-    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-        raise VectorIndexError(f"number must be a positive integer, got {number!r}")
+    check_count(number, "number")
     query = query_vector(vector)
     record = index.record
     if collection is not None and collection not in record.collections:

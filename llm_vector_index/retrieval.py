@@ -16,11 +16,11 @@ as one line, which llm hands back to the model as the tool's answer.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import llm
 
-from .errors import VectorIndexError
+from .errors import VectorIndexError, check_count
 
 if TYPE_CHECKING:
     from .index import Index, IndexEntry
@@ -41,12 +41,6 @@ def open_index(name: str, database: str | None = None) -> Index:
     return Index(name, open_embeddings(database))
 
 
-def check_number(number: Any) -> int:
-    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_NUMBER:
-        raise VectorIndexError(f"number must be a whole number from 1 to {MAX_NUMBER}, got {number!r}")
-    return number
-
-
 def _source(entry: IndexEntry) -> str:
     "The hit's id, with its collection where the index spans several."
     return f"{entry.collection}/{entry.id}" if entry.collection else entry.id
@@ -65,10 +59,7 @@ class VectorIndex(llm.Toolbox):
 
     def _opened(self) -> Index:
         if self._index is None:
-            if isinstance(self.max_chars, bool) or not isinstance(self.max_chars, int) \
-                    or self.max_chars < 1:
-                raise VectorIndexError(
-                    f"max_chars must be a positive whole number, got {self.max_chars!r}")
+            check_count(self.max_chars, "max_chars")
             self._index = open_index(self.index_name, self.database)
         return self._index
 
@@ -84,7 +75,7 @@ class VectorIndex(llm.Toolbox):
         if where is not None and not isinstance(where, dict):
             raise VectorIndexError('where must be an object, e.g. {"tag": "howto"}')
         index = self._opened()
-        hits = index.similar(query, check_number(number), where=where)
+        hits = index.similar(query, check_count(number, "number", MAX_NUMBER), where=where)
         return [self._hit(index, entry) for entry in hits]
 
     def get(self, id: str) -> dict:
@@ -132,7 +123,7 @@ def load_fragments(argument: str) -> list[llm.Fragment]:
     if not rest.strip():
         raise VectorIndexError(f"No query text after index:{argument}")
     index = open_index(name)
-    hits = index.similar(rest, check_number(number))
+    hits = index.similar(rest, check_count(number, "number", MAX_NUMBER))
     fragments = [
         llm.Fragment(entry.content, _source(entry))
         for entry in hits if entry.content

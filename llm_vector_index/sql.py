@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .errors import VectorIndexError
+from .errors import VectorIndexError, check_count
 
 MAX_K = 1000
 
@@ -63,7 +63,7 @@ class _Functions:
 
     def _answer(self, name: Any, k: Any, run) -> str:
         try:
-            number = _check_k(k)
+            number = check_count(k, "k", MAX_K)
             index = self._index(name)
             entries = run(index, number)
             return json.dumps([
@@ -94,12 +94,6 @@ def _index_id(db: Database, name: str) -> int | None:
     except sqlite3.OperationalError:  # no catalog: no index was ever created here
         return None
     return row[0] if row else None
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise VectorIndexError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
-    return k
 
 
 def _vector(embedding: Any, dimensions: int | None) -> Any:

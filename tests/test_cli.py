@@ -133,8 +133,8 @@ BAD_INPUT = [
     (["similar", "ix", "o1"], "ID 'o1' not found in index 'ix'"),
     (["similar", "ix", "-c", "hello"],
      "Embedding model 'test-model' of index 'ix' is not installed"),
-    (["similar", "ix", "v001", "-n", "0"], "number must be a positive integer, got 0"),
-    (["similar", "ix", "v001", "-n", "-2"], "number must be a positive integer, got -2"),
+    (["similar", "ix", "v001", "-n", "0"], "number must be a whole number of at least 1, got 0"),
+    (["similar", "ix", "v001", "-n", "-2"], "number must be a whole number of at least 1, got -2"),
 ]
 
 

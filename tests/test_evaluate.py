@@ -42,7 +42,7 @@ def test_cli_evaluate(db_path, db, vectors_collection):
         "index", "backend", "rows", "recall@10"]
     assert "(20 queries, the same for every index)" in table.output
     bad = runner.invoke(index_group, ["evaluate", "ix", "-n", "0", "-d", str(db_path)])
-    assert bad.exit_code == 1 and "must be positive integers" in bad.stderr
+    assert bad.exit_code == 1 and "k must be a whole number of at least 1, got 0" in bad.stderr
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_text_queries_are_embedded_with_the_model(db, db_path, text_collection, 
     (["exact", "--queries-from", "other-model"],
      "Collection 'other-model' uses another, index 'exact' uses test-model"),
     (["exact", "missing"], "Index 'missing' does not exist"),
-    (["exact", "--queries", "0"], "queries and k must be positive integers"),
+    (["exact", "--queries", "0"], "queries must be a whole number of at least 1, got 0"),
 ])
 def test_bad_evaluations_are_one_line_and_change_nothing(three, db_path, args, message):
     before = snapshot(db_path, *(index.path for index in three))

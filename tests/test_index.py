@@ -120,7 +120,7 @@ def test_query_errors(db, vectors_collection):
     with pytest.raises(IdNotFound, match="ID 'nope' not found in index 'ix'"):
         index.similar_by_id("nope")
     for number in (0, -1):
-        with pytest.raises(VectorIndexError, match="number must be a positive integer"):
+        with pytest.raises(VectorIndexError, match="number must be a whole number of at least 1"):
             index.similar_by_id("v001", number=number)
     with pytest.raises(Index.DoesNotExist):
         Index("other", db)

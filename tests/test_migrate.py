@@ -198,8 +198,8 @@ def test_bad_input(bad_setup):
          "Chroma collection 'l2-space' exists with distance space 'l2'"),
         (["wide", "--path", existing, "--chroma-collection", "narrow"],
          "Chroma collection 'narrow' holds 24-dimensional vectors; these collections have 48"),
-        (["rich", "--path", existing, "--batch-size", "0"], "Batch size must be a positive integer, got 0"),
-        (["rich", "--path", existing, "--batch-size", "-5"], "Batch size must be a positive integer, got -5"),
+        (["rich", "--path", existing, "--batch-size", "0"], "batch size must be a whole number of at least 1, got 0"),
+        (["rich", "--path", existing, "--batch-size", "-5"], "batch size must be a whole number of at least 1, got -5"),
         (["rich", "--path", existing, "--chroma-collection", "a"], "Invalid Chroma collection name 'a'"),
         (["rich", "--path", existing, "--chroma-collection", "bad..name"], "Invalid Chroma collection name"),
     ]

@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import sqlite3
 
-import numpy as np
 import pytest
 from datasette.app import Datasette
 
