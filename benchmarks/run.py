@@ -124,10 +124,15 @@ def table(run) -> list[str]:
             f"| {run['rows'] / r['full_s']:,.0f} | {r['incr_s']:.2f} | {r['noop_s']:.2f} "
             f"| {r['held'][0]:.3f} / {r['held'][1]:.3f} | {llm_ms / r['held'][0]:,.0f}x "
             f"| {raw_cells} | {r['recall']:.3f} "
-            f"| {r['cli_s']:.2f} ({run['llm_cli_s'] / r['cli_s']:.0f}x) "
+            f"| {r['cli_s']:.2f} ({_ratio(run['llm_cli_s'] / r['cli_s'])}) "
             f"| {r['disk']:,.1f} | {r['full_rss']:,.0f} |"
         )
     return [*lines, ""]
+
+
+def _ratio(times: float) -> str:
+    "1.4x, 49x: a decimal only where it says something."
+    return f"{times:.1f}x" if times < 10 else f"{times:,.0f}x"
 
 
 def machine() -> str:
@@ -153,8 +158,10 @@ def write_record(runs, out: Path, command: str) -> Path:
         f"{backend} (exact)": (r["raw"][0], r["recall"])
         for backend, r in curve_run["results"].items() if r["kind"] == "exact"
     }
+    queries = curve_run["sweeps"][0].queries if curve_run["sweeps"] else 0
     plot_sweeps(curve_run["sweeps"], out / "bench-recall-latency.png", points={
-        **exact_points, "llm similar (brute force)": (curve_run["llm_ms"], 1.0)})
+        **exact_points, "llm similar (brute force)": (curve_run["llm_ms"], 1.0)},
+        title=f"Recall against latency: {curve_run['label']}, {queries} held-out queries")
     pictures.append(("bench-recall-latency.png",
                      f"Recall@10 against query latency, {curve_run['label']}"))
     if len(synthetic) > 1:
@@ -162,8 +169,11 @@ def write_record(runs, out: Path, command: str) -> Path:
         latency = {b: [(run["rows"], run["results"][b]["held"][0]) for run in synthetic]
                    for b in backends}
         latency["llm similar (brute force)"] = [(run["rows"], run["llm_ms"]) for run in synthetic]
+        # Latencies at unequal recall are not comparable: each line says its recall.
+        recalls = {b: "recall " + " / ".join(f"{run['results'][b]['recall']:.2f}"
+                                             for run in synthetic) for b in backends}
         plot_against_rows(latency, out / "bench-latency-rows.png", ylabel="query p50, ms",
-                          title="Query latency against collection size (synthetic 384-d)")
+                          title="Query latency against rows (synthetic 384-d)", notes=recalls)
         builds = {b: [(run["rows"], run["results"][b]["full_s"]) for run in synthetic]
                   for b in backends}
         plot_against_rows(builds, out / "bench-build-rows.png", ylabel="full build, s",

@@ -4,6 +4,7 @@ only here and only when a picture is asked for (``llm install
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,22 +65,28 @@ def _plain_log_axis(axis) -> None:
 
 
 def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
-                points: Mapping[str, tuple[float, float]] | None = None) -> Path:
+                points: Mapping[str, tuple[float, float]] | None = None,
+                title: str | None = None) -> Path:
     """Recall against p50 latency, one curve an index, each point its setting;
     ``points``: label -> (ms, recall) of things with one setting (exact
     search, llm's brute force)."""
     k = sweeps[0].k if sweeps else 10
     queries = sweeps[0].queries if sweeps else 0
     with _figure(path, xlabel="query p50, ms (one thread, log scale)",
-                 ylabel=f"recall@{k}", title=f"Recall against latency, {queries} queries",
+                 ylabel=f"recall@{k}",
+                 title=title or f"Recall against latency, {queries} queries",
                  legend="lower right") as axes:
         for label, (ms, recall) in (points or {}).items():
             axes.plot([ms], [recall], marker="s", linestyle="none", label=label)
+        labelled: list[tuple[float, float]] = []
         for sweep in sweeps:
             latencies = [point.p50_ms for point in sweep.points]
             recalls = [point.recall for point in sweep.points]
             axes.plot(latencies, recalls, marker="o", label=f"{sweep.index} ({sweep.option})")
             for point in sweep.points:
+                if _crowded(labelled, point.p50_ms, point.recall):
+                    continue
+                labelled.append((point.p50_ms, point.recall))
                 axes.annotate(str(point.value), (point.p50_ms, point.recall), fontsize=7,
                               textcoords="offset points", xytext=(3, -9))
         axes.set_xscale("log")
@@ -87,14 +94,24 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
     return Path(path)
 
 
+def _crowded(labelled: Sequence[tuple[float, float]], ms: float, recall: float) -> bool:
+    """Would a label here sit on one already drawn? (Where curves meet near
+    recall 1.0, every setting's number would print on top of the others.)"""
+    return any(abs(math.log10(ms / other_ms)) < 0.08 and abs(recall - other_recall) < 0.005
+               for other_ms, other_recall in labelled)
+
+
 def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,
-                      *, ylabel: str, title: str) -> Path:
-    "label -> [(rows, value), ...] on log-log axes, a line each."
+                      *, ylabel: str, title: str,
+                      notes: Mapping[str, str] | None = None) -> Path:
+    """label -> [(rows, value), ...] on log-log axes, a line each; ``notes``:
+    label -> text added to its legend entry (e.g. the recall at each size)."""
     with _figure(path, xlabel="rows", ylabel=ylabel, title=title, legend="upper left") as axes:
         for label, values in series.items():
             values = sorted(values)
+            note = (notes or {}).get(label)
             axes.plot([rows for rows, _ in values], [value for _, value in values],
-                      marker="o", label=label)
+                      marker="o", label=f"{label} ({note})" if note else label)
         axes.set_xscale("log")
         axes.set_yscale("log")
         _plain_log_axis(axes.xaxis)
