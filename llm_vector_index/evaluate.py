@@ -312,18 +312,10 @@ def held_out_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut
 def stored_sample(index: Index, count: int, seed: int = 0) -> tuple[list[Key], np.ndarray]:
     """Up to ``count`` stored rows of the index, chosen with ``seed`` (labels
     drawn at random, so no scan of the label map), unit length."""
-    db, record = index.db, index.record
+    record = index.record
     rng = np.random.default_rng(seed)
     wanted = rng.permutation(max(record.next_label, 1))[: 2 * count + 20].tolist()
-    rows = []
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows += db.execute(
-            "select l.label, l.collection_id, l.id, e.embedding from vector_index_labels l "
-            "join embeddings e on e.collection_id = l.collection_id and e.id = l.id "
-            f"where l.index_id = ? and l.label in ({','.join('?' * len(chunk))})",
-            [record.id, *chunk],
-        ).fetchall()
+    rows = _labelled_rows(index, wanted)
     order = {label: position for position, label in enumerate(wanted)}
     rows.sort(key=lambda row: order[row[0]])
     width = 4 * (record.dimensions or 0)
@@ -407,17 +399,27 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> tuple[floa
 
 def _rows_of(index: Index, labels: set[int]) -> dict[int, tuple[Key, np.ndarray]]:
     "Label -> (row, unit vector as stored in llm's table now)."
-    labels = sorted(labels)
-    rows = {}
+    width = 4 * (index.record.dimensions or 0)
+    rows = [row for row in _labelled_rows(index, sorted(labels))
+            if row[3] is not None and len(row[3]) == width]
+    if not rows:
+        return {}
+    vectors = normalize(sync.vectors_from_blobs([row[2] for row in rows],
+                                                [row[3] for row in rows],
+                                                index.record.dimensions))
+    return {label: ((collection_id, id), vector)
+            for (label, collection_id, id, _), vector in zip(rows, vectors)}
+
+
+def _labelled_rows(index: Index, labels: Sequence[int]) -> list[tuple]:
+    "(label, collection_id, id, embedding) of the index's rows under ``labels``."
+    rows = []
     for start in range(0, len(labels), 500):
         chunk = labels[start : start + 500]
-        for label, collection_id, id, blob in index.db.execute(
+        rows += index.db.execute(
             "select l.label, l.collection_id, l.id, e.embedding from vector_index_labels l "
             "join embeddings e on e.collection_id = l.collection_id and e.id = l.id "
             f"where l.index_id = ? and l.label in ({','.join('?' * len(chunk))})",
             [index.record.id, *chunk],
-        ):
-            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-            norm = float(np.linalg.norm(vector))
-            rows[label] = ((collection_id, id), vector / norm if norm else vector)
+        ).fetchall()
     return rows
