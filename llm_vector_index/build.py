@@ -21,7 +21,6 @@ from .generations import (
     remove_if_empty, swap_directories, build_lock, commit_lock, read_generation,
     remove_retired, write_generation,
 )
-from .registry import get_backend
 from .storage import load_snapshot
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ class Build:
         (see VectorIndex.settings_for_rows). If so they are used for this
         build and committed with it; until then the catalog keeps the old."""
         index = self.index
-        backend_class = get_backend(index.record.backend).cls
+        backend_class = index.backend_class
         if not _overrides(backend_class, "settings_for_rows"):
             return False  # no need to count the rows
         rows = sum(

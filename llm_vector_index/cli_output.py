@@ -73,11 +73,6 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
             click.echo(json.dumps(output))
 
 
-def public_options(index_record: catalog.IndexRecord) -> dict:
-    "The index's options with secrets (tokens) masked."
-    return masked_options(index_record.backend, index_record.options)
-
-
 def sweep_table(sweep: Sweep) -> str:
     "One index's recall/latency curve, a row a setting."
     lines = [f"{sweep.index} ({sweep.backend}), {sweep.queries} queries",
@@ -119,7 +114,7 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
     return {
         "name": index_record.name,
         "backend": index_record.backend,
-        "options": public_options(index_record),
+        "options": masked_options(index_record.backend, index_record.options),
         "collections": index_record.collections,
         "model": index_record.model,
         "dimensions": index_record.dimensions,

@@ -96,7 +96,7 @@ def evaluate(
         already_open = index.holder.is_open
         # Validating options imports the backend's library: its import is not
         # what opening this index costs.
-        _backend_class(index).validate_options(index.record.options, index.record.dimensions)
+        index.backend_class.validate_options(index.record.options, index.record.dimensions)
         before = _resident_mb()
         _built_backend(index)
         opened_mb[index.name] = None if already_open else max(0.0, _resident_mb() - before)
@@ -157,12 +157,10 @@ def sweep(
     """The recall/latency curve over every value of the backend's tunable
     option (``VectorIndex.tunable``), on a private instance: what queries use
     is untouched, and the setting is put back where it persists (Chroma)."""
-    from .registry import get_backend
-
     check_count(queries, "queries")
     check_count(k, "k")
     record = index.record
-    tunable = get_backend(record.backend).cls.tunable(record.options)
+    tunable = index.backend_class.tunable(record.options)
     if tunable is None:
         kind = record.options.get("kind", record.backend)
         raise VectorIndexError(
@@ -200,12 +198,6 @@ def curve(index: Index, backend: VectorIndex, held_out: HeldOut, option: str,
         backend.set_search_option(option, value)
         recall, timings = measure(index, backend, held_out)
         yield value, recall, timings
-
-
-def _backend_class(index: Index):
-    from .registry import get_backend
-
-    return get_backend(index.record.backend).cls
 
 
 def _resident_mb() -> float:

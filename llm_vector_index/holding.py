@@ -25,7 +25,6 @@ from . import open_indexes
 from .base import VectorIndex
 from .errors import DamagedFiles, VectorIndexError, first_line
 from .generations import read_generation, reading_lock
-from .registry import get_backend
 
 if TYPE_CHECKING:
     from .index import Index
@@ -149,7 +148,7 @@ class Holder:
         return (record.generation, json.dumps(record.options, sort_keys=True))
 
     def _is_shareable(self) -> bool:
-        return get_backend(self.index.record.backend).cls.capabilities.shareable
+        return self.index.backend_class.capabilities.shareable
 
     def _open(self, shared: bool) -> VectorIndex:
         index = self.index

@@ -185,12 +185,16 @@ class Index:
             raise self.DoesNotExist(f"Index {self.name!r} does not exist")
         self.record = record
 
+    @property
+    def backend_class(self) -> type[VectorIndex]:
+        "The registered class of this index's backend (``UnknownBackend`` if gone)."
+        return get_backend(self.record.backend).cls
+
     def new_backend(
         self, path: Path, dimensions: int, *, read_only: bool = False
     ) -> VectorIndex:
         "A backend of this index's kind and options, opening what is in ``path``."
-        backend_class = get_backend(self.record.backend).cls
-        return backend_class(
+        return self.backend_class(
             path, dimensions, self.record.metric, self.record.options, read_only=read_only
         )
 
@@ -245,7 +249,7 @@ class Index:
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"
-        return get_backend(self.record.backend).cls.keeps_data_elsewhere(self.record.options)
+        return self.backend_class.keeps_data_elsewhere(self.record.options)
 
     # -- freshness ----------------------------------------------------------------
 

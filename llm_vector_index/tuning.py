@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import catalog
+from . import catalog, evaluate
 from .errors import VectorIndexError
-from . import evaluate
-from .evaluate import held_out_queries
 from .registry import get_backend
 
 if TYPE_CHECKING:
@@ -99,8 +97,8 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
         raise VectorIndexError(f"Cannot tune index {record.name!r}: {reason}")
     catalog.ensure_schema(index.db)
     started = time.perf_counter()
-    tunable = get_backend(record.backend).cls.tunable(record.options)
-    held_out = held_out_queries(index, queries, k, seed)
+    tunable = index.backend_class.tunable(record.options)
+    held_out = evaluate.held_out_queries(index, queries, k, seed)
     # A private instance: trying settings must not change what queries use.
     backend = index.holder.private()
     if backend is None:
