@@ -118,11 +118,11 @@ def table(run) -> list[str]:
         settings = " ".join(f"{k}={v}" for k, v in r["setting"].items())
         raw = r["raw"][0]
         # No raw search to compare with (Chroma answers through its client).
-        raw_cells = "- | -" if np.isnan(raw) else f"{raw:.3f} | {r['held'][0] / raw:.1f}x"
+        raw_cells = "- | -" if np.isnan(raw) else f"{raw:.3f} | {_ratio(r['held'][0] / raw)}"
         lines.append(
             f"| {backend} | {(r['kind'] + ' ' + settings).strip()} | {r['full_s']:.1f} "
             f"| {run['rows'] / r['full_s']:,.0f} | {r['incr_s']:.2f} | {r['noop_s']:.2f} "
-            f"| {r['held'][0]:.3f} / {r['held'][1]:.3f} | {llm_ms / r['held'][0]:,.0f}x "
+            f"| {r['held'][0]:.3f} / {r['held'][1]:.3f} | {_ratio(llm_ms / r['held'][0])} "
             f"| {raw_cells} | {r['recall']:.3f} "
             f"| {r['cli_s']:.2f} ({_ratio(run['llm_cli_s'] / r['cli_s'])}) "
             f"| {r['disk']:,.1f} | {r['full_rss']:,.0f} |"
