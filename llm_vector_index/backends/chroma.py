@@ -178,7 +178,7 @@ class ChromaIndex(VectorIndex):
     def _store_key(self) -> str:
         return str(self.path / "chroma")  # Chroma's own key for a local System
 
-    def _attached_elsewhere(self) -> bool:
+    def _client_is_stale(self) -> bool:
         "Another instance reloaded our local store: our client is dead."
         return not self.settings["host"] and (
             _reloads.get(self._store_key, 0) != self._reloads_seen
@@ -192,7 +192,7 @@ class ChromaIndex(VectorIndex):
 
     @property
     def _collection(self):
-        if self._attached_elsewhere():
+        if self._client_is_stale():
             self._attach()
         return self._handle
 
@@ -266,7 +266,7 @@ class ChromaIndex(VectorIndex):
         save_snapshot(self.path, {}, meta=meta)
 
     def close(self) -> None:
-        if not self._attached_elsewhere():  # a dead client's close would release the new System
+        if not self._client_is_stale():  # a dead client's close would release the new System
             self._client.close()
         if not self.settings["host"] and self._opened_files is not None:
             # Chroma may have rewritten its files while open: record them as
@@ -286,7 +286,7 @@ class ChromaIndex(VectorIndex):
         return bool(settings["host"])  # a local store lives in the index folder
 
     def destroy(self) -> None:
-        if self._attached_elsewhere():
+        if self._client_is_stale():
             self._attach()
         try:
             self._client.delete_collection(self._name)
