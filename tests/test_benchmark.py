@@ -27,3 +27,20 @@ def test_the_record_is_written(tmp_path):
     assert auto_row[2].strip() == "exact" and auto_row[11].strip() == "1.000"
     for name in ("bench-recall-latency.png", "bench-latency-rows.png", "bench-build-rows.png"):
         assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in record
+
+
+def test_the_graph_study_prints_a_row_per_ef_construction():
+    "graph_quality.py (the efConstruction table in docs/backends.md) at a tiny size."
+    result = subprocess.run(
+        [sys.executable, str(RUN.parent / "graph_quality.py"), "--rows", "3000",
+         "--clusters", "30", "--queries", "20", "--factory", "HNSW32",
+         "--ef-construction", "16,80", "--ef-search", "16,256"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|") for line in result.stdout.splitlines()
+            if line.startswith(("| 16 |", "| 80 |"))]
+    assert len(rows) == 2
+    recalls = [[float(cell) for cell in row[3:5]] for row in rows]
+    assert all(0.0 <= recall <= 1.0 for row in recalls for recall in row)
+    assert recalls[1][1] >= 0.95  # a wide search of a well-built graph finds nearly all
