@@ -1,14 +1,14 @@
 """Vector indexes for llm embedding collections.
 
 Public API: ``Index`` (open, create, build and query an index), the backend
-contract (``VectorIndex``, ``Option``, ``Capabilities``) and ``hookimpl`` for
+contract (``VectorIndex``, ``Option``, ``Capabilities``, ``Remote``) and ``hookimpl`` for
 plugins that add backends through ``register_vector_index_backends``.
 ``close_indexes()`` closes the indexes this process holds open for queries
 (they stay open between calls, see open_indexes.py; closed at exit anyway).
 """
 
 from . import collection
-from .base import Capabilities, Option, Tunable, VectorIndex
+from .base import Capabilities, Option, Remote, Tunable, VectorIndex
 from .errors import (
     BackendUnavailable,
     DamagedFiles,
@@ -19,6 +19,7 @@ from .errors import (
     InvalidIndexName,
     InvalidOptions,
     ModelMismatch,
+    NotApproved,
     NotBuilt,
     UnknownBackend,
     UnknownCollection,
@@ -48,8 +49,10 @@ __all__ = [
     "InvalidIndexName",
     "InvalidOptions",
     "ModelMismatch",
+    "NotApproved",
     "NotBuilt",
     "Option",
+    "Remote",
     "UnknownBackend",
     "UnknownCollection",
     "Tunable",

@@ -78,6 +78,23 @@ class Capabilities:
     shareable: bool = True
 
 
+@dataclass(frozen=True)
+class Remote:
+    """Where an index with given settings sends data, and which secrets it
+    reads: what this machine must have approved before the backend is opened
+    from a catalog row (approvals.py). Names only, never a secret's value."""
+
+    backend: str
+    address: str  # e.g. "http://db.example:8000": scheme, host and port
+    secrets: tuple[str, ...] = ()  # environment variables it reads
+
+    def describe(self) -> str:
+        reads = ", ".join(f"${name}" for name in self.secrets)
+        return f"{self.backend} server {self.address}" + (
+            f" with the secret in {reads}" if reads else ""
+        )
+
+
 # HNSW candidates explored per query: the values tuning tries, cheapest first.
 HNSW_SEARCH_WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
@@ -210,6 +227,20 @@ class VectorIndex(abc.ABC):
         """Does an index with these settings keep data outside its folder (so
         that dropping or rebuilding it must open it to ``destroy()`` that)?"""
         return cls.destroy is not VectorIndex.destroy
+
+    @classmethod
+    def remote(cls, settings: Mapping[str, Any]) -> Remote | None:
+        """The server an index with these settings contacts and the secrets it
+        reads, or None if it keeps to its folder. A backend that contacts a
+        host or reads a secret must declare it here: the plugin then opens it
+        from a catalog row only where this machine approved exactly that
+        (a database is a file people share). Must not connect."""
+        return None
+
+    @classmethod
+    def check_reachable(cls, settings: Mapping[str, Any]) -> None:
+        """Refuse settings naming a server that cannot be reached; called when
+        an index is created, before anything is written. Optional."""
 
     def describe(self) -> dict[str, Any]:
         "Facts worth showing in ``llm index show`` (never secrets). Optional."

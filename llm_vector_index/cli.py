@@ -16,7 +16,7 @@ from llm.embeddings import Collection
 from . import catalog
 from .cli_options import IndexGroup, database_option, open_database
 from .cli_output import (
-    build_line, describe, echo_entries, evaluation_table, progress_bar, sweep_table,
+    build_line, describe, describe_server, echo_entries, evaluation_table, progress_bar, sweep_table,
 )
 from .errors import BackendUnavailable
 from .evaluate import evaluate, sweep
@@ -181,6 +181,11 @@ def index_list(json_, database):
         defaults = catalog.defaults_of(db, record.id)
         default = f", default for {', '.join(defaults)}" if defaults else ""
         click.echo(f"  {state}, {record.model}{default}")
+        server = describe_server(record, db)
+        if server:
+            approved = "approved" if server["approved"] else (
+                f"NOT approved here: see llm index approve {record.name}")
+            click.echo(f"  server {server['server']}, {approved}")
 
 
 @index_group.command(name="show")
@@ -191,7 +196,7 @@ def index_show(name, database):
     db = open_database(database)
     with Index(name, db) as index:
         details = describe(index.record, db)
-        backend = index.backend()
+        backend = index.backend() if details.get("approved", True) else None
         if backend is not None:
             details.update(backend.describe())
         details["disk_bytes"] = sum(
@@ -211,14 +216,48 @@ def index_drop(name, keep_remote, database):
     "Drop an index and its files (the collections are untouched)"
     index = Index(name, open_database(database))
     try:
-        index.delete(keep_remote=keep_remote)
+        left = index.delete(keep_remote=keep_remote)
     except BackendUnavailable as error:
         raise click.ClickException(
             f"{error}: index {name} was not dropped (run again when the server is "
             "up, or add --keep-remote to leave its data on the server)"
         ) from None
-    left = " (its data on the server was left there)" if keep_remote else ""
-    click.echo(f"Dropped index {name}{left}", err=True)
+    note = ""
+    if keep_remote:
+        note = " (its data on the server was left there)"
+    elif left:
+        note = f" (its data on the server, if any, remains: {left})"
+    click.echo(f"Dropped index {name}{note}", err=True)
+
+
+@index_group.command(name="approve")
+@click.argument("name")
+@click.option("--withdraw", is_flag=True, help="Withdraw this machine's approval instead")
+@database_option
+def index_approve(name, withdraw, database):
+    """
+    Let an index from another machine's database contact the server it names
+
+    An index on a server (Chroma's host and port, and the environment
+    variable holding its token) is contacted from this machine only once
+    approved here: creating it here approves it; a database copied from
+    elsewhere needs this command. An approval names the database file, the
+    index, the server's address and the variable: a row edited later to name
+    another is not approved. Approvals live in llm's user directory.
+
+    \b
+        llm index show shared-notes     # read which server it names
+        llm index approve shared-notes
+        llm index approve shared-notes --withdraw
+    """
+    index = Index(name, open_database(database))
+    if withdraw:
+        had = index.withdraw_approval()
+        click.echo(f"Withdrew the approval of index {name}" if had
+                   else f"Index {name} was not approved here", err=True)
+        return
+    remote = index.approve()
+    click.echo(f"Approved index {name}: it may contact the {remote.describe()}", err=True)
 
 
 @index_group.command(name="default")

@@ -13,12 +13,13 @@ from dataclasses import asdict
 import click
 from sqlite_utils import Database
 
-from . import catalog
+from . import approvals, catalog
 from .build import BuildReport
 from .paths import indexes_directory, is_valid_name
 from .query import IndexEntry
 from .evaluate import Evaluation, Sweep
-from .registry import masked_options
+from .errors import VectorIndexError
+from .registry import get_backend, masked_options
 
 
 @contextmanager
@@ -110,7 +111,26 @@ def evaluation_table(results: Sequence[Evaluation]) -> str:
     return "\n".join([line(header), *map(line, rows), f"({queries} queries, the same for every index)"])
 
 
+def describe_server(index_record: catalog.IndexRecord, db: Database) -> dict | None:
+    """The server an index names and whether this machine approved it (None:
+    it keeps to its folder, or its backend is not installed to say)."""
+    try:
+        backend_class = get_backend(index_record.backend).cls
+        remote = approvals.remote_of(backend_class, index_record.options,
+                                     index_record.dimensions)
+    except VectorIndexError:
+        return None
+    if remote is None:
+        return None
+    return {
+        "server": remote.address,
+        "secrets": list(remote.secrets),
+        "approved": approvals.is_approved(db, index_record.name, remote),
+    }
+
+
 def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
+    server = describe_server(index_record, db) or {}
     return {
         "name": index_record.name,
         "backend": index_record.backend,
@@ -130,4 +150,5 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         # Shown, never used: a name read from the database may not be a valid one.
         "path": str(indexes_directory(db) / index_record.name)
         if is_valid_name(index_record.name) else None,
+        **server,
     }

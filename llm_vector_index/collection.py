@@ -22,7 +22,9 @@ from typing import Any
 import click
 from llm.embeddings import Collection, Entry
 
-from .errors import BackendUnavailable, DamagedFiles, IdNotFound, InvalidIndexName, UnsafePath
+from .errors import (
+    BackendUnavailable, DamagedFiles, IdNotFound, InvalidIndexName, NotApproved, UnsafePath,
+)
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -53,12 +55,12 @@ def _through_index(
 ):
     """Run ``query`` on the chosen index. A default index that cannot be used
     safely (a catalog row that would lead outside its folder, damaged files,
-    a Chroma server that is down) is not used: llm's own brute force answers instead, with a warning, as if
+    a Chroma server that is down or that this machine never approved) is not used: llm's own brute force answers instead, with a warning, as if
     the collection had no default. An index named by the caller raises."""
     try:
         with chosen:  # closed after the call: nothing held open between calls
             return query()
-    except (InvalidIndexName, UnsafePath, DamagedFiles, BackendUnavailable) as error:
+    except (InvalidIndexName, UnsafePath, DamagedFiles, BackendUnavailable, NotApproved) as error:
         if index is not None:
             raise
         click.echo(

@@ -33,6 +33,11 @@ class BackendUnavailable(VectorIndexError):
     "A backend's server cannot be reached (down, refused, wrong address)."
 
 
+class NotApproved(VectorIndexError):
+    """An index names a server (or a secret) this machine has not approved
+    for it: see approvals.py."""
+
+
 class IndexExists(VectorIndexError):
     "An index of that name already exists."
 

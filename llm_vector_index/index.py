@@ -18,9 +18,9 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import catalog, freshness, paths, query, sync, tuning
+from . import approvals, catalog, freshness, paths, query, sync, tuning
 from . import evaluate as evaluation
-from .base import VectorIndex
+from .base import Remote, VectorIndex
 from .build import Build, BuildReport
 from .errors import (
     IdNotFound,
@@ -89,6 +89,10 @@ class Index:
             raise IndexExists(f"Index {name!r} already exists")
         folder = paths.index_path(db, name)
         paths.check_ours_or_absent(folder)
+        backend_class.check_reachable(settings)
+        remote = backend_class.remote(settings)
+        if remote is not None:  # the user named this server here: approved
+            approvals.approve(db, name, remote)
         catalog.ensure_schema(db)
         catalog.insert_record(
             db,
@@ -110,24 +114,31 @@ class Index:
                 index.set_default(collection)
         return index
 
-    def delete(self, keep_remote: bool = False) -> None:
+    def delete(self, keep_remote: bool = False) -> str | None:
         """Drop the index: its catalog rows, its files, and data kept elsewhere
         (a collection on a Chroma server, which must be reachable, unless
-        ``keep_remote``: then that data is left where it is).
+        ``keep_remote``: then that data is left where it is). Returns why data
+        on a server was left there unasked, or None.
 
         A catalog row whose name is not a valid name (a crafted database) owns
         no files: only the row goes. Files are deleted only from a folder the
-        plugin made, inside the index folder.
+        plugin made, inside the index folder. A server this machine never
+        approved is not contacted.
         """
         if not paths.is_valid_name(self.record.name):
             catalog.delete_record(self.db, self.record.id)
-            return
+            return None
         path, lock_path = self.path, self.lock_path  # checked before anything changes
         if paths.is_ours(path):
             paths.check_removable(path)
-        opening = not keep_remote and self.keeps_data_elsewhere()
+        left = None  # why data kept elsewhere stays there, if it does
+        remote = self.remote()
+        if not keep_remote and remote and not approvals.is_approved(self.db, self.name, remote):
+            left = f"this machine never approved its {remote.describe()}, so it was not contacted"
+        opening = not keep_remote and left is None and self.keeps_data_elsewhere()
         retired = self.holder.private() if opening else None
         catalog.delete_record(self.db, self.record.id)
+        approvals.withdraw(self.db, self.name)
         if retired is not None:
             retired.destroy()
             retired.close()
@@ -135,6 +146,30 @@ class Index:
         self.holder.release_shared()
         paths.remove_tree(path)
         lock_path.unlink(missing_ok=True)
+        return left
+
+    def approve(self) -> Remote:
+        """Let this index contact the server its catalog row names, with the
+        secret variable it names (see approvals.py): for a database that
+        arrived from elsewhere. Returns what was approved."""
+        remote = self.remote()
+        if remote is None:
+            raise VectorIndexError(
+                f"Index {self.name!r} ({self.record.backend}) contacts no server: "
+                "there is nothing to approve"
+            )
+        approvals.approve(self.db, self.name, remote)
+        return remote
+
+    def withdraw_approval(self) -> bool:
+        "Forget this machine's approval of the index's server; True if it had one."
+        return approvals.withdraw(self.db, self.name)
+
+    def remote(self) -> Remote | None:
+        "The server the catalog row names (a host to contact, secrets to read), if any."
+        return approvals.remote_of(
+            self.backend_class, self.record.options, self.record.dimensions
+        )
 
     def close(self) -> None:
         """Let go of the open backend; the next use opens it again. A backend
@@ -193,7 +228,10 @@ class Index:
     def new_backend(
         self, path: Path, dimensions: int, *, read_only: bool = False
     ) -> VectorIndex:
-        "A backend of this index's kind and options, opening what is in ``path``."
+        """A backend of this index's kind and options, opening what is in
+        ``path``; refused before it is constructed if the options name a
+        server this machine has not approved for this index (approvals.py)."""
+        approvals.require(self.db, self.name, self.remote())
         return self.backend_class(
             path, dimensions, self.record.metric, self.record.options, read_only=read_only
         )

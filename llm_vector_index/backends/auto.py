@@ -86,6 +86,10 @@ class AutoIndex(VectorIndex):
         return _kind_class(settings["kind"]).tunable(settings)
 
     @classmethod
+    def remote(cls, settings):
+        return _kind_class(settings["kind"]).remote(settings)
+
+    @classmethod
     def settings_for_rows(cls, settings, rows, dimensions):
         values = rows * dimensions
         limit = settings["exact_limit"]

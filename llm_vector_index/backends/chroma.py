@@ -24,6 +24,7 @@ from ..base import (
     HNSW_SEARCH_WIDTHS,
     Capabilities,
     Option,
+    Remote,
     Tunable,
     VectorIndex,
     exact_search,
@@ -65,6 +66,11 @@ def _connect(settings: Mapping[str, Any], path: Path):
         path=path, host=settings["host"], port=settings["port"], ssl=settings["ssl"],
         headers=token_headers(_token(settings), settings["token_header"]),
     )
+
+
+def _address(settings: Mapping[str, Any]) -> str:
+    scheme = "https" if settings["ssl"] else "http"
+    return f"{scheme}://{settings['host']}:{settings['port']}"
 
 
 def _token(settings: Mapping[str, Any]) -> str:
@@ -124,10 +130,19 @@ class ChromaIndex(VectorIndex):
                 "Tokens are never stored in the database: put it in an environment "
                 "variable and pass its name, e.g. -o token_env CHROMA_TOKEN"
             )
-        settings = super().validate_options(values, dimensions)
+        return super().validate_options(values, dimensions)
+
+    @classmethod
+    def remote(cls, settings):
+        if not settings["host"]:
+            return None
+        secrets = (settings["token_env"],) if settings["token_env"] else ()
+        return Remote("chroma", _address(settings), secrets)
+
+    @classmethod
+    def check_reachable(cls, settings):
         if settings["host"]:
-            _connect(settings, Path()).close()  # unreachable: refuse before creating
-        return settings
+            _connect(settings, Path()).close()
 
     def open(self) -> None:
         saved = load_snapshot(self.path)
@@ -294,10 +309,7 @@ class ChromaIndex(VectorIndex):
             pass
 
     def describe(self) -> dict[str, Any]:
-        where = (
-            f"{'https' if self.settings['ssl'] else 'http'}://{self.settings['host']}:{self.settings['port']}"
-            if self.settings["host"] else str(self.path / "chroma")
-        )
+        where = _address(self.settings) if self.settings["host"] else str(self.path / "chroma")
         return {"chroma_collection": self._name, "chroma": where}
 
 
