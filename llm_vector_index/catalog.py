@@ -176,6 +176,20 @@ def get_record(db: Database, name: str) -> IndexRecord | None:
     return IndexRecord.from_row(row, collections)
 
 
+def identity(index_id: int, created: float) -> str:
+    """Names one index among all others: its id and when it was created, as
+    SQLite gives a dropped index's id to the next one made."""
+    return f"{index_id}:{created!r}"
+
+
+def identity_of(db: Database, name: str) -> str | None:
+    "The identity of the index of this name now, if there is one."
+    if not has_catalog(db):
+        return None
+    row = db.execute("select id, created from vector_indexes where name = ?", [name]).fetchone()
+    return identity(*row) if row else None
+
+
 def generation(db: Database, index_id: int) -> int | None:
     "The index's committed generation (one indexed lookup: cheap on every query)."
     row = db.execute("select generation from vector_indexes where id = ?", [index_id]).fetchone()

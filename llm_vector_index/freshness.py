@@ -11,8 +11,8 @@ costs this index's next query nothing. Counting rows would catch more, but
 costs about 30 ms at 1M rows; deleted rows need no check, because a query
 never returns a row that is gone.
 
-``read_state`` reads the fingerprint and the index's committed generation in
-one statement: this is all a query pays to know it may answer from what it
+``read_state`` reads the fingerprint, the index's committed generation and
+when it was created (which index holds the id now) in one statement: this is all a query pays to know it may answer from what it
 has open.
 """
 
@@ -33,6 +33,9 @@ _PER_COLLECTION = (
 class State:
     generation: int | None  # None: the index's catalog row is gone
     collections: dict[str, list]  # collection id -> [max(updated), max(rowid)]
+    # When the row's index was created: SQLite gives a dropped index's id to
+    # the next one made, so the id alone does not say it is the same index.
+    created: float | None = None
 
     @property
     def collection_ids(self) -> list[int]:
@@ -55,7 +58,7 @@ def fingerprint(db: Database, collection_ids: list[int]) -> dict:
 def read_state(db: Database, index_id: int, collections: Sequence[str]) -> State:
     "The index's generation and its existing collections' fingerprint, in one statement."
     rows = db.execute(
-        f"select v.generation, c.id, {_PER_COLLECTION} from vector_indexes v "
+        f"select v.generation, v.created, c.id, {_PER_COLLECTION} from vector_indexes v "
         f"left join collections c on c.name in ({','.join('?' * len(collections))}) "
         "where v.id = ?",
         [*collections, index_id],
@@ -64,7 +67,8 @@ def read_state(db: Database, index_id: int, collections: Sequence[str]) -> State
         return State(None, {})
     return State(
         rows[0][0],
-        {str(row[1]): [row[2], row[3]] for row in rows if row[1] is not None},
+        {str(row[2]): [row[3], row[4]] for row in rows if row[2] is not None},
+        rows[0][1],
     )
 
 

@@ -206,8 +206,9 @@ class Index:
 
     @property
     def identity(self) -> str:
-        "Names this index among all others (written beside its files)."
-        return f"{self.record.id}:{self.record.created!r}"
+        """Names this index among all others (written beside its files), and
+        no index made later under its name: SQLite reuses a dropped row's id."""
+        return catalog.identity(self.record.id, self.record.created)
 
     def count(self) -> int:
         "Rows in the index as of its last build."
@@ -314,12 +315,15 @@ class Index:
         database cannot be written, the query answers from the last build and
         says so on stderr, once per index and process.
         """
+        state = freshness.read_state(self.db, self.record.id, self.collections)
+        if (state.generation, state.created) != (self.record.generation, self.record.created):
+            # Another process built since, or dropped the index and made
+            # another of its name (which may get the same id and generation):
+            # use what the catalog holds now, never these files with its labels.
+            self.holder.reopen()
+            state = freshness.read_state(self.db, self.record.id, self.collections)
         if self.record.built is None:
             return
-        state = freshness.read_state(self.db, self.record.id, self.collections)
-        if state.generation != self.record.generation:
-            self.holder.reopen()  # another process built since: use what it committed
-            state = freshness.read_state(self.db, self.record.id, self.collections)
         if freshness.is_current(self.record.fingerprint, state):
             return
         if (self.may_build and self.record.refresh == "auto"

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from . import catalog
 from .errors import VectorIndexError, check_count
 
 MAX_K = 1000
@@ -80,20 +81,15 @@ class _Functions:
         if not isinstance(name, str):
             raise VectorIndexError(f"Index name must be text, got {_kind(name)}")
         index = self.indexes.get(name)
-        if index is None or index.record.id != _index_id(self.db, name):
-            # Not yet open here, or dropped and created again since.
+        if index is None or index.identity != catalog.identity_of(self.db, name):
+            # Not yet open here, or dropped and created again since (maybe
+            # under the same id: SQLite reuses it).
+            if index is not None:
+                index.close()
             index = Index(name, self.db)
             index.may_build = False  # a query must not write inside a SELECT
             self.indexes[name] = index
         return index
-
-
-def _index_id(db: Database, name: str) -> int | None:
-    try:
-        row = db.execute("select id from vector_indexes where name = ?", [name]).fetchone()
-    except sqlite3.OperationalError:  # no catalog: no index was ever created here
-        return None
-    return row[0] if row else None
 
 
 def _vector(embedding: Any, dimensions: int | None) -> Any:

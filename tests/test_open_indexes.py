@@ -154,3 +154,41 @@ def test_memory_mapped_faiss_answers_as_the_loaded_one(db, factory):
         assert np.array_equal(mapped_labels, loaded_labels)
         assert np.allclose(mapped_scores, loaded_scores)
     assert mapped.count() == loaded.count() == 3000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_held_index_sees_a_drop_and_a_new_index_of_its_name(db_path, db, backend):
+    "SQLite gives the new index the dropped one's id, and both are at generation 1."
+    import json
+    import sqlite3
+
+    from llm_vector_index import sql
+
+    fill(db, collection="pypi", prefix="p")
+    npm = fill(db, seed=2, collection="npm", prefix="n")
+    Index.create("zz", ["pypi"], db, backend=backend).build()
+    held = Index("zz", db)
+    conn = sqlite3.connect(db_path)
+    sql.register(conn)
+    query = npm[7] + 0.01
+    blob = np.asarray(query, "<f4").tobytes()
+    search = "select vector_index_search('zz', ?, 5)"
+    assert [e.id[0] for e in held.similar_by_vector(query, 5)] == ["p"] * 5
+    assert [hit["id"][0] for hit in json.loads(conn.execute(search, [blob]).fetchone()[0])] == ["p"] * 5
+    old = (held.record.id, held.record.generation)
+
+    Index("zz", Database(db_path)).delete()
+    Index.create("zz", ["npm"], Database(db_path), backend=backend).build()
+    again = Index("zz", db)
+    assert (again.record.id, again.record.generation) == old  # the same id, the same generation
+
+    truth = exact_top(db, query, 5, collection="npm")
+    assert [e.id for e in held.similar_by_vector(query, 5)] == truth
+    assert [hit["id"] for hit in json.loads(conn.execute(search, [blob]).fetchone()[0])] == truth
+
+    Index("zz", Database(db_path)).delete()
+    with pytest.raises(Index.DoesNotExist, match="Index 'zz' does not exist"):
+        held.similar_by_vector(query, 5)
+    assert json.loads(conn.execute(search, [blob]).fetchone()[0]) == {
+        "error": "Index 'zz' does not exist"}
+    conn.close()
