@@ -34,7 +34,7 @@ GENERATION_FILE = "generation"
 def build_lock(index: Index) -> Iterator[None]:
     "One build at a time per index, across processes."
     try:
-        index.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        paths.mark(index.lock_path.parent)  # the index folder, made as ours
         lock_file = open(index.lock_path, "a")
     except OSError as error:
         raise VectorIndexError(
@@ -86,6 +86,11 @@ def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def lock_files(index: Index) -> tuple[Path, Path]:
+    "The build and commit lock files beside the index's folder (a drop removes them)."
+    return index.lock_path, _commit_lock_path(index)
 
 
 def _commit_lock_path(index: Index) -> Path:

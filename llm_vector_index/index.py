@@ -22,6 +22,7 @@ from . import approvals, catalog, freshness, paths, query, sync, tuning
 from . import evaluate as evaluation
 from .base import Remote, VectorIndex
 from .build import Build, BuildReport
+from .generations import lock_files
 from .errors import (
     IdNotFound,
     IndexBusy,
@@ -128,7 +129,7 @@ class Index:
         if not paths.is_valid_name(self.record.name):
             catalog.delete_record(self.db, self.record.id)
             return None
-        path, lock_path = self.path, self.lock_path  # checked before anything changes
+        path, locks = self.path, lock_files(self)  # checked before anything changes
         if paths.is_ours(path):
             paths.check_removable(path)
         left = None  # why data kept elsewhere stays there, if it does
@@ -145,7 +146,8 @@ class Index:
         self.close()
         self.holder.release_shared()
         paths.remove_tree(path)
-        lock_path.unlink(missing_ok=True)
+        for lock in locks:
+            lock.unlink(missing_ok=True)
         return left
 
     def approve(self) -> Remote:

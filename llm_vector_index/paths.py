@@ -10,7 +10,9 @@ folder. Every path to an index's files is made here:
 - every path is resolved (symlinks followed) and must lie strictly inside the
   resolved index folder;
 - a folder is deleted only if it carries the marker file the plugin writes
-  into every folder it creates: a folder someone else made is left alone.
+  into every folder it creates: a folder someone else made is left alone;
+- the index folder itself must be a real folder the plugin made (marked),
+  not a link to somewhere else.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Written into every folder the plugin creates; nothing without it is deleted.
 MARKER = ".llm-vector-index"
 STAGING = ".rebuild"  # full rebuilds are staged in here, then swapped in
+# An index's build and commit locks, beside its folder (see generations.py).
+LOCK_PATTERN = re.compile(rf"\.{NAME_PATTERN.pattern}\.(lock|commit)")
 
 
 def is_valid_name(name: object) -> bool:
@@ -53,12 +57,55 @@ def indexes_directory(db: Database) -> Path:
     return path.parent / f"{path.name}.vector-indexes"
 
 
+def checked_base(db: Database) -> Path:
+    """The index folder, refused unless the plugin may use it: a real folder
+    (a link, say in a shared tarball, would send builds and drops to another
+    folder) that the plugin made, or that is absent. A folder made by an
+    earlier version, which wrote no marker into it, is adopted if everything
+    in it is the plugin's."""
+    base = indexes_directory(db)
+    if base.is_symlink():
+        raise UnsafePath(
+            f"Refusing to use {base}: it is a link (to {base.resolve()}), and an "
+            "index folder must be a real folder beside its database"
+        )
+    if not base.exists() or (base / MARKER).is_file():
+        return base
+    if not base.is_dir():
+        raise UnsafePath(f"Refusing to use {base}: it is not a folder")
+    strays = sorted(entry.name for entry in base.iterdir() if not _made_by_plugin(entry))
+    if strays:
+        raise UnsafePath(
+            f"{base} exists but was not made by llm-vector-index (it holds "
+            f"{strays[0]!r}): move it away"
+        )
+    try:
+        (base / MARKER).touch()
+    except OSError:
+        pass  # a read-only place: still fine to read from
+    return base
+
+
+def _made_by_plugin(entry: Path) -> bool:
+    "Could an earlier version have made this entry of the index folder?"
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        if entry.name == STAGING:
+            return all(is_ours(child) for child in entry.iterdir())
+        return is_ours(entry)
+    return entry.name == MARKER or LOCK_PATTERN.fullmatch(entry.name) is not None
+
+
 def inside(base: Path, *parts: str) -> Path:
     """``base / parts``, refused unless it resolves (symlinks included) to a
     path strictly inside ``base``."""
     path = base.joinpath(*parts)
-    root = base.resolve()
-    resolved = path.resolve()
+    try:
+        root = base.resolve()
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as error:  # a loop of links, a name too long
+        raise UnsafePath(f"Refusing to use {path}: {error}") from None
     if resolved == root or not resolved.is_relative_to(root):
         raise UnsafePath(f"Refusing to use {path}: it leads outside {base} (to {resolved})")
     return path
@@ -66,13 +113,12 @@ def inside(base: Path, *parts: str) -> Path:
 
 def index_path(db: Database, name: str, prefix: str = "", suffix: str = "") -> Path:
     "A path for index ``name`` inside the database's index folder, checked."
-    return inside(indexes_directory(db), f"{prefix}{check_name(name)}{suffix}")
+    return inside(checked_base(db), f"{prefix}{check_name(name)}{suffix}")
 
 
 def staging_path(db: Database, name: str) -> Path:
     "Where a full rebuild of ``name`` is written before it is swapped in."
-    base = indexes_directory(db)
-    return inside(base, STAGING, check_name(name))
+    return inside(checked_base(db), STAGING, check_name(name))
 
 
 def mark(directory: Path) -> None:

@@ -149,6 +149,7 @@ def test_leftover_links_beside_the_index_are_not_followed(built, victim):
 
 
 def test_a_folder_the_plugin_did_not_make_is_never_deleted(db_path, db, vectors_collection):
+    Index.create("first", ["vecs"], db).build()  # the index folder is the plugin's
     theirs = folder_of(db_path) / "notes"
     theirs.mkdir(parents=True)
     (theirs / "mine.txt").write_text("not an index")
@@ -172,3 +173,59 @@ def test_index_folders_carry_the_marker(built):
     assert (folder_of(built) / "ix" / MARKER).is_file()
     shown = json.loads(run("show", "ix", "-d", built).output)
     assert shown["path"] == str(folder_of(built) / "ix")
+
+
+@pytest.mark.parametrize("command", [["build", "ix"], ["build", "ix", "--full"], ["drop", "ix"],
+                                     ["similar", "ix", "v001"], ["create", "notes", "vecs"],
+                                     ["show", "ix"]])
+def test_an_index_folder_that_is_a_link_is_refused(built, victim, command):
+    "A shared tarball's x.db.vector-indexes -> somewhere else: nothing is written there."
+    elsewhere = victim
+    (elsewhere / ".notes.lock").write_text("theirs")  # shaped like a lock file of ours
+    folder = folder_of(built)
+    folder.rename(folder.with_name("moved"))
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(built, elsewhere)
+    result = run(*command, "-d", built)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"Error: Refusing to use {folder}: it is a link (to {elsewhere}), "
+                             "and an index folder must be a real folder beside its database\n")
+    assert snapshot(built, elsewhere) == before and folder.is_symlink()
+
+
+def test_an_index_folder_the_plugin_did_not_make_is_refused(db_path, db, vectors_collection):
+    folder = folder_of(db_path)
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    before = snapshot(db_path, folder)
+    result = run("create", "notes", "vecs", "--build", "-d", db_path)
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {folder} exists but was not made by llm-vector-index "
+                             "(it holds 'precious.txt'): move it away\n")
+    assert snapshot(db_path, folder) == before
+
+
+def test_an_index_folder_of_an_earlier_version_is_adopted(built):
+    "Earlier versions wrote no marker into the index folder itself."
+    (folder_of(built) / MARKER).unlink()
+    result = run("similar", "ix", "v001", "-n", "2", "-d", built)
+    assert result.exit_code == 0, result.output
+    assert (folder_of(built) / MARKER).is_file()
+
+
+def test_an_index_folder_replaced_by_a_file_is_one_line(built):
+    folder = folder_of(built)
+    folder.rename(folder.with_name("moved"))
+    folder.write_text("not a folder")
+    before = snapshot(built, folder)
+    for command in (["drop", "ix"], ["build", "ix"], ["similar", "ix", "v001"]):
+        result = run(*command, "-d", built)
+        assert result.exit_code == 1
+        assert result.stderr == f"Error: Refusing to use {folder}: it is not a folder\n"
+    assert snapshot(built, folder) == before
+
+
+def test_drop_leaves_no_lock_file_behind(built):
+    assert {p.name for p in folder_of(built).iterdir()} >= {".ix.lock", ".ix.commit"}
+    assert run("drop", "ix", "-d", built).exit_code == 0
+    assert sorted(p.name for p in folder_of(built).iterdir()) == [MARKER]
