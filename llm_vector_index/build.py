@@ -42,7 +42,7 @@ NEW = np.iinfo(np.int64).min  # "no label yet" in _labels_for's answer
 
 class Labels:
     """Hands out labels. A rankable row gets a label >= 0, the backend's key.
-    A row held back (NaN, infinite or all-zero vector) gets a negative label:
+    A row held back (NaN, infinite, all-zero or odd-width vector) gets a negative label:
     it stays in the label map, so it is not "new" at every build and it is
     looked at again when it changes, but it is never sent to the backend."""
 

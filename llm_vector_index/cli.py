@@ -331,7 +331,7 @@ def index_migrate_chroma(
             batch_size=batch_size, sync_deletes=sync_deletes, progress=progress,
         )
     held = (
-        f"Held back {report.held_back} rows with NaN, infinite or all-zero vectors\n"
+        f"Held back {report.held_back} rows with NaN, infinite, all-zero or odd-width vectors\n"
         if report.held_back else ""
     )
     click.echo(

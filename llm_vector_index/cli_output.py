@@ -47,7 +47,7 @@ def build_line(name: str, report: BuildReport) -> str:
     "One line about a finished build, for stderr."
     kind = "Full build" if report.full else "Build"
     held = (
-        f", {report.held_back} held back (NaN, infinite or all-zero vectors)"
+        f", {report.held_back} held back (NaN, infinite, all-zero or odd-width vectors)"
         if report.held_back else ""
     )
     return (

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import llm
 from llm.embeddings import Collection, Entry
 
-from .errors import (
-    BackendUnavailable, DamagedFiles, IdNotFound, InvalidIndexName, NotApproved, UnsafePath,
-)
+from .errors import IdNotFound, VectorIndexError, first_line
 
 ORIGINALS = {
     name: getattr(Collection, name)
@@ -32,43 +31,50 @@ ORIGINALS = {
 }
 
 
-def _chosen_index(collection: Collection, index: str | bool | None, where):
-    from .index import Index
-
-    if index is False:
-        chosen = None
-    elif index is None:
-        chosen = Index.default_for(collection.db, collection.name)
-    else:
-        chosen = Index(index, collection.db)
-    if chosen is None and where:
-        raise ValueError("where= needs an index: pass index='name' or set a default")
-    return chosen
-
-
 def _through_index(
     collection: Collection,
     index: str | bool | None,
-    chosen,
+    where: dict[str, Any] | None,
     query: Callable,
     brute_force: Callable,
 ):
-    """Run ``query`` on the chosen index. A default index that cannot be used
-    safely (a catalog row that would lead outside its folder, damaged files,
-    a Chroma server that is down or that this machine never approved) is not used: llm's own brute force answers instead, with a warning, as if
-    the collection had no default. An index named by the caller raises."""
+    """Run ``query(chosen_index)`` on the index the caller named, or on the
+    collection's default index; without either, llm's brute force.
+
+    A default index is the plugin's business, not the caller's: whatever
+    keeps it from answering (a crafted catalog row, damaged files, a server
+    that is down or never approved, an unbuilt index, a row of another
+    width, a full disk, its backend's plugin uninstalled, a number llm
+    accepts and the index does not) is one warning line, and llm's own
+    brute force answers, as if the collection had no default. Only where
+    brute force cannot answer (``where=``, which it cannot filter by) does
+    the error reach the caller. An index named by the caller raises."""
+    from .index import Index
+
+    if index is not None and index is not False:
+        with Index(index, collection.db) as chosen:
+            return query(chosen)
     try:
-        with chosen:  # closed after the call: nothing held open between calls
-            return query()
-    except (InvalidIndexName, UnsafePath, DamagedFiles, BackendUnavailable, NotApproved) as error:
-        if index is not None:
+        chosen = Index.default_for(collection.db, collection.name) if index is None else None
+        if chosen is not None:
+            with chosen:  # closed after the call: nothing held open between calls
+                return query(chosen)
+    except Collection.DoesNotExist:
+        raise  # the ID is not in the collection: llm's own answer
+    except Exception as error:
+        if where:
             raise
+        reason = str(error) if isinstance(error, VectorIndexError) else (
+            f"{type(error).__name__}: {first_line(error)}")
         click.echo(
-            f"Warning: default index of {collection.name!r} not used ({error}); "
+            f"Warning: default index of {collection.name!r} not used ({reason}); "
             "answering with llm's brute-force scan",
             err=True,
         )
         return brute_force()
+    if where:
+        raise ValueError("where= needs an index: pass index='name' or set a default")
+    return brute_force()
 
 
 def _plain(entries) -> list[Entry]:
@@ -87,18 +93,13 @@ def similar_by_vector(
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
     "llm's similar_by_vector, through an index when there is one (see module)."
-    chosen = _chosen_index(self, index, where)
-
-    def brute_force():
-        return ORIGINALS["similar_by_vector"](self, vector, number, skip_id=skip_id, prefix=prefix)
-
-    if chosen is None:
-        return brute_force()
-    return _through_index(self, index, chosen, lambda: _plain(
+    return _through_index(self, index, where, lambda chosen: _plain(
         chosen.similar_by_vector(
             vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
         )
-    ), brute_force)
+    ), lambda: ORIGINALS["similar_by_vector"](
+        self, vector, number, skip_id=skip_id, prefix=prefix
+    ))
 
 
 def similar_by_id(
@@ -111,15 +112,8 @@ def similar_by_id(
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
     "llm's similar_by_id, through an index when there is one (see module)."
-    chosen = _chosen_index(self, index, where)
 
-    def brute_force():
-        return ORIGINALS["similar_by_id"](self, id, number, prefix=prefix)
-
-    if chosen is None:
-        return brute_force()
-
-    def through_index():
+    def through_index(chosen):
         try:
             entries = chosen.similar_by_id(
                 id, number, prefix=prefix, collection=self.name, where=where
@@ -128,7 +122,20 @@ def similar_by_id(
             raise self.DoesNotExist("ID not found") from None  # what llm raises
         return _plain(entries)
 
-    return _through_index(self, index, chosen, through_index, brute_force)
+    def brute_force():
+        # llm's own similar_by_id, but calling llm's similar_by_vector: its
+        # own call would come back here, to the default index, and warn twice.
+        row = self.db.execute(
+            "select embedding from embeddings where collection_id = ? and id = ?",
+            [self.id, id],
+        ).fetchone()
+        if row is None:
+            raise self.DoesNotExist("ID not found")
+        return ORIGINALS["similar_by_vector"](
+            self, llm.decode(row[0]), number, skip_id=id, prefix=prefix
+        )
+
+    return _through_index(self, index, where, through_index, brute_force)
 
 
 def similar(

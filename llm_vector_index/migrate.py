@@ -109,7 +109,7 @@ class MigrationReport:
     deleted: int = 0
     llm_rows: int = 0
     chroma_rows: int = 0
-    held_back: int = 0  # rows read with NaN, infinite or all-zero vectors: not sent
+    held_back: int = 0  # rows read with NaN, infinite, all-zero or odd-width vectors: not sent
     sampled: int = 0
     mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0

@@ -42,7 +42,8 @@ class Batch:
 
 def rankable(vectors: np.ndarray) -> np.ndarray:
     """Per row: can it be ranked by cosine? Not if any value is NaN or
-    infinite, or all are zero (no direction). Such rows are held back from
+    infinite, or all are zero (no direction), or it was of another width
+    (read as NaN). Such rows are held back from
     every backend (an hnswlib graph with a NaN node misroutes every search)
     and never returned, as llm's own scan cannot score them either."""
     with np.errstate(invalid="ignore"):
@@ -267,17 +268,21 @@ def vectors_from_blobs(
     ids: Sequence[str], blobs: Sequence[bytes | None], dimensions: int | None = None
 ) -> np.ndarray:
     """llm's little-endian float32 blobs as one (n, dimensions) array: one join,
-    one ``np.frombuffer``. A blob of another width is refused, naming its row."""
-    width = 4 * dimensions if dimensions else len(blobs[0] or b"")
-    if width == 0 or any(blob is None or len(blob) != width for blob in blobs):
-        bad, blob = next(
-            (id, blob) for id, blob in zip(ids, blobs) if blob is None or len(blob) != width
-        )
-        raise DimensionMismatch(
-            f"Row {bad!r} has {len(blob or b'') // 4} dimensions, expected {width // 4}: "
-            "was it embedded with another model?"
-        )
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), width // 4)
+    one ``np.frombuffer``. A blob of another width (or none) becomes a row of
+    NaN: one such row is held back and counted like any vector that cannot be
+    ranked (see rankable), never a reason to refuse the rest."""
+    width = 4 * dimensions if dimensions else next((len(b) for b in blobs if b), 0)
+    if width == 0:
+        raise DimensionMismatch(f"Row {ids[0]!r} has no vector to index")
+    fits = [blob is not None and len(blob) == width for blob in blobs]
+    if all(fits):
+        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), width // 4)
+    vectors = np.full((len(blobs), width // 4), np.nan, dtype="<f4")
+    good = np.flatnonzero(fits)
+    if len(good):
+        joined = b"".join(blobs[position] for position in good)
+        vectors[good] = np.frombuffer(joined, dtype="<f4").reshape(len(good), width // 4)
+    return vectors
 
 
 def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
@@ -298,15 +303,18 @@ def collection_row(db: Database, name: str) -> dict | None:
 
 
 def peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
-    "Dimensions of the first stored vector in these collections, if any."
+    """Dimensions of these collections' vectors: the most common width among
+    the first stored rows (so that one row of another width, stored first,
+    does not decide it), or None if there are none."""
     for collection in collections:
         row = db.execute(
-            "select length(e.embedding) from embeddings e "
+            "select width from (select length(e.embedding) as width from embeddings e "
             "join collections c on c.id = e.collection_id "
-            "where c.name = ? and e.embedding is not null limit 1",
+            "where c.name = ? and e.embedding is not null limit 1000) "
+            "group by width order by count(*) desc, width limit 1",
             [collection],
         ).fetchone()
-        if row is not None:
+        if row is not None and row[0] >= 4:
             return row[0] // 4
     return None
 

@@ -96,18 +96,18 @@ def test_local_chroma_lives_beside_the_database(db_path, vectors_collection):
 
 
 def test_failed_full_rebuild_leaves_no_collection_behind(db_path, db, vectors_collection, chroma_server):
-    from llm_vector_index.testing import write_embeddings
-    import numpy as np
+    from llm_vector_index import Index
 
     server = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
     assert run("create", "flaky", "vecs", "-b", "chroma", *server, "--build", "-d", db_path).exit_code == 0
     before = server_collections(chroma_server)
-    write_embeddings(db, "vecs", ["short"], np.ones((1, 8), np.float32))
-    result = run("build", "flaky", "--full", "-d", db_path)
-    assert result.exit_code == 1 and "'short' has 8 dimensions" in result.stderr
+
+    def fail_after_the_first_batch(done, total):
+        raise RuntimeError("the build failed part-way")
+
+    with pytest.raises(RuntimeError, match="part-way"):
+        Index("flaky", db).build(full=True, progress=fail_after_the_first_batch)
     assert server_collections(chroma_server) == before  # the half-built one was removed
-    db.execute("delete from embeddings where id = 'short'")
-    db.conn.commit()
     similar = run("similar", "flaky", "v001", "-n", "3", "-d", db_path)
     assert similar.exit_code == 0 and len(similar.output.splitlines()) == 3
 

@@ -147,5 +147,5 @@ def test_migrate_holds_back_unrankable_rows(db_path, db, rows, tmp_path):
     result = run("migrate-chroma", "c", "--path", tmp_path / "chroma", "-d", db_path)
     assert result.exit_code == 0, result.output
     assert "300 sent" in result.stderr
-    assert "Held back 2 rows with NaN, infinite or all-zero vectors" in result.stderr
+    assert "Held back 2 rows with NaN, infinite, all-zero or odd-width vectors" in result.stderr
     assert "302 rows in llm, 300 in Chroma" in result.stderr

@@ -196,13 +196,29 @@ def test_model_change_is_refused(db, built):
     assert snapshot(built.path) == before
 
 
-def test_wrong_dimension_row_is_refused(db, built):
-    before = snapshot(built.path)
+@pytest.mark.parametrize("full", [False, True])
+def test_a_row_of_another_width_is_held_back_and_counted(db, built, full):
+    "One odd row never blocks the build nor any query, and is never returned."
     write_embeddings(db, "vecs", ["short"], np.ones((1, 8), np.float32))
-    with pytest.raises(DimensionMismatch, match="'short' has 8 dimensions, expected 24"):
-        built.build()
-    assert snapshot(built.path) == before
-    assert labels(db) == 200
+    report = built.build(full=full)
+    assert (report.rows, report.held_back) == (200, 1)
+    assert labels(db) == 201  # held back under a label of its own, looked at again
+    results = built.similar_by_vector(np.ones(24), 300)
+    assert len(results) == 200 and "short" not in {entry.id for entry in results}
+    with pytest.raises(DimensionMismatch, match="Query vector has 8 dimensions"):
+        built.similar_by_id("short", 3)
+    write_embeddings(db, "vecs", ["short"], np.ones((1, 24), np.float32))  # fixed
+    again = built.build()
+    assert (again.added, again.rows, again.held_back) == (1, 201, 0)
+    assert "short" in {entry.id for entry in built.similar_by_vector(np.ones(24), 300)}
+
+
+def test_the_most_common_width_decides_an_index_s_dimensions(db):
+    write_embeddings(db, "mixed", ["odd"], np.ones((1, 8), np.float32))  # stored first
+    write_embeddings(db, "mixed", [f"r{i}" for i in range(5)], np.eye(5, 24, dtype=np.float32))
+    index = Index.create("mixed-ix", ["mixed"], db, backend="exact")
+    report = index.build()
+    assert (index.record.dimensions, report.rows, report.held_back) == (24, 5, 1)
 
 
 def test_one_build_at_a_time(db, built):
