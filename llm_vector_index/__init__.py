@@ -11,6 +11,7 @@ from . import collection
 from .base import Capabilities, Option, Remote, Tunable, VectorIndex
 from .errors import (
     BackendUnavailable,
+    CannotWrite,
     DamagedFiles,
     DimensionMismatch,
     IdNotFound,
@@ -38,6 +39,7 @@ __all__ = [
     "BackendInfo",
     "BackendUnavailable",
     "BuildReport",
+    "CannotWrite",
     "Capabilities",
     "DamagedFiles",
     "DimensionMismatch",

@@ -6,6 +6,7 @@ generation marker of generations.py keeping files and catalog in step.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -16,10 +17,10 @@ import numpy as np
 
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
-from .errors import DamagedFiles, ModelMismatch, VectorIndexError
+from .errors import CannotWrite, DamagedFiles, ModelMismatch, first_line
 from .generations import (
-    remove_if_empty, swap_directories, build_lock, commit_lock, read_generation,
-    remove_retired, write_generation,
+    build_lock, commit_lock, read_generation, remove_if_empty, remove_retired,
+    saving_ahead, swap_directories, unswap, write_generation,
 )
 from .storage import load_snapshot
 
@@ -81,10 +82,24 @@ class Build:
         self.new_options: dict | None = None  # settings this build commits (auto)
 
     def run(self, full: bool) -> BuildReport:
+        """The build; a write that fails (a full disk, a read-only mount or
+        database) is ``CannotWrite``, one line, with the last build intact."""
+        name = self.index.name
+        try:
+            return self._run(full)
+        except sqlite3.Error as error:
+            raise CannotWrite(f"Cannot build index {name!r}: {error}") from None
+        except OSError as error:
+            where = f": {error.filename}" if error.filename else ""
+            # numpy reports a short write without an errno: a disk that filled up.
+            reason = error.strerror or f"{first_line(error)} (is the disk full?)"
+            raise CannotWrite(f"Cannot build index {name!r}: {reason}{where}") from None
+
+    def _run(self, full: bool) -> BuildReport:
         index = self.index
         paths.check_ours_or_absent(index.path)  # before the lock file is made
         if reason := catalog.write_error(self.db, index.record.id):
-            raise VectorIndexError(f"Cannot build index {index.name!r}: {reason}")
+            raise CannotWrite(f"Cannot build index {index.name!r}: {reason}")
         with build_lock(index):
             index.reload()
             remove_retired(index.path)
@@ -207,7 +222,13 @@ class Build:
                 paths.remove_tree(staging)
                 remove_if_empty(staging.parent)
             rows = allocator.next_label
-            self._commit(True, [], label_rows, dimensions=dimensions, rows=rows, next_label=rows)
+            try:
+                self._commit(True, [], label_rows, dimensions=dimensions, rows=rows,
+                             next_label=rows)
+            except (sqlite3.Error, OSError):  # e.g. the disk is full: nothing committed
+                unswap(index.path)
+                raise
+        remove_retired(index.path)
         if retired is not None:
             retired.destroy()  # e.g. the old collection on a Chroma server
             retired.close()
@@ -304,8 +325,9 @@ class Build:
         faults.point("scanned")
         if backend.capabilities.atomic_save:
             committing.enter_context(commit_lock(index))
-        write_generation(index.path, record.generation + 1, index.identity)
-        backend.save()
+        with saving_ahead(index.path, record.generation + 1, index.identity,
+                          undo=backend.capabilities.atomic_save):
+            backend.save()
         faults.point("saved")
         rows = backend.count()
         self._commit(

@@ -65,6 +65,12 @@ class IndexBusy(VectorIndexError):
     "Another process is building this index."
 
 
+class CannotWrite(VectorIndexError):
+    """A build could not write the index's files or the catalog (a full disk,
+    a read-only mount or database, no permission): what was saved before is
+    intact, and queries answer from it, saying it is behind."""
+
+
 class NotBuilt(VectorIndexError):
     "The index has never been built."
 

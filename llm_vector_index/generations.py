@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
-from .errors import IndexBusy, VectorIndexError
+from .errors import CannotWrite, IndexBusy
 from .storage import atomic_write, exclusive_lock
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def build_lock(index: Index) -> Iterator[None]:
         paths.mark(index.lock_path.parent)  # the index folder, made as ours
         lock_file = open(index.lock_path, "a")
     except OSError as error:
-        raise VectorIndexError(
+        raise CannotWrite(
             f"Cannot build index {index.name!r}: {error.strerror}: {error.filename}"
         ) from None
     with lock_file:
@@ -115,14 +115,57 @@ def read_generation(directory: Path, owner: str) -> int | None:
         return None
 
 
+@contextmanager
+def saving_ahead(directory: Path, generation: int, owner: str, undo: bool) -> Iterator[None]:
+    """Mark the files in ``directory`` as ``generation`` while a backend saves
+    over them (so that a kill before the catalog commits is detected). With
+    ``undo`` (a backend whose save is atomic, so that a failed save leaves
+    the files it had), a save that fails with an exception (a full disk, a
+    read-only mount) puts the previous marker back: the files are still the
+    catalog's and queries go on using them. It was kept as a hard link, so
+    putting it back is a rename, which needs no free space."""
+    marker = directory / GENERATION_FILE
+    kept = directory / f".{GENERATION_FILE}.previous"
+    kept.unlink(missing_ok=True)
+    if undo:
+        try:
+            os.link(marker, kept)
+        except FileNotFoundError:
+            undo = False  # nothing saved before: nothing to go back to
+    try:
+        write_generation(directory, generation, owner)
+        yield
+    except BaseException:
+        if undo:
+            os.replace(kept, marker)
+        raise
+    finally:
+        # (A rename between two links of one file does nothing: the marker
+        # was never replaced. Either way the kept link goes.)
+        kept.unlink(missing_ok=True)
+
+
 def swap_directories(new: Path, current: Path) -> None:
-    "Put a freshly built folder in place of the current one (ours, or none)."
+    """Put a freshly built folder in place of the current one (ours, or none).
+    The current one is kept aside until ``remove_retired`` (after the commit),
+    so that ``unswap`` can put it back if the commit fails."""
     paths.check_ours_or_absent(current)
-    retired = current.with_name(f".{current.name}.retired-{os.getpid()}")
     if current.exists():
-        os.replace(current, retired)
+        os.replace(current, _retired(current))
     os.replace(new, current)
-    remove_retired(current)
+
+
+def unswap(current: Path) -> None:
+    """Put back the folder ``swap_directories`` set aside, in place of the new
+    one: the catalog, which failed to commit, still describes it."""
+    retired = _retired(current)
+    if retired.exists():
+        paths.remove_tree(current)
+        os.replace(retired, current)
+
+
+def _retired(current: Path) -> Path:
+    return current.with_name(f".{current.name}.retired-{os.getpid()}")
 
 
 def remove_retired(current: Path) -> None:

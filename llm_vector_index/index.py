@@ -24,6 +24,7 @@ from .base import Remote, VectorIndex
 from .build import Build, BuildReport
 from .generations import lock_files
 from .errors import (
+    CannotWrite,
     IdNotFound,
     IndexBusy,
     IndexExists,
@@ -328,6 +329,7 @@ class Index:
             return
         if freshness.is_current(self.record.fingerprint, state):
             return
+        failed = ""
         if (self.may_build and self.record.refresh == "auto"
                 and catalog.is_writable(self.db, self.record.id)):
             try:
@@ -335,6 +337,8 @@ class Index:
                 return
             except IndexBusy:
                 pass  # another process is building: answer from what is saved
+            except CannotWrite as error:  # a full disk, a read-only mount: the same
+                failed = f"; bringing it up to date failed: {error}"
         key = (str(self.path), self.record.generation)
         if key not in _warned:
             _warned.add(key)
@@ -345,7 +349,7 @@ class Index:
             click.echo(
                 f"Warning: index {self.name!r} is behind its collections "
                 f"({changes.upsert_count} rows added or changed, "
-                f"{len(changes.deleted_labels)} deleted since its last build); "
+                f"{len(changes.deleted_labels)} deleted since its last build{failed}); "
                 f"run llm index build {self.name}",
                 err=True,
             )

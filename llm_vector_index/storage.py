@@ -19,6 +19,7 @@ index opens without reading its files. Any mismatch raises ``DamagedFiles``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DamagedFiles
+from .errors import DamagedFiles, first_line
 
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
@@ -124,13 +125,18 @@ def save_snapshot(
             raise ValueError(f"No saved file {key!r} to keep")
         names[key] = previous.files[key].name
         checks[names[key]] = previous.checks.get(names[key])
-    for key, write in files.items():
-        name = f"{key}.{generation}"
-        write(directory / name)
-        with open(directory / name, "rb") as written:
-            os.fsync(written.fileno())
-        checks[name] = file_check(directory / name)
-        names[key] = name
+    started: list[Path] = []
+    try:
+        for key, write in files.items():
+            name = f"{key}.{generation}"
+            started.append(directory / name)
+            _write_checked(directory / name, write)
+            checks[name] = file_check(directory / name)
+            names[key] = name
+    except BaseException:  # e.g. a full disk: free what this save wrote
+        for path in started:
+            path.unlink(missing_ok=True)
+        raise
     manifest = {
         "files": names,
         "checks": checks,
@@ -145,6 +151,24 @@ def save_snapshot(
             continue
         if pattern.match(path.name) or path.name in replaced:
             path.unlink()
+
+
+def _write_checked(path: Path, write: Writer) -> None:
+    """Write one file of a snapshot and fsync it. A library's own writer that
+    fails (faiss raises RuntimeError) is an ``OSError`` like any failed
+    write. hnswlib's writer says nothing when the disk fills up and leaves a
+    short file, so a disk left with no free block after a write counts as
+    full: a write that filled it exactly is refused too, which is safe."""
+    try:
+        write(path)
+        with open(path, "rb") as written:
+            os.fsync(written.fileno())
+    except OSError:
+        raise
+    except Exception as error:
+        raise OSError(errno.EIO, f"cannot write {path.name}: {first_line(error)}") from None
+    if os.statvfs(path.parent).f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def load_snapshot(directory: Path) -> Snapshot | None:

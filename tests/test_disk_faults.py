@@ -1,0 +1,160 @@
+"""A full disk and a read-only mount, for real: a tmpfs of a few megabytes
+filled up, and a read-only bind mount (both need root, which the test
+machines give; elsewhere these tests skip). A build that cannot write says
+one line and leaves the last build intact; a query whose refresh cannot
+write answers from the last build, saying it is behind."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sqlite_utils import Database
+
+from llm_vector_index import Index
+from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+from .conftest import snapshot
+
+BACKENDS = ["exact", "faiss", "hnswlib"]
+
+
+def mount(*args):
+    result = subprocess.run(["mount", *map(str, args)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+
+
+def unmount(path):
+    from llm_vector_index import close_indexes
+
+    close_indexes()  # this process's open files on the mount
+    subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def llm(db_path, *args):
+    "The real llm command, as a user runs it."
+    return subprocess.run([sys.executable, "-m", "llm", *map(str, args), "-d", str(db_path)],
+                          capture_output=True, text=True, env=os.environ.copy())
+
+
+def setup_index(db_path, backend):
+    db = Database(db_path)
+    vectors = clustered_vectors(3000, 64, clusters=8, seed=1)
+    write_embeddings(db, "vecs", [f"v{i:04d}" for i in range(3000)], vectors)
+    Index.create("ix", ["vecs"], db, backend=backend, default=True).build()
+    # Rows the next build must add: a query would build first.
+    write_embeddings(db, "vecs", [f"m{i:04d}" for i in range(1000)],
+                     clustered_vectors(1000, 64, clusters=8, seed=2))
+    db.conn.close()
+
+
+def lines(output):
+    return [json.loads(line) for line in output.splitlines()]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", disk)
+    yield disk
+    unmount(disk)
+
+
+def fill(disk, leave=64 * 1024):
+    "Fill the disk but for ``leave`` bytes: SQLite still commits, index files do not fit."
+    stats = os.statvfs(disk)
+    with open(disk / "filler", "wb") as filler:
+        filler.write(b"\0" * (stats.f_bavail * stats.f_frsize - leave))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_full_disk(small_disk, backend):
+    db_path = small_disk / "embeddings.db"
+    setup_index(db_path, backend)
+    folder = small_disk / "embeddings.db.vector-indexes"
+    fill(small_disk)
+    before = snapshot(folder)
+    for command in (["build", "ix"], ["build", "ix", "--full"]):
+        result = llm(db_path, "index", *command)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("Error: Cannot build index 'ix': "), result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert snapshot(folder) == before  # the last build, intact
+    for command in (["index", "similar", "ix"], ["similar", "vecs"]):
+        result = llm(db_path, *command, "v0001", "-n", "3")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith(
+            "Warning: index 'ix' is behind its collections (1000 rows added or changed, "
+            "0 deleted since its last build; bringing it up to date failed: Cannot build ")
+        assert len(lines(result.stdout)) == 3
+        assert all(hit["id"].startswith("v") for hit in lines(result.stdout))  # the last build
+    assert snapshot(folder) == before
+    (small_disk / "filler").unlink()
+    assert llm(db_path, "index", "build", "ix").returncode == 0
+    found = llm(db_path, "index", "similar", "ix", "m0001", "-n", "3")
+    assert found.returncode == 0 and found.stderr == ""
+    assert len(lines(found.stdout)) == 3
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    "The index folder on a read-only mount; the database beside it writable."
+    db_path = tmp_path / "embeddings.db"
+    setup_index(db_path, "faiss")
+    folder = tmp_path / "embeddings.db.vector-indexes"
+    mount("--bind", folder, folder)
+    try:
+        mount("-o", "remount,bind,ro", folder)
+    except BaseException:
+        unmount(folder)
+        raise
+    yield db_path
+    unmount(folder)
+
+
+def test_a_read_only_mount(read_only_folder):
+    db_path = read_only_folder
+    folder = db_path.parent / "embeddings.db.vector-indexes"
+    before = snapshot(db_path, folder)
+    for command in (["build", "ix"], ["build", "ix", "--full"], ["drop", "ix"]):
+        result = llm(db_path, "index", *command)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    for command in (["index", "similar", "ix"], ["similar", "vecs"]):
+        result = llm(db_path, *command, "v0001", "-n", "3")
+        assert result.returncode == 0, result.stderr
+        assert "Read-only file system" in result.stderr
+        assert result.stderr.startswith("Warning: index 'ix' is behind its collections")
+        assert len(lines(result.stdout)) == 3
+    assert snapshot(db_path, folder) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_save_that_fails_keeps_the_files_the_catalog_describes(db_path, db, backend,
+                                                                   monkeypatch):
+    "Wherever the disk fills during a save: a stand-in that fails fsync with ENOSPC."
+    import errno
+
+    from llm_vector_index import storage
+
+    vectors = clustered_vectors(300, 16, clusters=4, seed=1)
+    write_embeddings(db, "c", [f"r{i}" for i in range(300)], vectors)
+    index = Index.create("ix", ["c"], db, backend=backend)
+    index.build()
+    write_embeddings(db, "c", ["new"], vectors[:1] + 1)
+    before = snapshot(index.path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    with pytest.raises(Exception, match="Cannot build index 'ix': No space left on device"):
+        Index("ix", db).build()
+    monkeypatch.undo()
+    assert snapshot(index.path) == before
+    assert Index("ix", db).build().added == 1
+    assert Index("ix", db).similar_by_vector(vectors[0] + 1, 1)[0].id == "new"
