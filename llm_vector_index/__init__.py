@@ -12,6 +12,7 @@ from .base import Capabilities, Option, Remote, Tunable, VectorIndex
 from .errors import (
     BackendUnavailable,
     CannotWrite,
+    DamagedCatalog,
     DamagedFiles,
     DimensionMismatch,
     IdNotFound,
@@ -40,6 +41,7 @@ __all__ = [
     "BackendUnavailable",
     "BuildReport",
     "CannotWrite",
+    "DamagedCatalog",
     "Capabilities",
     "DamagedFiles",
     "DimensionMismatch",

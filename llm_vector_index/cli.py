@@ -173,9 +173,16 @@ def index_list(json_, database):
     db = open_database(database)
     records = catalog.list_records(db)
     if json_:
-        click.echo(json.dumps([describe(record, db) for record in records], indent=2))
+        click.echo(json.dumps([
+            {"name": record.name, "damaged": record.problem}
+            if isinstance(record, catalog.DamagedRecord) else describe(record, db)
+            for record in records
+        ], indent=2))
         return
     for record in records:
+        if isinstance(record, catalog.DamagedRecord):
+            click.echo(f"{record.name}: DAMAGED: {record.problem}")
+            continue
         state = f"{record.rows} rows" if record.built else "not built"
         click.echo(f"{record.name}: {record.backend} over {', '.join(record.collections)}")
         defaults = catalog.defaults_of(db, record.id)
@@ -214,9 +221,9 @@ def index_show(name, database):
 @database_option
 def index_drop(name, keep_remote, database):
     "Drop an index and its files (the collections are untouched)"
-    index = Index(name, open_database(database))
+    db = open_database(database)
     try:
-        left = index.delete(keep_remote=keep_remote)
+        left = Index.drop(db, name, keep_remote=keep_remote)
     except BackendUnavailable as error:
         raise click.ClickException(
             f"{error}: index {name} was not dropped (run again when the server is "

@@ -33,6 +33,11 @@ class BackendUnavailable(VectorIndexError):
     "A backend's server cannot be reached (down, refused, wrong address)."
 
 
+class DamagedCatalog(VectorIndexError):
+    """A catalog row of the index holds a value it cannot have (a crafted or
+    damaged database): it can only be dropped."""
+
+
 class NotApproved(VectorIndexError):
     """An index names a server (or a secret) this machine has not approved
     for it: see approvals.py."""

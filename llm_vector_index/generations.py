@@ -88,13 +88,8 @@ def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def lock_files(index: Index) -> tuple[Path, Path]:
-    "The build and commit lock files beside the index's folder (a drop removes them)."
-    return index.lock_path, _commit_lock_path(index)
-
-
 def _commit_lock_path(index: Index) -> Path:
-    return index.lock_path.with_name(index.lock_path.name.removesuffix(".lock") + ".commit")
+    return paths.lock_path(index.db, index.name, "commit")
 
 
 def write_generation(directory: Path, generation: int, owner: str) -> None:

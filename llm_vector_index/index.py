@@ -22,12 +22,13 @@ from . import approvals, catalog, freshness, paths, query, sync, tuning
 from . import evaluate as evaluation
 from .base import Remote, VectorIndex
 from .build import Build, BuildReport
-from .generations import lock_files
 from .errors import (
     CannotWrite,
+    DamagedCatalog,
     IdNotFound,
     IndexBusy,
     IndexExists,
+    UnknownBackend,
     VectorIndexError,
 )
 from .filters import ROW_COLUMNS
@@ -130,14 +131,18 @@ class Index:
         if not paths.is_valid_name(self.record.name):
             catalog.delete_record(self.db, self.record.id)
             return None
-        path, locks = self.path, lock_files(self)  # checked before anything changes
+        path = self.path  # checked before anything changes
         if paths.is_ours(path):
             paths.check_removable(path)
         left = None  # why data kept elsewhere stays there, if it does
-        remote = self.remote()
+        try:
+            remote, elsewhere = self.remote(), self.keeps_data_elsewhere()
+        except UnknownBackend:
+            remote, elsewhere = None, False
+            left = f"its backend {self.record.backend!r} is not installed to remove it"
         if not keep_remote and remote and not approvals.is_approved(self.db, self.name, remote):
             left = f"this machine never approved its {remote.describe()}, so it was not contacted"
-        opening = not keep_remote and left is None and self.keeps_data_elsewhere()
+        opening = not keep_remote and left is None and elsewhere
         retired = self.holder.private() if opening else None
         catalog.delete_record(self.db, self.record.id)
         approvals.withdraw(self.db, self.name)
@@ -146,10 +151,24 @@ class Index:
             retired.close()
         self.close()
         self.holder.release_shared()
-        paths.remove_tree(path)
-        for lock in locks:
-            lock.unlink(missing_ok=True)
+        paths.remove_index_files(self.db, self.name)
         return left
+
+    @classmethod
+    def drop(cls, db: Database, name: str, keep_remote: bool = False) -> str | None:
+        """Drop the index of this name (see ``delete``), even one whose catalog
+        row cannot be read: then its rows and files go, and data it may keep
+        on a server stays (its row cannot say where). Returns why data kept
+        elsewhere was left there, or None."""
+        try:
+            index = cls(name, db)
+        except DamagedCatalog:
+            catalog.delete_named(db, name)
+            if paths.is_valid_name(name):
+                approvals.withdraw(db, name)
+                paths.remove_index_files(db, name)
+            return "its catalog row was damaged, so no server it may name was contacted"
+        return index.delete(keep_remote=keep_remote)
 
     def approve(self) -> Remote:
         """Let this index contact the server its catalog row names, with the
@@ -205,7 +224,7 @@ class Index:
     @property
     def lock_path(self) -> Path:
         "Held while a build runs: one build at a time per index."
-        return paths.index_path(self.db, self.name, prefix=".", suffix=".lock")
+        return paths.lock_path(self.db, self.name)
 
     @property
     def identity(self) -> str:

@@ -116,6 +116,18 @@ def index_path(db: Database, name: str, prefix: str = "", suffix: str = "") -> P
     return inside(checked_base(db), f"{prefix}{check_name(name)}{suffix}")
 
 
+def lock_path(db: Database, name: str, kind: str = "lock") -> Path:
+    "An index's build lock (``lock``) or commit lock (``commit``) file, beside its folder."
+    return index_path(db, name, prefix=".", suffix=f".{kind}")
+
+
+def remove_index_files(db: Database, name: str) -> None:
+    "Delete an index's folder (if the plugin made it) and its two lock files."
+    remove_tree(index_path(db, name))
+    for kind in ("lock", "commit"):
+        lock_path(db, name, kind).unlink(missing_ok=True)
+
+
 def staging_path(db: Database, name: str) -> Path:
     "Where a full rebuild of ``name`` is written before it is swapped in."
     return inside(checked_base(db), STAGING, check_name(name))

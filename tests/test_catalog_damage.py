@@ -1,0 +1,118 @@
+"""One bad value in a catalog row (a crafted or damaged database) is one
+line naming the row and what is wrong, in every command that reads it;
+`list` shows it flagged, `drop` removes it, the SQL functions answer
+`{"error": ...}`, and `llm similar` answers by brute force."""
+
+import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli as llm_cli
+from sqlite_utils import Database
+
+from llm_vector_index import Index, sql
+from llm_vector_index.cli import index_group
+
+from .conftest import snapshot
+
+DAMAGE = [
+    ("options", "{bad", "options is not JSON"),
+    ("options", "[1,2]", "options is not a JSON object"),
+    ("options", '"HNSW32"', "options is not a JSON object"),
+    ("fingerprint", "{bad", "fingerprint is not JSON"),
+    ("tuning", "[]", "tuning is not a JSON object"),
+    ("dimensions", 24.5, "dimensions is 24.5, not a whole number"),
+    ("dimensions", 10**12, "dimensions is 1000000000000, not from 1 to 65536"),
+    ("dimensions", -5, "dimensions is -5, not from 1 to 65536"),
+    ("dimensions", "abc", "dimensions is 'abc', not a whole number"),
+    ("rows", -1, "rows is -1, not at least 0"),
+    ("generation", "x", "generation is 'x', not a whole number"),
+    ("refresh", "sometimes", "refresh is 'sometimes', not auto or manual"),
+    ("backend", "", "backend is not a name"),
+    ("created", "yesterday", "created is 'yesterday', not a number"),
+]
+
+
+def run(*args):
+    return CliRunner().invoke(index_group, [str(arg) for arg in args])
+
+
+def folder_of(db_path):
+    return db_path.parent / "embeddings.db.vector-indexes"
+
+
+@pytest.fixture
+def damaged(request, db_path, db, vectors_collection):
+    column, value, _ = request.param
+    Index.create("ix", ["vecs"], db, backend="faiss", default=True).build()
+    Index.create("fine", ["vecs"], db, backend="exact").build()
+    db.execute(f"update vector_indexes set {column} = ? where name = 'ix'", [value])
+    db.conn.commit()
+    return db_path
+
+
+def message(problem):
+    return (f"Index 'ix' has a damaged catalog row ({problem}): drop it with "
+            "llm index drop ix and create it again")
+
+
+@pytest.mark.parametrize("damaged", DAMAGE, indirect=True, ids=[f"{c}={v!r}" for c, v, _ in DAMAGE])
+def test_one_bad_value_is_one_line_everywhere(damaged, request):
+    problem = request.node.callspec.params["damaged"][2]
+    before = snapshot(damaged, folder_of(damaged))
+    for command in (["similar", "ix", "v001"], ["build", "ix"], ["build", "ix", "--full"],
+                    ["show", "ix"], ["evaluate", "ix"], ["default", "vecs", "ix"]):
+        result = run(*command, "-d", damaged)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr == f"Error: {message(problem)}\n", command
+    assert snapshot(damaged, folder_of(damaged)) == before
+
+    listed = run("list", "-d", damaged)
+    assert listed.exit_code == 0, listed.output
+    assert f"ix: DAMAGED: {message(problem)}\n" in listed.output
+    assert "fine: exact over vecs\n" in listed.output
+    as_json = json.loads(run("list", "--json", "-d", damaged).output)
+    assert as_json[1] == {"name": "ix", "damaged": message(problem)}
+    assert as_json[0]["name"] == "fine" and as_json[0]["rows"] == 200
+
+    conn = sqlite3.connect(damaged)
+    sql.register(conn)
+    answer = conn.execute("select vector_index_similar('ix', 'v001', 3)").fetchone()[0]
+    assert json.loads(answer) == {"error": message(problem)}
+    conn.close()
+
+    llm_similar = CliRunner().invoke(llm_cli, ["similar", "vecs", "v001", "-n", "2", "-d", str(damaged)])
+    assert llm_similar.exit_code == 0 and len(llm_similar.stdout.splitlines()) == 2
+    assert f"not used ({message(problem)})" in llm_similar.stderr
+    assert snapshot(damaged, folder_of(damaged)) == before
+
+    dropped = run("drop", "ix", "-d", damaged)
+    assert dropped.exit_code == 0, dropped.output
+    assert dropped.stderr == ("Dropped index ix (its data on the server, if any, remains: its "
+                              "catalog row was damaged, so no server it may name was contacted)\n")
+    db = Database(damaged)
+    assert [row[0] for row in db.execute("select name from vector_indexes")] == ["fine"]
+    assert db.execute("select count(*) from vector_index_defaults").fetchone()[0] == 0
+    assert sorted(p.name for p in folder_of(damaged).iterdir()) == [
+        ".fine.commit", ".fine.lock", ".llm-vector-index", "fine"]
+    assert run("similar", "fine", "v001", "-n", "2", "-d", damaged).exit_code == 0
+
+
+def test_an_index_whose_backend_plugin_is_gone_can_be_dropped(db_path, db, vectors_collection):
+    Index.create("ix", ["vecs"], db, backend="exact").build()
+    db.execute("update vector_indexes set backend = 'gone-plugin'")
+    db.conn.commit()
+    result = run("similar", "ix", "v001", "-d", db_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: Unknown backend 'gone-plugin'; available: ")
+    dropped = run("drop", "ix", "-d", db_path)
+    assert dropped.exit_code == 0, dropped.output
+    assert dropped.stderr == ("Dropped index ix (its data on the server, if any, remains: its "
+                              "backend 'gone-plugin' is not installed to remove it)\n")
+    assert not Index.exists(db, "ix") and not (folder_of(db_path) / "ix").exists()
+
+
+def test_dropping_an_index_that_does_not_exist(db_path, db, vectors_collection):
+    result = run("drop", "nope", "-d", db_path)
+    assert result.exit_code == 1 and result.stderr == "Error: Index 'nope' does not exist\n"
