@@ -244,6 +244,8 @@ class Build:
         record = index.record
         if not self._saved_files_are_current():
             return None
+        if not sync.label_map_is_sound(self.db, record.id, collection_ids, record.rows):
+            return None
         if not self.verify and sync.nothing_changed(
             self.db, record.id, collection_ids, self.fingerprint, record.fingerprint
         ):

@@ -30,7 +30,7 @@ SCRATCH_LIMIT = 2_000
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 # Columns every row query selects, in this order (see Index._rank).
-ROW_COLUMNS = "e.collection_id, c.name, e.id, e.content, e.metadata, e.embedding"
+ROW_COLUMNS = "e.collection_id, c.name, e.id, e.content, e.metadata, e.embedding, e.rowid"
 
 
 def json_path(key: str) -> str:

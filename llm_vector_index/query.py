@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llm.embeddings import Entry
 
-from .errors import DimensionMismatch, NotBuilt, VectorIndexError, check_count
+from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from . import filters
 from .filters import ROW_COLUMNS, Filter
 
@@ -106,8 +106,9 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
     k = backend.candidates(number + len(skip))
     while True:
         _, labels = backend.search(query.reshape(1, -1), k, allowed)
-        entries = rank(_rows_for_labels(index, labels[0]), query, skip, show_collection,
-                       number)
+        rows = _rows_for_labels(index, labels[0])
+        _check_label_map(index, labels[0], rows)
+        entries = rank(rows, query, skip, show_collection, number)
         # Rows deleted since the build drop out here: fetch more until enough.
         if len(entries) >= number or k >= available:
             return entries[:number]
@@ -129,13 +130,38 @@ def _rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
     ).fetchall()
 
 
+def _check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None:
+    """Cheap checks that the label map the rows came through is sound (a
+    crafted or damaged database): no row of a collection the index does not
+    cover, no row twice, and not every label unknown to it (its rows may be
+    gone, deleted since the build: then the labels are still there)."""
+    covered = index.record.collections
+    problem = None
+    if any(row[1] not in covered for row in rows):
+        stray = next(row for row in rows if row[1] not in covered)
+        problem = f"it maps a label to row {stray[2]!r} of collection {stray[1]!r}"
+    elif len({(row[0], row[2]) for row in rows}) != len(rows):
+        problem = "it maps two labels to one row"
+    elif len(labels) and not rows and not index.db.execute(
+        "select 1 from vector_index_labels where index_id = ? and label in "
+        f"({','.join('?' * len(labels))}) limit 1",
+        [index.record.id, *labels.tolist()],
+    ).fetchone():
+        problem = "none of the labels its backend found are in it"
+    if problem:
+        raise DamagedFiles(
+            f"Index {index.name!r} has a damaged label map ({problem}): "
+            f"run llm index build {index.name} to rebuild it"
+        )
+
+
 def rank(
     rows: list[tuple], query: np.ndarray, skip: Skip, show_collection: bool,
     limit: int | None = None,
 ) -> list[IndexEntry]:
     """The best ``limit`` rows (see filters.ROW_COLUMNS) as entries, scored as
-    llm scores them (cosine in double precision), best first; ties in id
-    order, as llm's scan of its primary key lists them. Rows that cannot be
+    llm scores them (cosine in double precision), best first, ties as llm
+    orders them. Rows that cannot be
     ranked (NaN, infinite or all-zero vectors, another width) are never
     returned. Only the winners' metadata is parsed."""
     width = 4 * len(query)
@@ -160,9 +186,13 @@ def rank(
         cut = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
         candidates = candidates[scores[candidates] >= cut]
     score_list = scores.tolist()
-    order = sorted(
-        candidates.tolist(), key=lambda i: (-score_list[i], rows[i][2], rows[i][1])
-    )[:limit]
+    # Ties in the order llm lists them: the order its scan reads the rows,
+    # which is rowid order once the plugin's index on embeddings(collection_id)
+    # exists (SQLite then scans it, not the primary key). Scores are compared
+    # at float32 precision: the BLAS sums of identical vectors in different
+    # rows may differ in their last bits where llm's scores are equal.
+    rounded = scores.astype(np.float32).tolist()
+    order = sorted(candidates.tolist(), key=lambda i: (-rounded[i], rows[i][6]))[:limit]
     return [
         IndexEntry(
             id=rows[i][2],

@@ -192,6 +192,29 @@ def nothing_changed(
     return total == rows
 
 
+def label_map_is_sound(
+    db: Database, index_id: int, collection_ids: list[int], rows: int
+) -> bool:
+    """Does the label map hold one label per row the backend holds, and no
+    row twice? Two covering-index scans. A damaged or crafted map (emptied,
+    a row given a second label) cannot be built on: a full build repairs it."""
+    live = db.execute(
+        "select count(*) from vector_index_labels where index_id = ? and label >= 0",
+        [index_id],
+    ).fetchone()[0]
+    if live != rows:
+        return False
+    for collection_id in collection_ids:
+        labels, distinct = db.execute(
+            "select count(*), count(distinct id) from vector_index_labels "
+            "where index_id = ? and collection_id = ?",
+            [index_id, collection_id],
+        ).fetchone()
+        if labels != distinct:
+            return False
+    return True
+
+
 def _changed_rows(
     db: Database, index_id: int, collection_id: int, candidates: str, params: dict
 ) -> list[str]:

@@ -6,6 +6,7 @@ line naming the row and what is wrong, in every command that reads it;
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
@@ -116,3 +117,66 @@ def test_an_index_whose_backend_plugin_is_gone_can_be_dropped(db_path, db, vecto
 def test_dropping_an_index_that_does_not_exist(db_path, db, vectors_collection):
     result = run("drop", "nope", "-d", db_path)
     assert result.exit_code == 1 and result.stderr == "Error: Index 'nope' does not exist\n"
+
+
+# -- the label map ------------------------------------------------------------
+
+def exact_ids(db, query, number, collection="pypi"):
+    rows = db.execute("select e.id, e.embedding from embeddings e join collections c on "
+                      "c.id = e.collection_id where c.name = ?", [collection]).fetchall()
+    vectors = np.stack([np.frombuffer(row[1], "<f4") for row in rows])
+    scores = vectors @ query / np.linalg.norm(vectors, axis=1) / np.linalg.norm(query)
+    return [rows[i][0] for i in np.argsort(-scores, kind="stable")[:number]]
+
+
+def label_of(db, id):
+    return db.execute("select label from vector_index_labels where id = ?", [id]).fetchone()[0]
+
+
+def point_elsewhere(db):
+    "p0007's label now names a row of npm, which the index does not cover."
+    db.execute("update vector_index_labels set collection_id = "
+               "(select id from collections where name = 'npm'), id = 'n0003' where id = 'p0007'")
+    return "it maps a label to row 'n0003' of collection 'npm'"
+
+
+def empty(db):
+    db.execute("delete from vector_index_labels")
+    return "none of the labels its backend found are in it"
+
+
+def twice(db):
+    "p0008's label re-pointed at p0007: one row under two labels."
+    db.execute("drop index idx_vector_index_labels_index_id_collection_id_id")
+    db.execute("update vector_index_labels set id = 'p0007' where id = 'p0008'")
+    return "it maps two labels to one row"
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss", "hnswlib"])
+@pytest.mark.parametrize("damage", [point_elsewhere, empty, twice], ids=lambda f: f.__name__)
+def test_a_damaged_label_map_is_said_and_a_plain_build_repairs_it(db_path, db, backend, damage):
+    from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+    pypi = clustered_vectors(300, 16, clusters=6, seed=1)
+    pypi[8] = pypi[7] + 0.001  # p0007 and p0008: each the other's nearest
+    write_embeddings(db, "pypi", [f"p{i:04d}" for i in range(300)], pypi)
+    write_embeddings(db, "npm", [f"n{i:04d}" for i in range(50)],
+                     clustered_vectors(50, 16, clusters=2, seed=2))
+    Index.create("ix", ["pypi"], db, backend=backend).build()
+    query = pypi[7] - 0.0005  # nearest p0007, then p0008
+    blob = np.asarray(query, "<f4").tobytes()
+    problem = damage(db)
+    db.conn.commit()
+    conn = sqlite3.connect(db_path)
+    sql.register(conn)
+    expected = (f"Index 'ix' has a damaged label map ({problem}): run llm index build ix "
+                "to rebuild it")
+    with pytest.raises(Exception) as raised:
+        Index("ix", db).similar_by_vector(query, 5)
+    assert str(raised.value) == expected
+    assert json.loads(conn.execute("select vector_index_search('ix', ?, 5)", [blob]).fetchone()[0]) == {
+        "error": expected}
+    report = run("build", "ix", "-d", db_path)
+    assert report.exit_code == 0, report.output
+    assert [e.id for e in Index("ix", db).similar_by_vector(query, 5)] == exact_ids(db, query, 5)
+    conn.close()

@@ -138,3 +138,23 @@ def test_index_api(db, vectors_collection):
     assert not Index.exists(db, "ix")
     assert not index.path.exists()
     assert db.execute("select count(*) from vector_index_labels").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_ties_between_identical_vectors_come_in_llm_s_order(db, backend):
+    "llm's SQL sort lists equal scores in id order; the BLAS sums may differ in the last bits."
+    import llm as llm_module
+    from llm_vector_index import collection as integration
+
+    rng = np.random.default_rng(3)
+    same = rng.normal(size=(1, 384)).astype(np.float32)
+    ids = [f"t{i:03d}" for i in rng.permutation(60)]
+    vectors = np.concatenate([np.repeat(same, 60, axis=0),
+                              rng.normal(size=(200, 384)).astype(np.float32)])
+    write_embeddings(db, "ties", ids + [f"r{i:03d}" for i in range(200)], vectors)
+    Index.create("ix", ["ties"], db, backend=backend).build()
+    query = same[0] + rng.normal(scale=0.01, size=384).astype(np.float32)
+    ours = [e.id for e in Index("ix", db).similar_by_vector(query, 60)]
+    theirs = [e.id for e in integration.ORIGINALS["similar_by_vector"](
+        llm_module.Collection("ties", db), query.tolist(), 60)]
+    assert ours == theirs
