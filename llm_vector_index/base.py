@@ -28,6 +28,10 @@ class Option:
     help: str
     minimum: float | None = None  # for numbers: the smallest value allowed
     secret: bool = False  # never printed (tokens)
+    # For numbers: the largest value allowed. Options may come from a
+    # database someone else wrote: a bound keeps one from asking for memory
+    # or time out of all proportion (hnswlib -o M 1000000).
+    maximum: float | None = None
 
     def parse(self, value: Any) -> Any:
         "Convert a value (a string from the CLI, or a Python value) to this type."
@@ -94,6 +98,11 @@ class Remote:
             f" with the secret in {reads}" if reads else ""
         )
 
+
+# Bounds on graph options (links per node, candidates explored), far above
+# any useful value: hnswlib and faiss allocate by them for every row.
+MAX_LINKS = 256
+MAX_WIDTH = 8192
 
 # HNSW candidates explored per query: the values tuning tries, cheapest first.
 HNSW_SEARCH_WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -190,6 +199,8 @@ class VectorIndex(abc.ABC):
                 raise InvalidOptions(
                     f"Option {name} must be at least {option.minimum:g}"
                 )
+            if option.maximum is not None and settings[name] > option.maximum:
+                raise InvalidOptions(f"Option {name} must be at most {option.maximum:g}")
         return settings
 
     # -- the contract ----------------------------------------------------

@@ -144,7 +144,7 @@ class Build:
             ).fetchone()[0]
             for collection_id in collection_ids
         )
-        settings = backend_class.settings_for_rows(index.record.options, rows, dimensions)
+        settings = backend_class.settings_for_rows(index.settings, rows, dimensions)
         if settings is None or settings == index.record.options:
             return False
         index.record.options = settings

@@ -430,6 +430,8 @@ def index_backends(json_):
                     "type": option.type.__name__,
                     "default": option.default,
                     "help": option.help,
+                    "minimum": option.minimum,
+                    "maximum": option.maximum,
                 }
                 for option in info.cls.options
             ],
@@ -443,7 +445,12 @@ def index_backends(json_):
         kind = "exact" if backend["exact"] else "approximate"
         click.echo(f"{backend['name']}: {kind} (plugin {backend['plugin']})")
         for option in backend["options"]:
+            bounds = "".join(
+                f", {word} {option[key]:g}" for word, key in (("at least", "minimum"),
+                                                              ("at most", "maximum"))
+                if option[key] is not None
+            )
             click.echo(
                 f"  -o {option['name']} {option['type']} "
-                f"(default {option['default']}): {option['help']}"
+                f"(default {option['default']}{bounds}): {option['help']}"
             )

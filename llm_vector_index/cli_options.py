@@ -29,6 +29,8 @@ class IndexGroup(DefaultGroup):
             raise click.ClickException(
                 f"Permission denied: {error.filename or error}"
             ) from None
+        except BrokenPipeError:
+            raise  # output piped to a command that stopped reading: not ours to report
         except OSError as error:  # a full disk, a read-only mount, anywhere
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None

@@ -160,7 +160,7 @@ def sweep(
     check_count(queries, "queries")
     check_count(k, "k")
     record = index.record
-    tunable = index.backend_class.tunable(record.options)
+    tunable = index.backend_class.tunable(index.settings)
     if tunable is None:
         kind = record.options.get("kind", record.backend)
         raise VectorIndexError(

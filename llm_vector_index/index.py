@@ -248,6 +248,12 @@ class Index:
         "The registered class of this index's backend (``UnknownBackend`` if gone)."
         return get_backend(self.record.backend).cls
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The index's options as its backend validates them: read from the
+        database, they are checked as strictly as options typed here."""
+        return self.backend_class.validate_options(self.record.options, self.record.dimensions)
+
     def new_backend(
         self, path: Path, dimensions: int, *, read_only: bool = False
     ) -> VectorIndex:
@@ -294,7 +300,7 @@ class Index:
         if target_recall is not None:
             target_recall = tuning.check_target(target_recall)
         report = Build(self, progress, verify=verify).run(full)
-        if self.record.rows and (target_recall is not None or tuning.needs_tuning(self.record)):
+        if self.record.rows and (target_recall is not None or tuning.needs_tuning(self)):
             report.tuning = self.tune(target_recall or self.record.target_recall)
         return report
 
@@ -310,7 +316,7 @@ class Index:
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"
-        return self.backend_class.keeps_data_elsewhere(self.record.options)
+        return self.backend_class.keeps_data_elsewhere(self.settings)
 
     # -- freshness ----------------------------------------------------------------
 

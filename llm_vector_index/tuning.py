@@ -23,7 +23,6 @@ import numpy as np
 
 from . import catalog, evaluate
 from .errors import VectorIndexError
-from .registry import get_backend
 
 if TYPE_CHECKING:
     from .index import Index
@@ -97,7 +96,7 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
         raise VectorIndexError(f"Cannot tune index {record.name!r}: {reason}")
     catalog.ensure_schema(index.db)
     started = time.perf_counter()
-    tunable = index.backend_class.tunable(record.options)
+    tunable = index.backend_class.tunable(index.settings)
     held_out = evaluate.held_out_queries(index, queries, k, seed)
     # A private instance: trying settings must not change what queries use.
     backend = index.holder.private()
@@ -141,12 +140,13 @@ def stored_row_bar(target: float) -> float:
     return round(1 - (1 - target) / HELD_OUT_MISS_RATIO, 4)
 
 
-def needs_tuning(record: catalog.IndexRecord) -> bool:
+def needs_tuning(index: Index) -> bool:
     """Has the index a target it was not tuned for, at about its present size,
     with the setting its backend trades now (``auto`` may have switched)?"""
+    record = index.record
     if record.target_recall is None or not record.rows:
         return False
-    tunable = get_backend(record.backend).cls.tunable(record.options)
+    tunable = index.backend_class.tunable(index.settings)
     if tunable is None:
         return False  # nothing to trade: exact search
     last = record.tuning

@@ -180,3 +180,48 @@ def test_a_damaged_label_map_is_said_and_a_plain_build_repairs_it(db_path, db, b
     assert report.exit_code == 0, report.output
     assert [e.id for e in Index("ix", db).similar_by_vector(query, 5)] == exact_ids(db, query, 5)
     conn.close()
+
+
+# -- options that would ask for too much --------------------------------------
+
+@pytest.mark.parametrize("backend, options, message", [
+    ("faiss", ["-o", "factory", "IVF10000000,Flat"],
+     "Invalid faiss factory string 'IVF10000000,Flat': IVF10000000 is more than 65,536"),
+    ("faiss", ["-o", "factory", "HNSW100000,Flat"],
+     "Invalid faiss factory string 'HNSW100000,Flat': HNSW100000 is more than 256"),
+    ("faiss", ["-o", "factory", "NSG32,Flat"],
+     "Invalid faiss factory string 'NSG32,Flat': NSG cannot add rows once it is built, "
+     "and builds add the rows that change: use HNSW"),
+    ("faiss", ["-o", "factory", "IDMap2,Flat"],
+     "Invalid faiss factory string 'IDMap2,Flat': the plugin maps labels itself, leave IDMap out"),
+    ("faiss", ["-o", "ef_search", "100000"], "Option ef_search must be at most 8192"),
+    ("faiss", ["-o", "rerank", "1000"], "Option rerank must be at most 64"),
+    ("hnswlib", ["-o", "M", "1000000"], "Option M must be at most 256"),
+    ("hnswlib", ["-o", "ef_construction", "100000"], "Option ef_construction must be at most 8192"),
+])
+def test_options_that_ask_too_much_or_cannot_build_are_refused_at_create(
+        db_path, db, vectors_collection, backend, options, message):
+    before = snapshot(db_path)
+    result = run("create", "big", "vecs", "-b", backend, *options, "-d", db_path)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {message}\n"
+    assert snapshot(db_path) == before
+
+
+def test_a_crafted_ivf_default_costs_llm_similar_nothing(db_path, db, vectors_collection):
+    "IVF10000000,Flat written into the catalog: 1.9 GB and 6 s of llm similar before."
+    import resource
+    import subprocess
+    import sys
+
+    Index.create("ix", ["vecs"], db, backend="faiss", default=True).build()
+    db.execute("""update vector_indexes set options = json_set(options, '$.factory',
+                  'IVF10000000,Flat')""")
+    db.conn.commit()
+    result = subprocess.run([sys.executable, "-m", "llm", "similar", "vecs", "v001", "-n", "2",
+                             "-d", str(db_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "IVF10000000 is more than 65,536" in result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb < 600, peak_mb  # the libraries' own imports; not a 10M-list index

@@ -4,7 +4,6 @@ answers, with one warning line. The same state through `llm index similar`,
 which names the index, is one line of error, exit 1."""
 
 import json
-import os
 
 import llm
 import numpy as np

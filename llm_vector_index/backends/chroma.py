@@ -22,6 +22,7 @@ import numpy as np
 
 from ..base import (
     HNSW_SEARCH_WIDTHS,
+    MAX_WIDTH,
     Capabilities,
     Option,
     Remote,
@@ -111,13 +112,14 @@ class ChromaIndex(VectorIndex):
     name = "chroma"
     options = (
         Option("host", str, "", "Chroma server host (default: a local directory)"),
-        Option("port", int, 8000, "Chroma server port", 1),
+        Option("port", int, 8000, "Chroma server port", 1, maximum=65535),
         Option("ssl", bool, False, "Connect to the server over https"),
         Option("token_env", str, "",
                "Environment variable holding the server's auth token (never stored)"),
         Option("token_header", str, "Authorization",
                "Header for the token: Authorization (Bearer) or X-Chroma-Token"),
-        Option("ef_search", int, 100, "HNSW candidates explored per query", 1),
+        Option("ef_search", int, 100, "HNSW candidates explored per query", 1,
+               maximum=MAX_WIDTH),
     )
     capabilities = Capabilities(
         exact=False, filtered_search=True, atomic_save=False, shareable=False

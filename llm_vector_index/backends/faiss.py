@@ -10,11 +10,14 @@ up. ``import faiss`` happens only in here, and only when an index is opened.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import numpy as np
 
 from ..base import (
     HNSW_SEARCH_WIDTHS,
+    MAX_LINKS,
+    MAX_WIDTH,
     Capabilities,
     Option,
     Tunable,
@@ -45,10 +48,39 @@ TRAINING_SAMPLE = 100_000
 SINGLE_THREAD_QUERIES = 8
 
 
+# At most this many IVF lists: faiss allocates every list when the string is
+# parsed (IVF10000000 took 1.9 GB and 6 s before a single row was added), and
+# 65,536 serve a billion rows.
+MAX_LISTS = 65_536
+
+
 def _faiss():
     import faiss
 
     return faiss
+
+
+def _check_factory(factory: str) -> None:
+    """Refuse, before faiss parses it, a factory string this backend cannot
+    build or one that asks for memory out of all proportion (a string may
+    come from a database someone else wrote)."""
+    if re.search(r"IDMap", factory, re.IGNORECASE):
+        raise InvalidOptions(
+            f"Invalid faiss factory string {factory!r}: the plugin maps labels itself, "
+            "leave IDMap out"
+        )
+    if re.search(r"(^|[,_])NSG", factory, re.IGNORECASE):
+        raise InvalidOptions(
+            f"Invalid faiss factory string {factory!r}: NSG cannot add rows once it is "
+            "built, and builds add the rows that change: use HNSW"
+        )
+    for kind, bound in (("IVF", MAX_LISTS), ("HNSW", MAX_LINKS)):
+        for number in re.findall(rf"{kind}(\d+)", factory, re.IGNORECASE):
+            if int(number) > bound:
+                raise InvalidOptions(
+                    f"Invalid faiss factory string {factory!r}: {kind}{number} is more "
+                    f"than {bound:,}"
+                )
 
 
 @contextlib.contextmanager
@@ -72,21 +104,26 @@ class FaissIndex(VectorIndex):
     options = (
         Option("factory", str, "HNSW32", "FAISS index_factory string, e.g. "
                "Flat, HNSW32, IVF1024,Flat, IVF1024,PQ48"),
-        Option("ef_search", int, 64, "HNSW: candidates explored per query", 1),
+        Option("ef_search", int, 64, "HNSW: candidates explored per query", 1,
+               maximum=MAX_WIDTH),
         # faiss's own default, 40, left tightly clustered rows poorly linked:
         # at 1M synthetic rows (HNSW32,SQ8) recall@10 reached only 0.91 even
         # at ef_search 512; 80 gave 0.968 at ef_search 128 for a build 22%
         # longer. On the real 40k it makes no difference (docs/backends.md).
-        Option("ef_construction", int, 80, "HNSW: candidates explored per insert", 1),
-        Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1),
+        Option("ef_construction", int, 80, "HNSW: candidates explored per insert", 1,
+               maximum=MAX_WIDTH),
+        Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1,
+               maximum=MAX_LISTS),
         Option("rerank", int, 1, "Candidates fetched per result and re-scored exactly "
-               "from llm's stored vectors: above 1 for compressed codes (SQ8, PQ)", 1),
+               "from llm's stored vectors: above 1 for compressed codes (SQ8, PQ)", 1,
+               maximum=64),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
     @classmethod
     def validate_options(cls, values, dimensions=None):
         settings = super().validate_options(values, dimensions)
+        _check_factory(settings["factory"])
         # Only faiss itself knows which strings it accepts: try the string on the
         # real dimensions (or a divisible stand-in when they are not known yet).
         try:

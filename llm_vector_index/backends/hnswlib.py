@@ -12,6 +12,8 @@ import numpy as np
 
 from ..base import (
     HNSW_SEARCH_WIDTHS,
+    MAX_LINKS,
+    MAX_WIDTH,
     Capabilities,
     Option,
     Tunable,
@@ -34,9 +36,11 @@ class HnswlibIndex(VectorIndex):
     # M 16, ef_construction 100, ef 64: recall@10 0.968 at 0.28 ms on the 40k
     # real sentence embeddings in shared/data (docs/backends.md has the table).
     options = (
-        Option("M", int, 16, "Links per node (memory and recall)", 2),
-        Option("ef_construction", int, 100, "Candidates explored per insert", 1),
-        Option("ef", int, 64, "Candidates explored per query (recall vs speed)", 1),
+        Option("M", int, 16, "Links per node (memory and recall)", 2, maximum=MAX_LINKS),
+        Option("ef_construction", int, 100, "Candidates explored per insert", 1,
+               maximum=MAX_WIDTH),
+        Option("ef", int, 64, "Candidates explored per query (recall vs speed)", 1,
+               maximum=MAX_WIDTH),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
