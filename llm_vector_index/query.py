@@ -83,10 +83,15 @@ def query_vector(vector: Any) -> np.ndarray:
     if isinstance(vector, (str, bytes)):
         raise DimensionMismatch("Query vector must be a sequence of numbers, not text")
     try:
-        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
-            query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        given = np.asarray(vector)
     except (TypeError, ValueError):
-        raise DimensionMismatch("Query vector must be a sequence of numbers") from None
+        given = None
+    # Flat and numeric: nested lists must not be flattened into a vector, nor
+    # true/false, text or numbers too large for a float read as values.
+    if given is None or given.ndim != 1 or given.dtype.kind not in "fiu":
+        raise DimensionMismatch("Query vector must be a flat sequence of numbers")
+    with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+        query = given.astype(np.float32)
     if not np.isfinite(query).all():
         raise DimensionMismatch("Query vector has NaN or infinite values")
     if not query.any():

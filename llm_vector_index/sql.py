@@ -110,8 +110,8 @@ def _vector(embedding: Any, dimensions: int | None) -> Any:
             values = json.loads(embedding)
         except ValueError:
             values = None
-        if isinstance(values, list):
-            return values
+        if isinstance(values, list) and not any(isinstance(v, bool) for v in values):
+            return values  # (query_vector checks the rest: flat, numbers, finite)
     raise VectorIndexError(
         f"embedding must be llm's float32 blob or a JSON array of numbers, got {_kind(embedding)}"
     )

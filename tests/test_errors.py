@@ -37,8 +37,12 @@ def folder_of(db_path):
 @pytest.mark.parametrize("vector,message", [
     ("a string", "must be a sequence of numbers, not text"),
     (b"bytes", "must be a sequence of numbers, not text"),
-    ([[1, 2], [3]], "must be a sequence of numbers"),
-    ({"a": 1}, "must be a sequence of numbers"),
+    ([[1, 2], [3]], "must be a flat sequence of numbers"),
+    ({"a": 1}, "must be a flat sequence of numbers"),
+    ([[1.0] * 12, [1.0] * 12], "must be a flat sequence of numbers"),  # nested: not flattened
+    ([True] * 24, "must be a flat sequence of numbers"),
+    ([10**400] + [1.0] * 23, "must be a flat sequence of numbers"),
+    (["1.0"] * 24, "must be a flat sequence of numbers"),
     ([float("nan")] * 24, "NaN or infinite"),
     ([1.0] * 23 + [float("inf")], "NaN or infinite"),
     ([1e39] * 24, "NaN or infinite"),  # overflows float32

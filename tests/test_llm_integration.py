@@ -154,6 +154,16 @@ def test_where_on_the_command_line(db_path, metadata_index):
                             if m and m["kind"] == "doc" and m["nested"]["level"] == 1 and i != 11)
     bad = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "a'b", "1", "-d", str(db_path)])
     assert bad.exit_code == 1 and "Invalid metadata key" in bad.stderr
+    newline = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "kind\n", "doc",
+                                               "-d", str(db_path)])
+    assert newline.exit_code == 1 and newline.stderr.startswith("Error: Invalid metadata key 'kind\\n'")
+    huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 30,
+                                            "-d", str(db_path)])
+    assert huge.exit_code == 0 and huge.output == ""  # beyond 64 bits: compared as a REAL
+    too_huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 400,
+                                                "-d", str(db_path)])
+    assert too_huge.exit_code == 1
+    assert too_huge.stderr == f"Error: Metadata filter value 1{'0' * 400} is too large\n"
 
 
 def test_prefix_wildcards_and_case_like_llm(db, vectors_collection):

@@ -76,6 +76,12 @@ def test_search_by_llm_blob_or_json_array(conn, built, vectors_collection):
      "embedding must be llm's float32 blob or a JSON array of numbers, got str"),
     ("vector_index_search('ix', '[1, 2]', 5)", "Query vector has 2 dimensions, index 'ix' has 24"),
     ("vector_index_search('ix', zeroblob(96), 5)", "Query vector is all zeros"),
+    ("vector_index_search('ix', '[1' || printf('%.400c', '0') || ', 2]', 5)",
+     "Query vector must be a flat sequence of numbers"),
+    ("vector_index_search('ix', '[[1, 2], [3, 4]]', 5)",
+     "Query vector must be a flat sequence of numbers"),
+    ("vector_index_search('ix', '[true, false]', 5)",
+     "embedding must be llm's float32 blob or a JSON array of numbers, got str"),
 ])
 def test_bad_input_is_one_clear_error(conn, db_path, built, call, message):
     before = snapshot(db_path, built.path)
