@@ -7,7 +7,6 @@ write answers from the last build, saying it is behind."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from sqlite_utils import Database
@@ -33,10 +32,26 @@ def unmount(path):
     subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
+class Result:
+    "What a command printed and returned (the shape of subprocess's)."
+
+    def __init__(self, invoked):
+        self.returncode, self.stdout, self.stderr = (
+            invoked.exit_code, invoked.stdout, invoked.stderr)
+
+
 def llm(db_path, *args):
-    "The real llm command, as a user runs it."
-    return subprocess.run([sys.executable, "-m", "llm", *map(str, args), "-d", str(db_path)],
-                          capture_output=True, text=True, env=os.environ.copy())
+    "llm's own command line, in this process (llm similar, llm index ...)."
+    from click.testing import CliRunner
+    from llm.cli import cli as llm_cli
+
+    from llm_vector_index import index as index_module
+    from llm_vector_index.cli import index_group
+
+    index_module._warned.clear()  # a stale index is said once per process: each command is one
+    # (In tests llm loads no plugins, so its command line has no index group.)
+    command, args = (index_group, args[1:]) if args[0] == "index" else (llm_cli, args)
+    return Result(CliRunner().invoke(command, [*map(str, args), "-d", str(db_path)]))
 
 
 def setup_index(db_path, backend):
