@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime, timezone
 
 import click
 from sqlite_utils import Database
@@ -111,6 +112,13 @@ def evaluation_table(results: Sequence[Evaluation]) -> str:
     return "\n".join([line(header), *map(line, rows), f"({queries} queries, the same for every index)"])
 
 
+def iso_time(seconds: float | None) -> str | None:
+    "A Unix time as llm prints times: ISO 8601, UTC."
+    if not isinstance(seconds, (int, float)):
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
 def describe_server(index_record: catalog.IndexRecord, db: Database) -> dict | None:
     """The server an index names and whether this machine approved it (None:
     it keeps to its folder, or its backend is not installed to say)."""
@@ -142,11 +150,13 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "refresh": index_record.refresh,
         "default_for": catalog.defaults_of(db, index_record.id),
         "rows": index_record.rows,
-        "built": index_record.built,
+        "state": "built" if index_record.built else "not built yet",
+        "built": iso_time(index_record.built),
         "build_seconds": index_record.build_seconds,
         "generation": index_record.generation,
         "target_recall": index_record.target_recall,
-        "tuning": index_record.tuning,
+        "tuning": {**index_record.tuning, "when": iso_time(index_record.tuning.get("when"))}
+        if index_record.tuning else None,
         # Shown, never used: a name read from the database may not be a valid one.
         "path": str(indexes_directory(db) / index_record.name)
         if is_valid_name(index_record.name) else None,

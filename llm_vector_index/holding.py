@@ -50,10 +50,13 @@ class Holder:
 
     def backend(self) -> VectorIndex | None:
         """The backend as last saved, for queries (None before the first
-        build with rows), shared when the backend allows it."""
+        build with rows: an index never built has no files to open, even
+        where its dimensions are known from create), shared when the
+        backend allows it."""
         if self._shared and self._releases != open_indexes.releases:
             self._backend, self._shared = None, False  # maybe closed since
-        if self._backend is None and self.index.record.dimensions:
+        record = self.index.record
+        if self._backend is None and record.built and record.dimensions:
             shareable = self._is_shareable()
             self._backend = self._open(shared=shareable)
             self._shared = shareable

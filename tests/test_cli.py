@@ -1,7 +1,9 @@
 "`llm index ...` end to end, and every bad input: one line, exit 1, nothing changed."
 
 import json
+import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
@@ -169,3 +171,22 @@ def test_database_without_embeddings_table(tmp_path):
     assert result.exit_code == 1
     assert "No embeddings table found in database" in result.stderr
     assert snapshot(path) == before
+
+
+@pytest.mark.parametrize("backend", ["auto", "exact", "faiss", "hnswlib", "chroma"])
+def test_show_an_index_never_built(tmp_path, backend):
+    "Nothing was interrupted: show says so, as list does (issue 20, item 3)."
+
+    db_path = tmp_path / "fresh.db"
+    write_embeddings(Database(db_path), "docs", ["a", "b"], np.eye(2, 8, dtype=np.float32))
+    assert CliRunner().invoke(index_group, ["create", "i-new", "docs", "-b", backend,
+                                            "-d", str(db_path)]).exit_code == 0
+    shown = CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)])
+    assert shown.exit_code == 0, shown.output
+    details = json.loads(shown.output)
+    assert (details["state"], details["built"], details["rows"]) == ("not built yet", None, 0)
+    assert details["backend"] == backend and details["collections"] == ["docs"]
+    assert CliRunner().invoke(index_group, ["build", "i-new", "-d", str(db_path)]).exit_code == 0
+    built = json.loads(CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)]).output)
+    assert built["state"] == "built" and built["rows"] == 2
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", built["built"])
