@@ -20,7 +20,7 @@ from .cli_output import (
 )
 from .errors import BackendUnavailable
 from .evaluate import evaluate, sweep
-from .filters import parse_cli_value
+from .filters import where_option
 from .index import DEFAULT_BACKEND, Index
 from .migrate import migrate_to_chroma
 from .registry import get_backends
@@ -148,7 +148,7 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
     """
     if not id and not content and not input:
         raise click.ClickException("Must provide content or an ID for the comparison")
-    where = {key: parse_cli_value(value) for key, value in wheres}
+    where = where_option(wheres)
     with Index(name, open_database(database)) as index:
         if id:
             results = index.similar_by_id(id, number, prefix=prefix, where=where)

@@ -58,6 +58,20 @@ def sql_value(value: Any) -> Any:
     raise VectorIndexError(f"Metadata filter values must be scalars, got {value!r}")
 
 
+def where_option(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``--where KEY VALUE`` pairs as a filter. A key given twice is refused:
+    a row's metadata has one value per key, so both could never hold, and
+    keeping only the last would silently drop the first."""
+    where: dict[str, Any] = {}
+    for key, text in pairs:
+        if key in where:
+            raise VectorIndexError(
+                f"--where {key} is given twice: a row has one value for each key"
+            )
+        where[key] = parse_cli_value(text)
+    return where
+
+
 def parse_cli_value(text: str) -> Any:
     "A --where value from the command line: JSON scalars as such, else the text."
     try:

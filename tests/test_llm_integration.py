@@ -160,6 +160,10 @@ def test_where_on_the_command_line(db_path, metadata_index):
     huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 30,
                                             "-d", str(db_path)])
     assert huge.exit_code == 0 and huge.output == ""  # beyond 64 bits: compared as a REAL
+    twice = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "kind", "doc",
+                                             "--where", "kind", "note", "-d", str(db_path)])
+    assert twice.exit_code == 1
+    assert twice.stderr == "Error: --where kind is given twice: a row has one value for each key\n"
     too_huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 400,
                                                 "-d", str(db_path)])
     assert too_huge.exit_code == 1
