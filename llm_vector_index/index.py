@@ -30,6 +30,7 @@ from .errors import (
     IndexExists,
     UnknownBackend,
     VectorIndexError,
+    first_line,
 )
 from .filters import ROW_COLUMNS
 from .holding import Holder
@@ -438,7 +439,12 @@ class Index:
                 f"Embedding model {self.record.model!r} of index {self.name!r} is not "
                 "installed: query by ID or vector, or install its plugin"
             ) from None
-        vector = model.embed(value)
+        try:
+            vector = model.embed(value)
+        except Exception as error:  # no key, the provider's error: one line
+            raise VectorIndexError(
+                f"Embedding the query with {self.record.model} failed: {first_line(error)}"
+            ) from None
         return self.similar_by_vector(
             vector, number, prefix=prefix, collection=collection, where=where
         )

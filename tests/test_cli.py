@@ -190,3 +190,46 @@ def test_show_an_index_never_built(tmp_path, backend):
     built = json.loads(CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)]).output)
     assert built["state"] == "built" and built["rows"] == 2
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", built["built"])
+
+
+def test_a_missing_api_key_is_one_line(db_path, tmp_path, monkeypatch):
+    "A model that needs a key, as llm's OpenAI models do (issue 20, item 5)."
+    import llm
+    from llm.plugins import pm
+
+    class KeyedEmbedding(llm.EmbeddingModel):
+        model_id = "keyed-8"
+        needs_key = "keyed"
+        key_env_var = "KEYED_API_KEY"
+
+        def embed_batch(self, texts):
+            self.get_key()  # raises NeedsKeyException without one
+            for text in texts:
+                yield [float(len(text))] + [1.0] * 7
+
+    class Plugin:
+        __name__ = "KeyedPlugin"
+
+        @llm.hookimpl
+        def register_embedding_models(self, register):
+            register(KeyedEmbedding())
+
+    monkeypatch.delenv("KEYED_API_KEY", raising=False)
+    write_embeddings(Database(db_path), "paid", ["a", "b"], np.eye(2, 8, dtype=np.float32),
+                     model="keyed-8")
+    pm.register(Plugin(), name="test-keyed")
+    try:
+        assert CliRunner().invoke(index_group, ["create", "paid-ix", "paid", "--build",
+                                                "-d", str(db_path)]).exit_code == 0
+        before = snapshot(db_path)
+        result = CliRunner().invoke(index_group, ["similar", "paid-ix", "-c", "hello",
+                                                  "-d", str(db_path)])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error: Embedding the query with keyed-8 failed: ")
+        assert "KEYED_API_KEY" in result.stderr and len(result.stderr.splitlines()) == 1
+        assert snapshot(db_path) == before
+        monkeypatch.setenv("KEYED_API_KEY", "k")
+        assert CliRunner().invoke(index_group, ["similar", "paid-ix", "-c", "hello",
+                                                "-d", str(db_path)]).exit_code == 0
+    finally:
+        pm.unregister(name="test-keyed")
