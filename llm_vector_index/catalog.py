@@ -314,6 +314,10 @@ def insert_record(
             )
             .last_pk
         )
+        # Rows left by an index of this id whose row was deleted by hand
+        # (SQLite gives the id out again): they are not the new index's.
+        for table in ("vector_index_labels", "vector_index_collections", "vector_index_defaults"):
+            db.execute(f"delete from {table} where index_id = ?", [index_id])
         db["vector_index_collections"].insert_all(
             {"index_id": index_id, "collection": collection, "position": position}
             for position, collection in enumerate(collections)

@@ -53,7 +53,9 @@ class Index:
         self.db = db
         record = catalog.get_record(db, name)
         if record is None:
-            raise self.DoesNotExist(f"Index {name!r} does not exist")
+            raise self.DoesNotExist(
+                f"Index {name!r} does not exist (llm index list shows the indexes)"
+            )
         self.record = record
         self.holder = Holder(self)  # the backend it holds open (holding.py)
         # False: a stale index answers from its last build (with a warning)
@@ -241,7 +243,9 @@ class Index:
         "Read the catalog row again (after a build, or another process's)."
         record = catalog.get_record(self.db, self.name)
         if record is None:
-            raise self.DoesNotExist(f"Index {self.name!r} does not exist")
+            raise self.DoesNotExist(
+                f"Index {self.name!r} does not exist (llm index list shows the indexes)"
+            )
         self.record = record
 
     @property
@@ -374,7 +378,7 @@ class Index:
             )
             click.echo(
                 f"Warning: index {self.name!r} is behind its collections "
-                f"({changes.upsert_count} rows added or changed, "
+                f"({_rows(changes.upsert_count)} added or changed, "
                 f"{len(changes.deleted_labels)} deleted since its last build{failed}); "
                 f"run llm index build {self.name}",
                 err=True,
@@ -516,6 +520,10 @@ class Index:
 
 # (index folder, generation) already warned about: say it once per process.
 _warned: set[tuple[str, int]] = set()
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
 
 
 def _check_refresh(mode: str) -> None:

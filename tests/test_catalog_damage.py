@@ -116,7 +116,20 @@ def test_an_index_whose_backend_plugin_is_gone_can_be_dropped(db_path, db, vecto
 
 def test_dropping_an_index_that_does_not_exist(db_path, db, vectors_collection):
     result = run("drop", "nope", "-d", db_path)
-    assert result.exit_code == 1 and result.stderr == "Error: Index 'nope' does not exist\n"
+    assert result.exit_code == 1
+    assert result.stderr == "Error: Index 'nope' does not exist (llm index list shows the indexes)\n"
+
+
+def test_a_row_deleted_by_hand_leaves_nothing_to_the_next_index(db_path, db, vectors_collection):
+    "SQLite gives its id to the next index: its memberships and default must not come too."
+    Index.create("old", ["vecs"], db, backend="exact", default=True).build()
+    db.execute("delete from vector_indexes where name = 'old'")
+    db.conn.commit()
+    created = run("create", "new", "vecs", "-b", "exact", "--build", "-d", db_path)
+    assert created.exit_code == 0, created.output
+    assert Index("new", db).collections == ["vecs"]
+    assert Index.default_for(db, "vecs") is None  # the old one's default did not pass to it
+    assert db.execute("select count(*) from vector_index_labels").fetchone()[0] == 200
 
 
 # -- the label map ------------------------------------------------------------

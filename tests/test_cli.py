@@ -233,3 +233,12 @@ def test_a_missing_api_key_is_one_line(db_path, tmp_path, monkeypatch):
                                                 "-d", str(db_path)]).exit_code == 0
     finally:
         pm.unregister(name="test-keyed")
+
+
+def test_a_bad_faiss_factory_string_says_what_works(db_path, vectors_collection):
+    result = CliRunner().invoke(index_group, ["create", "x", "vecs", "-b", "faiss", "-o", "factory",
+                                              "Flatt", "-d", str(db_path)])
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: Invalid faiss factory string 'Flatt' (could not parse index "
+                             "string Flatt): try Flat, HNSW32, HNSW32,SQ8, IVF1024,Flat or "
+                             "IVF1024,PQ48\n")

@@ -200,6 +200,9 @@ def test_manual_refresh_warns_once_and_answers(db, vectors_collection, capsys):
     assert "(2 rows added or changed, 0 deleted since its last build)" in warning
     index.build()
     assert index.similar_by_vector(-vectors[5], 1)[0].id == "fresh1"
+    write_embeddings(db, "vecs", ["fresh3"], -vectors[7:8])
+    index.similar_by_vector(-vectors[5], 1)
+    assert "(1 row added or changed, 0 deleted since its last build)" in capsys.readouterr().err
 
 
 def test_read_only_database_answers_from_last_build(db_path, db, vectors_collection, capsys):

@@ -190,5 +190,5 @@ def test_a_held_index_sees_a_drop_and_a_new_index_of_its_name(db_path, db, backe
     with pytest.raises(Index.DoesNotExist, match="Index 'zz' does not exist"):
         held.similar_by_vector(query, 5)
     assert json.loads(conn.execute(search, [blob]).fetchone()[0]) == {
-        "error": "Index 'zz' does not exist"}
+        "error": "Index 'zz' does not exist (llm index list shows the indexes)"}
     conn.close()

@@ -131,9 +131,12 @@ class FaissIndex(VectorIndex):
                 dimensions or 384, settings["factory"], _faiss().METRIC_INNER_PRODUCT
             )
         except RuntimeError as error:
+            # faiss says where in its C++ it failed: keep only what it says.
             detail = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+            detail = re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", detail)
             raise InvalidOptions(
-                f"Invalid faiss factory string {settings['factory']!r}: {detail}"
+                f"Invalid faiss factory string {settings['factory']!r} ({detail}): "
+                "try Flat, HNSW32, HNSW32,SQ8, IVF1024,Flat or IVF1024,PQ48"
             ) from None
         return settings
 
