@@ -61,7 +61,7 @@ def index_create(name, collections, backend, options, build_now, make_default, r
     \b
         llm index create docs-hnsw docs
         llm index create all-notes notes-2024 notes-2025 -b exact
-        llm index create docs-ivf docs -o factory IVF1024,Flat -o nprobe 64
+        llm index create docs-ivf docs -b faiss -o factory IVF1024,Flat -o nprobe 64
     """
     db = open_database(database)
     index = Index.create(

@@ -1,5 +1,6 @@
 """The README shows commands with flags: each must still exist as shown."""
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -42,3 +43,41 @@ def test_readme_command_exists_with_its_flags(command):
     for word in words[1:]:
         if word.startswith("-") and word != "-":
             assert word in declared, f"{command}: {word} is not an option of {name}"
+
+
+def quick_start() -> list[str]:
+    "The lines of the README's Quick start, as a new user would copy them."
+    text = README.read_text()
+    block = re.search(r"## Quick start\n.*?```bash\n(.*?)```", text, flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_quick_start_runs_as_written(tmp_path):
+    """Every Quick start line, in order, in a shell, on a fresh llm user
+    directory, with the example model, on Markdown files of its own (these
+    docs), offline. The one setting made first: llm's default model is
+    llm-echo, so that the two lines that prompt a model need no API key."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    shutil.copytree(README.parent / "docs", work / "docs", ignore=shutil.ignore_patterns("*.png"))
+    user = tmp_path / "new-user"
+    user.mkdir()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "LLM_USER_PATH": str(user), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("LLM_EMBEDDINGS_DB", None)
+    subprocess.run(["llm", "models", "default", "echo"], env=env, cwd=work, check=True)
+    outputs = {}
+    for line in quick_start():
+        result = subprocess.run(["bash", "-c", line], env=env, cwd=work,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+        assert "Traceback" not in result.stderr, f"{line}\n{result.stderr}"
+        outputs[line.split("#")[0].strip()] = result.stdout
+    found = [json.loads(row) for row in outputs['llm index similar docs-idx -c "vector search"'].splitlines()]
+    assert len(found) == 10 and all(row["id"].endswith(".md") for row in found)
+    assert "usage.md" not in outputs["llm index similar docs-idx usage.md -n 5 --plain"].split()[0:1]
+    assert outputs['llm similar docs -c "cats"'].count('"id"') == 10
