@@ -32,6 +32,9 @@ class Option:
     # database someone else wrote: a bound keeps one from asking for memory
     # or time out of all proportion (hnswlib -o M 1000000).
     maximum: float | None = None
+    # Set by builds, never by users (auto's chosen kind and why): refused at
+    # create and left out of what ``llm index backends`` lists.
+    internal: bool = False
 
     def parse(self, value: Any) -> Any:
         "Convert a value (a string from the CLI, or a Python value) to this type."
@@ -172,6 +175,17 @@ class VectorIndex(abc.ABC):
         the validated ``settings`` are set: override this, not ``__init__``."""
 
     # -- options ---------------------------------------------------------
+
+    @classmethod
+    def check_user_options(cls, values: Mapping[str, Any]) -> None:
+        "Refuse options a user may not set (``Option.internal``: builds set them)."
+        for option in cls.options:
+            if option.internal and option.name in values:
+                settable = ", ".join(o.name for o in cls.options if not o.internal) or "none"
+                raise InvalidOptions(
+                    f"Option {option.name} of backend {cls.name} is set by builds, not by "
+                    f"users (options: {settable})"
+                )
 
     @classmethod
     def validate_options(

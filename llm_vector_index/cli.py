@@ -433,7 +433,7 @@ def index_backends(json_):
                     "minimum": option.minimum,
                     "maximum": option.maximum,
                 }
-                for option in info.cls.options
+                for option in info.cls.options if not option.internal
             ],
         }
         for info in get_backends().values()

@@ -90,6 +90,7 @@ class Index:
         model = rows[collections[0]]["model"]
         backend_class = get_backend(backend).cls
         dimensions = sync.peek_dimensions(db, collections)
+        backend_class.check_user_options(options or {})
         settings = backend_class.validate_options(options or {}, dimensions)
         if cls.exists(db, name):
             raise IndexExists(f"Index {name!r} already exists")

@@ -47,8 +47,9 @@ class AutoIndex(VectorIndex):
     options = (
         Option("exact_limit", int, EXACT_LIMIT,
                "Exact search up to this many stored values (rows x dimensions)", 0),
-        Option("kind", str, "exact", "The backend in use (set by builds)"),
-        Option("reason", str, "", "Why builds chose it"),
+        Option("kind", str, "exact", "The backend in use (set by builds)", internal=True),
+        Option("reason", str, "exact search while rows x dimensions stay under exact_limit",
+               "Why builds chose it", internal=True),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
     default_target_recall = TARGET_RECALL
