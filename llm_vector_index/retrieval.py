@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Optional
 
+import click
 import llm
 
 from .errors import VectorIndexError, check_count
@@ -30,6 +31,17 @@ MAX_NUMBER = 50
 DEFAULT_MAX_CHARS = 1000
 # index:NAME:N:QUERY asks for N hits; the query itself may contain colons.
 _COUNTED = re.compile(r"(\d+):(.*)", re.DOTALL)
+
+
+class UnusableToolbox(VectorIndexError, click.ClickException):
+    """``VectorIndex("nope")``: a ClickException too, so that llm's command
+    line says it in one line when ``-T`` is parsed."""
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def open_index(name: str, database: str | None = None) -> Index:
@@ -56,6 +68,10 @@ class VectorIndex(llm.Toolbox):
         self.database = database
         self.max_chars = max_chars
         self._index: Index | None = None
+        try:  # said to the user now (llm -T), not to the model at its first call
+            self._opened()
+        except VectorIndexError as error:
+            raise UnusableToolbox(str(error)) from None
 
     def _opened(self) -> Index:
         if self._index is None:

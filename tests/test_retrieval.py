@@ -87,8 +87,6 @@ def test_content_is_trimmed_and_filters_apply(docs_index, texts, user_path):
 
 
 @pytest.mark.parametrize("toolbox, call, message", [
-    ('VectorIndex("nope")', ("VectorIndex_search", {"query": "cat"}),
-     "Error: Index 'nope' does not exist"),
     ('VectorIndex("docs-idx")', ("VectorIndex_search", {"query": "cat", "where": {"a'b": 1}}),
      "Error: Invalid metadata key \"a'b\""),
     ('VectorIndex("docs-idx")', ("VectorIndex_search", {"query": "cat", "number": 0}),
@@ -97,8 +95,6 @@ def test_content_is_trimmed_and_filters_apply(docs_index, texts, user_path):
      "Error: query must be a non-empty text"),
     ('VectorIndex("docs-idx")', ("VectorIndex_get", {"id": "missing"}),
      "Error: ID 'missing' not found in index 'docs-idx'"),
-    ('VectorIndex({"name": "docs-idx", "database": "/nowhere/x.db"})', ("VectorIndex_get", {"id": "doc-001"}),
-     "Error: Database not found: /nowhere/x.db"),
 ])
 def test_errors_a_model_causes_come_back_to_it_as_one_line(
     docs_index, db_path, user_path, toolbox, call, message
@@ -108,6 +104,22 @@ def test_errors_a_model_causes_come_back_to_it_as_one_line(
     assert result.exit_code == 0, result.output
     [output] = logged_tool_results(user_path)
     assert output.startswith(message) and "\n" not in output, output
+    assert snapshot(db_path, docs_index.path) == before
+
+
+@pytest.mark.parametrize("toolbox, message", [
+    ('VectorIndex("nope")',
+     "Error: Index 'nope' does not exist (llm index list shows the indexes)\n"),
+    ('VectorIndex({"name": "docs-idx", "database": "/nowhere/x.db"})',
+     "Error: Database not found: /nowhere/x.db\n"),
+])
+def test_a_toolbox_that_cannot_work_is_said_before_the_prompt(docs_index, db_path, toolbox,
+                                                               message):
+    "The user's mistake, not the model's: llm says it when -T is read (issue 20, item 7)."
+    before = snapshot(db_path, docs_index.path)
+    result = ask("-m", "echo", "-T", toolbox, calling(("VectorIndex_search", {"query": "cat"})))
+    assert result.exit_code == 1
+    assert result.output.endswith(message) and result.output.count("\n") == 1, result.output
     assert snapshot(db_path, docs_index.path) == before
 
 
