@@ -244,10 +244,11 @@ class Build:
         record = index.record
         if not self._saved_files_are_current():
             return None
-        if not sync.label_map_is_sound(self.db, record.id, collection_ids, record.rows):
+        labels = sync.label_count(self.db, record.id)
+        if not sync.label_map_is_sound(self.db, record.id, record.rows, labels):
             return None
         if not self.verify and sync.nothing_changed(
-            self.db, record.id, collection_ids, self.fingerprint, record.fingerprint
+            self.db, record.id, collection_ids, self.fingerprint, record.fingerprint, labels
         ):
             changes = sync.Changes()
         else:

@@ -433,6 +433,18 @@ def database_path(db: Database) -> Path | None:
     return None
 
 
+LABELS_UNIQUE = "idx_vector_index_labels_index_id_collection_id_id"
+
+
+def labels_are_unique(db: Database) -> bool:
+    "Is the label map's unique index on (index_id, collection_id, id) in place?"
+    for _, name, unique, _, partial in db.execute("pragma index_list(vector_index_labels)"):
+        if name == LABELS_UNIQUE:
+            columns = [row[2] for row in db.execute(f"pragma index_info([{name}])")]
+            return bool(unique) and not partial and columns == ["index_id", "collection_id", "id"]
+    return False
+
+
 def commit_build(
     db: Database,
     index_id: int,
@@ -449,6 +461,12 @@ def commit_build(
     with db.atomic():
         if replace_all:
             db.execute("delete from vector_index_labels where index_id = ?", [index_id])
+            if not labels_are_unique(db):  # a crafted database dropped it: put it back
+                db.execute(f"drop index if exists [{LABELS_UNIQUE}]")
+                db.execute(
+                    f"create unique index [{LABELS_UNIQUE}] "
+                    "on vector_index_labels (index_id, collection_id, id)"
+                )
         for start in range(0, len(deleted_labels), 500):
             chunk = deleted_labels[start : start + 500]
             db.execute(

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 from sqlite_utils import Database
 
-from llm_vector_index import Index, sql
+from llm_vector_index import Index, catalog, sql
 from llm_vector_index.cli import index_group
 
 from .conftest import snapshot
@@ -192,6 +192,7 @@ def test_a_damaged_label_map_is_said_and_a_plain_build_repairs_it(db_path, db, b
     report = run("build", "ix", "-d", db_path)
     assert report.exit_code == 0, report.output
     assert [e.id for e in Index("ix", db).similar_by_vector(query, 5)] == exact_ids(db, query, 5)
+    assert catalog.labels_are_unique(db)  # put back by the full build where it was dropped
     conn.close()
 
 
