@@ -254,6 +254,12 @@ class VectorIndex(abc.ABC):
         return cls.destroy is not VectorIndex.destroy
 
     @classmethod
+    def settings_in_use(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings that apply to an index with these settings, for
+        reports (faiss: no nprobe on HNSW). Optional: all of them."""
+        return dict(settings)
+
+    @classmethod
     def remote(cls, settings: Mapping[str, Any]) -> Remote | None:
         """The server an index with these settings contacts and the secrets it
         reads, or None if it keeps to its folder. A backend that contacts a

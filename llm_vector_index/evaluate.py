@@ -220,7 +220,9 @@ def _evaluation(index: Index, held_out: HeldOut, recall: float, timings: list[fl
         if index.path.exists() else 0
     return Evaluation(
         index=index.name, backend=record.backend,
-        settings=masked_options(record.backend, record.options),
+        settings=masked_options(
+            record.backend, index.backend_class.settings_in_use(index.settings)
+        ),
         rows=record.rows or 0, queries=len(held_out.keys), k=held_out.k, recall=recall,
         p50_ms=_ms(timings, 50), p95_ms=_ms(timings, 95),
         queries_per_second=1 / mean if mean else 0.0, disk_mb=disk / 1e6,

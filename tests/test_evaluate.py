@@ -195,3 +195,12 @@ def test_long_evaluations_report_progress(three):
 
     sweep(three[1], queries=5, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, len(HNSW_SEARCH_WIDTHS))] * len(HNSW_SEARCH_WIDTHS)
+
+
+def test_settings_that_do_not_apply_are_not_listed(db, vectors_collection):
+    "No nprobe on an HNSW graph, no ef_search on IVF (issue 20, item 7)."
+    Index.create("hnsw", ["vecs"], db, backend="faiss").build()
+    Index.create("ivf", ["vecs"], db, backend="faiss", options={"factory": "IVF4,Flat"}).build()
+    hnsw, ivf = evaluate([Index("hnsw", db), Index("ivf", db)], queries=5)
+    assert set(hnsw.settings) == {"factory", "ef_search", "ef_construction", "rerank"}
+    assert set(ivf.settings) == {"factory", "nprobe", "rerank"}

@@ -87,6 +87,10 @@ class AutoIndex(VectorIndex):
         return _kind_class(settings["kind"]).tunable(settings)
 
     @classmethod
+    def settings_in_use(cls, settings):
+        return _kind_class(settings["kind"]).settings_in_use(settings)
+
+    @classmethod
     def remote(cls, settings):
         return _kind_class(settings["kind"]).remote(settings)
 

@@ -141,6 +141,16 @@ class FaissIndex(VectorIndex):
         return settings
 
     @classmethod
+    def settings_in_use(cls, settings):
+        factory = settings["factory"].upper()
+        unused = set()
+        if "HNSW" not in factory:
+            unused |= {"ef_search", "ef_construction"}
+        if "IVF" not in factory:
+            unused.add("nprobe")
+        return {key: value for key, value in settings.items() if key not in unused}
+
+    @classmethod
     def tunable(cls, settings):
         factory = settings["factory"].upper()
         if "HNSW" in factory:
