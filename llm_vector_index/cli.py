@@ -16,7 +16,7 @@ from llm.embeddings import Collection
 from . import catalog
 from .cli_options import IndexGroup, database_option, open_database
 from .cli_output import (
-    build_line, describe, describe_server, echo_entries, evaluation_table, progress_bar, sweep_table,
+    backends_listing, build_line, describe, describe_backend, describe_server, echo_entries, evaluation_table, progress_bar, sweep_table,
 )
 from .errors import BackendUnavailable
 from .evaluate import evaluate, sweep
@@ -419,38 +419,8 @@ def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, p
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def index_backends(json_):
     "List available backends and their options"
-    backends = [
-        {
-            "name": info.name,
-            "plugin": info.plugin,
-            "exact": info.cls.capabilities.exact,
-            "options": [
-                {
-                    "name": option.name,
-                    "type": option.type.__name__,
-                    "default": option.default,
-                    "help": option.help,
-                    "minimum": option.minimum,
-                    "maximum": option.maximum,
-                }
-                for option in info.cls.options if not option.internal
-            ],
-        }
-        for info in get_backends().values()
-    ]
+    backends = [describe_backend(info) for info in get_backends().values()]
     if json_:
         click.echo(json.dumps(backends, indent=2))
         return
-    for backend in backends:
-        kind = "exact" if backend["exact"] else "approximate"
-        click.echo(f"{backend['name']}: {kind} (plugin {backend['plugin']})")
-        for option in backend["options"]:
-            bounds = "".join(
-                f", {word} {option[key]:g}" for word, key in (("at least", "minimum"),
-                                                              ("at most", "maximum"))
-                if option[key] is not None
-            )
-            click.echo(
-                f"  -o {option['name']} {option['type']} "
-                f"(default {option['default']}{bounds}): {option['help']}"
-            )
+    click.echo(backends_listing(backends))

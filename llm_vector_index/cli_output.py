@@ -162,3 +162,40 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         if is_valid_name(index_record.name) else None,
         **server,
     }
+
+
+def describe_backend(info) -> dict:
+    "A registered backend and the options a user may set (``llm index backends``)."
+    return {
+        "name": info.name,
+        "plugin": info.plugin,
+        "exact": info.cls.capabilities.exact,
+        "options": [
+            {
+                "name": option.name,
+                "type": option.type.__name__,
+                "default": option.default,
+                "help": option.help,
+                "minimum": option.minimum,
+                "maximum": option.maximum,
+            }
+            for option in info.cls.options if not option.internal
+        ],
+    }
+
+
+def backends_listing(backends: Sequence[dict]) -> str:
+    "Backends as ``describe_backend`` gives them, a line each and a line an option."
+    lines = []
+    for backend in backends:
+        kind = "exact" if backend["exact"] else "approximate"
+        lines.append(f"{backend['name']}: {kind} (plugin {backend['plugin']})")
+        for option in backend["options"]:
+            bounds = "".join(
+                f", {word} {option[key]:g}"
+                for word, key in (("at least", "minimum"), ("at most", "maximum"))
+                if option[key] is not None
+            )
+            lines.append(f"  -o {option['name']} {option['type']} "
+                         f"(default {option['default']}{bounds}): {option['help']}")
+    return "\n".join(lines)
