@@ -90,9 +90,6 @@ class AutoIndex(VectorIndex):
     def settings_in_use(cls, settings):
         return _kind_class(settings["kind"]).settings_in_use(settings)
 
-    @classmethod
-    def remote(cls, settings):
-        return _kind_class(settings["kind"]).remote(settings)
 
     @classmethod
     def settings_for_rows(cls, settings, rows, dimensions):
