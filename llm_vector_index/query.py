@@ -141,9 +141,9 @@ def _check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> Non
     cover, no row twice, and not every label unknown to it (its rows may be
     gone, deleted since the build: then the labels are still there)."""
     covered = index.record.collections
+    stray = next((row for row in rows if row[1] not in covered), None)
     problem = None
-    if any(row[1] not in covered for row in rows):
-        stray = next(row for row in rows if row[1] not in covered)
+    if stray is not None:
         problem = f"it maps a label to row {stray[2]!r} of collection {stray[1]!r}"
     elif len({(row[0], row[2]) for row in rows}) != len(rows):
         problem = "it maps two labels to one row"
