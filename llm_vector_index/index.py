@@ -28,6 +28,7 @@ from .errors import (
     IdNotFound,
     IndexBusy,
     IndexExists,
+    InvalidOptions,
     UnknownBackend,
     VectorIndexError,
     first_line,
@@ -144,6 +145,9 @@ class Index:
         except UnknownBackend:
             remote, elsewhere = None, False
             left = f"its backend {self.record.backend!r} is not installed to remove it"
+        except InvalidOptions as error:  # hand-edited: they cannot name a server to trust
+            remote, elsewhere = None, False
+            left = f"its options are not valid ({error}), so no server was contacted"
         if not keep_remote and remote and not approvals.is_approved(self.db, self.name, remote):
             left = f"this machine never approved its {remote.describe()}, so it was not contacted"
         opening = not keep_remote and left is None and elsewhere

@@ -114,6 +114,23 @@ def test_an_index_whose_backend_plugin_is_gone_can_be_dropped(db_path, db, vecto
     assert not Index.exists(db, "ix") and not (folder_of(db_path) / "ix").exists()
 
 
+@pytest.mark.parametrize("backend, options, problem", [
+    ("faiss", {"factory": 5}, "Option factory must be str, got 5"),
+    ("chroma", {"host": "h", "port": "x"}, "Option port must be int, got 'x'"),
+])
+def test_an_index_with_options_that_are_not_valid_can_be_dropped(
+        db_path, db, vectors_collection, backend, options, problem):
+    Index.create("ix", ["vecs"], db, backend="exact").build()
+    db.execute("update vector_indexes set backend = ?, options = ?", [backend, json.dumps(options)])
+    db.conn.commit()
+    assert run("similar", "ix", "v001", "-d", db_path).stderr == f"Error: {problem}\n"
+    dropped = run("drop", "ix", "-d", db_path)
+    assert dropped.exit_code == 0, dropped.output
+    assert dropped.stderr == (f"Dropped index ix (its data on the server, if any, remains: its "
+                              f"options are not valid ({problem}), so no server was contacted)\n")
+    assert not Index.exists(db, "ix") and not (folder_of(db_path) / "ix").exists()
+
+
 def test_dropping_an_index_that_does_not_exist(db_path, db, vectors_collection):
     result = run("drop", "nope", "-d", db_path)
     assert result.exit_code == 1
