@@ -107,6 +107,10 @@ class Remote:
 MAX_LINKS = 256
 MAX_WIDTH = 8192
 
+# The recall@10 against an exact scan that every index is tuned to at build,
+# unless the user names another target or sets the tunable option itself.
+DEFAULT_TARGET_RECALL = 0.95
+
 # HNSW candidates explored per query: the values tuning tries, cheapest first.
 HNSW_SEARCH_WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
@@ -147,8 +151,9 @@ class VectorIndex(abc.ABC):
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
-    # An index created with this backend is tuned to this recall (tuning.py).
-    default_target_recall: ClassVar[float | None] = None
+    # An index created with this backend is tuned to this recall (tuning.py),
+    # if the backend declares a tunable option; None: never unasked.
+    default_target_recall: ClassVar[float | None] = DEFAULT_TARGET_RECALL
 
     def __init__(
         self,

@@ -87,7 +87,8 @@ def index_create(name, collections, backend, options, build_now, make_default, r
 @click.option(
     "--target-recall", type=float,
     help="Tune the search setting to the cheapest that gives this recall@10 "
-    "(e.g. 0.95), measured on stored rows; kept and re-tuned as the index grows",
+    "(default 0.95; measured on probes like new text); kept and re-tuned as the "
+    "index grows",
 )
 @database_option
 def index_build(name, full, verify, target_recall, database):
@@ -96,8 +97,10 @@ def index_build(name, full, verify, target_recall, database):
 
     Only rows added or changed since the last build are read; deleted rows
     are removed. --verify also finds rows whose vector was changed in place
-    by a plain SQL UPDATE, which keeps their timestamp and rowid.
-    --target-recall tunes the index (see llm index show for what it chose).
+    by a plain SQL UPDATE, which keeps their timestamp and rowid. An
+    approximate index is tuned to recall@10 0.95 unless its search setting
+    was given at create; --target-recall names another target (see llm index
+    show for what tuning chose).
 
     \b
         llm index build docs-hnsw

@@ -78,20 +78,21 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
 def sweep_table(sweep: Sweep) -> str:
     "One index's recall/latency curve, a row a setting."
     lines = [f"{sweep.index} ({sweep.backend}), {sweep.queries} queries",
-             f"{sweep.option:>10}  recall@{sweep.k}  p50 ms  p95 ms"]
+             f"{sweep.option:>10}  recall@{sweep.k}  recall@1  p50 ms  p95 ms"]
     for point in sweep.points:
-        lines.append(f"{point.value!s:>10}  {point.recall:9.3f}  {point.p50_ms:6.3f}  "
-                     f"{point.p95_ms:6.3f}")
+        lines.append(f"{point.value!s:>10}  {point.recall:9.3f}  {point.recall_at_1:8.3f}  "
+                     f"{point.p50_ms:6.3f}  {point.p95_ms:6.3f}")
     return "\n".join(lines)
 
 
 def evaluation_table(results: Sequence[Evaluation]) -> str:
     "Evaluations side by side, one row an index, for a terminal."
     k = results[0].k if results else 10
-    header = ["index", "backend", "rows", f"recall@{k}", "p50 ms", "p95 ms", "queries/s",
-              "disk MB", "open MB", "build s", "settings"]
+    header = ["index", "backend", "rows", f"recall@{k}", "recall@1", "p50 ms", "p95 ms",
+              "queries/s", "disk MB", "open MB", "build s", "settings"]
     rows = [
-        [r.index, r.backend, f"{r.rows:,}", f"{r.recall:.3f}", f"{r.p50_ms:.3f}",
+        [r.index, r.backend, f"{r.rows:,}", f"{r.recall:.3f}", f"{r.recall_at_1:.3f}",
+         f"{r.p50_ms:.3f}",
          f"{r.p95_ms:.3f}", f"{r.queries_per_second:,.0f}", f"{r.disk_mb:.1f}",
          "-" if r.open_mb is None else f"{r.open_mb:.1f}",
          "-" if r.build_seconds is None else f"{r.build_seconds:.2f}",
@@ -100,7 +101,7 @@ def evaluation_table(results: Sequence[Evaluation]) -> str:
         for r in results
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    numeric = set(range(2, 10))
+    numeric = set(range(2, 11))
 
     def line(cells):
         return "  ".join(

@@ -98,6 +98,9 @@ class Index:
         folder = paths.index_path(db, name)
         paths.check_ours_or_absent(folder)
         backend_class.check_reachable(settings)
+        tunable = backend_class.tunable(settings)
+        # A value the user chose for the tunable option is kept, untuned.
+        chosen_by_user = tunable is not None and tunable.option in (options or {})
         remote = backend_class.remote(settings)
         if remote is not None:  # the user named this server here: approved
             approvals.approve(db, name, remote)
@@ -112,7 +115,7 @@ class Index:
             collections=collections,
             created=time.time(),
             refresh=refresh,
-            target_recall=backend_class.default_target_recall,
+            target_recall=None if chosen_by_user else backend_class.default_target_recall,
         )
         # A folder left by an index of this name whose catalog row was deleted.
         paths.remove_tree(folder)

@@ -36,10 +36,11 @@ def test_cli_evaluate(db_path, db, vectors_collection):
     [report] = json.loads(result.output)
     assert report["index"] == "ix" and report["queries"] == 20 and report["k"] == 5
     assert report["recall"] == 1.0 and report["rows"] == 200  # auto: exact at this size
+    assert report["recall_at_1"] == 1.0
     assert report["open_mb"] >= 0
     table = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-d", str(db_path)])
-    assert table.exit_code == 0 and table.output.splitlines()[0].split()[:4] == [
-        "index", "backend", "rows", "recall@10"]
+    assert table.exit_code == 0 and table.output.splitlines()[0].split()[:5] == [
+        "index", "backend", "rows", "recall@10", "recall@1"]
     assert "(20 queries, the same for every index)" in table.output
     bad = runner.invoke(index_group, ["evaluate", "ix", "-n", "0", "-d", str(db_path)])
     assert bad.exit_code == 1 and "k must be a whole number of at least 1, got 0" in bad.stderr
@@ -204,3 +205,17 @@ def test_settings_that_do_not_apply_are_not_listed(db, vectors_collection):
     hnsw, ivf = evaluate([Index("hnsw", db), Index("ivf", db)], queries=5)
     assert set(hnsw.settings) == {"factory", "ef_search", "ef_construction", "rerank"}
     assert set(ivf.settings) == {"factory", "nprobe", "rerank"}
+
+
+def test_recall_at_1_counts_a_missed_top_hit(db):
+    "A weak graph that finds most of the top 10 can still miss the best row."
+    vectors = clustered_vectors(3000, 32, clusters=3)
+    write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors)
+    weak = Index.create("weak", ["c"], db, backend="hnswlib",
+                        options={"M": 2, "ef_construction": 2, "ef": 1})
+    weak.build()
+    result = evaluate(weak, queries=100, k=10)
+    assert 0 < result.recall_at_1 < 1
+    exact = Index.create("exact", ["c"], db, backend="exact")
+    exact.build()
+    assert evaluate(exact, queries=100, k=10).recall_at_1 == 1.0

@@ -15,7 +15,6 @@ from llm_vector_index.backends.exact import ExactIndex
 from llm_vector_index.cli import index_group
 from llm_vector_index.evaluate import evaluate
 from llm_vector_index.testing import write_embeddings
-from llm_vector_index.tuning import stored_row_bar
 
 from .conftest import snapshot
 
@@ -50,11 +49,11 @@ def test_tuning_keeps_the_cheapest_setting_that_meets_the_target(db, hard, backe
     index = Index.create("ix", ["c"], db, backend=backend, options=options)
     index.build()
     tuning = index.tune(0.9, queries=200)
-    bar = stored_row_bar(0.9)
-    assert tuning.option == option and tuning.met and tuning.bar == bar
+    assert tuning.option == option and tuning.met
     values = [point[0] for point in tuning.curve]
     assert tuning.chosen == values[-1] and values == sorted(values)
-    assert all(point[1] < bar for point in tuning.curve[:-1]) and tuning.curve[-1][1] >= bar
+    assert all(point[1] < 0.9 for point in tuning.curve[:-1]) and tuning.curve[-1][1] >= 0.9
+    assert (tuning.recall, tuning.recall_at_1) == tuple(tuning.curve[-1][1:3])
     assert len(tuning.curve) > 1  # the data is hard enough that 16 was not enough
     # Kept: a new Index (and the shared open one) searches with the choice.
     reopened = Index("ix", db)
@@ -141,7 +140,7 @@ def test_cli_build_with_a_target_and_show(db_path, db, hard):
     runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "-d", str(db_path)])
     result = runner.invoke(index_group, ["build", "ix", "--target-recall", "0.9", "-d", str(db_path)])
     assert result.exit_code == 0, result.output
-    assert "Tuned ix: ef " in result.output and "that target 0.9 asks" in result.output
+    assert "Tuned ix: ef " in result.output and "meets target 0.9 " in result.output
     shown = json.loads(runner.invoke(index_group, ["show", "ix", "-d", str(db_path)]).output)
     assert shown["target_recall"] == 0.9
     assert shown["tuning"]["chosen"] == shown["options"]["ef"]
@@ -198,3 +197,36 @@ def test_types_that_train_stream_the_rest_of_a_full_build(db, hard, monkeypatch)
     index.build()
     assert pending_at_save == [0] and index.count() == 6000
     assert recall_on_new_queries(Index("ix", db), hard, gaussian(50, seed=6)) >= 0.9
+
+
+@pytest.mark.parametrize("backend, options, option", [
+    ("faiss", {}, "ef_search"),
+    ("faiss", {"factory": "IVF64,Flat"}, "nprobe"),
+    ("hnswlib", {}, "ef"),
+    ("chroma", {}, "ef_search"),
+])
+def test_every_backend_is_tuned_to_the_default_target_unasked(db, hard, backend, options,
+                                                              option):
+    "Picking a backend is not asking for less recall: its first build tunes it."
+    index = Index.create("ix", ["c"], db, backend=backend, options=options)
+    assert index.record.target_recall == 0.95
+    tuning = index.build().tuning
+    assert tuning is not None and tuning.target == 0.95 and tuning.option == option
+    assert tuning.met and tuning.recall >= 0.95
+    assert Index("ix", db).record.options[option] == tuning.chosen
+    assert recall_on_new_queries(Index("ix", db), hard, gaussian(100, seed=2)) >= 0.95
+    assert index.build().tuning is None  # nothing moved: not tuned again
+    Index("ix", db).delete()
+
+
+def test_a_value_the_user_chose_is_kept_untuned(db_path, db, hard):
+    runner = CliRunner()
+    result = runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "-o", "ef", "24",
+                                         "--build", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    assert "Tuned" not in result.output
+    shown = json.loads(runner.invoke(index_group, ["show", "ix", "-d", str(db_path)]).output)
+    assert shown["options"]["ef"] == 24 and shown["target_recall"] is None
+    assert shown["tuning"] is None
+    # Asked for by name, a target tunes it after all.
+    assert Index("ix", db).build(target_recall=0.9).tuning.option == "ef"
