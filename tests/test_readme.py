@@ -52,11 +52,11 @@ def quick_start() -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
-def test_the_quick_start_runs_as_written(tmp_path):
-    """Every Quick start line, in order, in a shell, on a fresh llm user
-    directory, with the example model, on Markdown files of its own (these
-    docs), offline. The one setting made first: llm's default model is
-    llm-echo, so that the two lines that prompt a model need no API key."""
+def new_user(tmp_path):
+    """A fresh llm user directory and a folder of Markdown files of its own
+    (these docs), the example model on PATH's llm. The one setting made first:
+    llm's default model is llm-echo, so that lines that prompt a model need no
+    API key."""
     import os
     import shutil
     import subprocess
@@ -70,6 +70,15 @@ def test_the_quick_start_runs_as_written(tmp_path):
     env = {**os.environ, "LLM_USER_PATH": str(user), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("LLM_EMBEDDINGS_DB", None)
     subprocess.run(["llm", "models", "default", "echo"], env=env, cwd=work, check=True)
+    return env, work
+
+
+def test_the_quick_start_runs_as_written(tmp_path):
+    """Every Quick start line, in order, in a shell, on a fresh llm user
+    directory, with the example model, offline."""
+    import subprocess
+
+    env, work = new_user(tmp_path)
     outputs = {}
     for line in quick_start():
         result = subprocess.run(["bash", "-c", line], env=env, cwd=work,
@@ -81,3 +90,40 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert len(found) == 10 and all(row["id"].endswith(".md") for row in found)
     assert "usage.md" not in outputs["llm index similar docs-idx usage.md -n 5 --plain"].split()[0:1]
     assert outputs['llm similar docs -c "cats"'].count('"id"') == 10
+
+
+def code_blocks(path: Path) -> list[tuple[str, str]]:
+    "(language, code) of each bash and python block of a Markdown file, in order."
+    return re.findall(r"^```(bash|python)\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+
+
+def test_every_example_in_usage_md_runs_as_written(tmp_path):
+    """docs/usage.md's examples, in order, after the Quick start's first line
+    made the docs collection, as that page says: each block exits 0 without a
+    traceback, and what the metadata examples store is found by --where."""
+    import subprocess
+    import sys
+
+    env, work = new_user(tmp_path)
+    blocks = code_blocks(README.parent / "docs" / "usage.md")
+    assert len(blocks) >= 6
+    outputs = []
+    for language, code in [("bash", quick_start()[0]), *blocks]:
+        command = ["bash", "-e", "-c", code] if language == "bash" else [sys.executable, "-c", code]
+        result = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+        assert result.returncode == 0, f"{code}\n{result.stderr}"
+        assert "Traceback" not in result.stderr, f"{code}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert any("docs-hnsw" in out.splitlines() for out in outputs)  # llm index default docs
+    found = subprocess.run(
+        ["llm", "index", "similar", "docs-idx", "-c", "cats", "--where", "kind", "doc"],
+        env=env, cwd=work, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    assert len(found) == 10 and all(json.loads(row)["metadata"] == {"kind": "doc"} for row in found)
+    notes = subprocess.run(
+        ["llm", "similar", "notes", "-c", "cat", "-n", "3"],
+        env=env, cwd=work, capture_output=True, text=True, check=True,
+    ).stdout
+    stored = {json.loads(row)["id"]: json.loads(row)["metadata"] for row in notes.splitlines()}
+    assert stored == {"note-1": {"kind": "note", "author": {"name": "Ann"}},
+                      "note-2": {"kind": "note"}, "doc-1": {"kind": "doc"}}
