@@ -138,12 +138,7 @@ class Build:
         backend_class = index.backend_class
         if not _overrides(backend_class, "settings_for_rows"):
             return False  # no need to count the rows
-        rows = sum(
-            self.db.execute(
-                "select count(*) from embeddings where collection_id = ?", [collection_id]
-            ).fetchone()[0]
-            for collection_id in collection_ids
-        )
+        rows = sync.row_count(self.db, collection_ids)
         settings = backend_class.settings_for_rows(index.settings, rows, dimensions)
         if settings is None or settings == index.record.options:
             return False

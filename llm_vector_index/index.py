@@ -98,6 +98,9 @@ class Index:
         folder = paths.index_path(db, name)
         paths.check_ours_or_absent(folder)
         backend_class.check_reachable(settings)
+        if dimensions:  # the first build applies it; a size nothing fits is refused now
+            row_ids = [row["id"] for row in rows.values()]
+            backend_class.settings_for_rows(settings, sync.row_count(db, row_ids), dimensions)
         tunable = backend_class.tunable(settings)
         # A value the user chose for the tunable option is kept, untuned.
         chosen_by_user = tunable is not None and tunable.option in (options or {})

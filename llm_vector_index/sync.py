@@ -325,6 +325,15 @@ def collection_row(db: Database, name: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def row_count(db: Database, collection_ids: Sequence[int]) -> int:
+    "Rows in llm's table for these collections (one index lookup each)."
+    return sum(
+        db.execute("select count(*) from embeddings where collection_id = ?",
+                   [collection_id]).fetchone()[0]
+        for collection_id in collection_ids
+    )
+
+
 def peek_dimensions(db: Database, collections: Sequence[str]) -> int | None:
     """Dimensions of these collections' vectors: the most common width among
     the first stored rows (so that one row of another width, stored first,

@@ -81,7 +81,7 @@ def test_auto_switches_kinds_up_and_down(db):
     db.conn.commit()
     report = index.build()
     assert report.full and index.record.options == {
-        "exact_limit": LIMIT, "kind": "exact",
+        "exact_limit": LIMIT, "max_memory": "", "kind": "exact",
         "reason": "100 rows x 16 dimensions is less than half of exact_limit 4000: "
                   "exact search is fast enough",
     }

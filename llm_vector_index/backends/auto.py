@@ -15,6 +15,11 @@ asks ``settings_for_rows`` first; when the collection has crossed the limit
 does not flip on every build) the build rebuilds in full with the new kind
 and commits the new settings with it: the switch is as atomic as any full
 build. ``llm index show`` prints the kind and the reason in the options.
+
+``-o max_memory 300MB`` is a budget for the index's files: the best codes
+that fit it are chosen (exact, the 8-bit graph, a PQ graph, IVF-PQ: see
+budget.py), again at every build as the rows grow, and a budget that nothing
+meets is refused in one line.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from ..base import Capabilities, Option, VectorIndex
 from ..errors import InvalidOptions
 from ..hookspecs import hookimpl
+from . import budget
 
 EXACT_LIMIT = 12_000_000
 ANN_KIND = "faiss"
@@ -33,7 +39,6 @@ ANN_KIND = "faiss"
 # llm's stored vectors the same recall as float HNSW32 on the real 40k (0.969
 # vs 0.968 at efSearch 48; docs/backends.md).
 ANN_OPTIONS = {"factory": "HNSW32,SQ8", "rerank": 2}
-TARGET_RECALL = 0.95
 
 
 def _kind_class(kind: str) -> type[VectorIndex]:
@@ -47,12 +52,13 @@ class AutoIndex(VectorIndex):
     options = (
         Option("exact_limit", int, EXACT_LIMIT,
                "Exact search up to this many stored values (rows x dimensions)", 0),
+        Option("max_memory", str, "",
+               "Budget for the index's files, e.g. 300MB: the best codes that fit"),
         Option("kind", str, "exact", "The backend in use (set by builds)", internal=True),
         Option("reason", str, "exact search while rows x dimensions stay under exact_limit",
                "Why builds chose it", internal=True),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
-    default_target_recall = TARGET_RECALL
 
     def __new__(cls, path, dimensions, metric="cosine", options=None, *, read_only=False):
         settings = cls.validate_options(options or {}, dimensions)
@@ -67,6 +73,7 @@ class AutoIndex(VectorIndex):
         settings = super().validate_options(
             {key: value for key, value in values.items() if key in own}, dimensions
         )
+        budget.parse_size(settings["max_memory"])
         kind = settings["kind"]
         if kind not in ("exact", ANN_KIND):
             raise InvalidOptions(f"Option kind must be exact or {ANN_KIND}, got {kind!r}")
@@ -76,7 +83,8 @@ class AutoIndex(VectorIndex):
         unknown = sorted(set(inner) - {option.name for option in kind_class.options})
         if unknown:
             raise InvalidOptions(
-                f"Unknown option {unknown[0]!r} for backend auto (options: exact_limit)"
+                f"Unknown option {unknown[0]!r} for backend auto (options: "
+                + ", ".join(option.name for option in cls.options if not option.internal) + ")"
             )
         if kind == ANN_KIND:
             inner = {**ANN_OPTIONS, **inner}
@@ -93,19 +101,12 @@ class AutoIndex(VectorIndex):
 
     @classmethod
     def settings_for_rows(cls, settings, rows, dimensions):
-        values = rows * dimensions
-        limit = settings["exact_limit"]
-        if settings["kind"] == "exact" and values > limit:
-            kind = ANN_KIND
-            reason = (f"{rows} rows x {dimensions} dimensions is more than "
-                      f"exact_limit {limit}: exact search would be slow")
-        elif settings["kind"] != "exact" and values < limit // 2:
-            kind = "exact"
-            reason = (f"{rows} rows x {dimensions} dimensions is less than half "
-                      f"of exact_limit {limit}: exact search is fast enough")
-        else:
+        chosen = _choose(settings, rows, dimensions)
+        if chosen is None:
             return None
-        fresh = {"exact_limit": limit, "kind": kind, "reason": reason}
+        codes, reason = chosen
+        fresh = {"exact_limit": settings["exact_limit"], "max_memory": settings["max_memory"],
+                 "kind": codes.kind, "reason": reason, **codes.options}
         return cls.validate_options(fresh, dimensions)
 
     # Never called: construction returns the chosen kind's backend.
@@ -113,6 +114,59 @@ class AutoIndex(VectorIndex):
         raise NotImplementedError
 
     remove = search = count = save = add
+
+
+def _choose(settings, rows: int, dimensions: int) -> tuple[budget.Codes, str] | None:
+    """The codes an auto index of ``rows`` rows should have, and why; None to
+    keep its own. Exact while under exact_limit (back to exact only below
+    half of it, so that a collection near the line does not flip on every
+    build) and within the budget; else the best graph codes that fit. Codes
+    that still fit are kept until better ones would fit half as many rows
+    again."""
+    limit, text = settings["exact_limit"], settings["max_memory"]
+    most = budget.parse_size(text)
+    values = rows * dimensions
+    is_exact = settings["kind"] == "exact"
+    size = f"{rows:,} rows x {dimensions} dimensions"
+
+    def fits(codes: budget.Codes) -> bool:
+        return most is None or codes.bytes <= most
+
+    under_limit = values <= limit if is_exact else values < limit // 2
+    exact = budget.exact(rows, dimensions)
+    if under_limit and fits(exact):
+        if is_exact:
+            return None
+        return exact, (f"{size} is less than half of exact_limit {limit}: exact search "
+                       "is fast enough")
+    graphs = budget.graphs(rows, dimensions)
+    fitting = [codes for codes in graphs if fits(codes)]
+    if not fitting:
+        raise InvalidOptions(
+            f"max_memory {text} is less than any index of {size} needs: "
+            f"{graphs[-1].name} needs about {budget.format_size(graphs[-1].bytes)}"
+        )
+    best = fitting[0]
+    if not is_exact:
+        now = budget.current(settings, rows, dimensions)
+        if now.family == best.family:
+            return None
+        families = [codes.family for codes in graphs]
+        if fits(now) and families.index(best.family) < families.index(now.family):
+            grown = budget.graphs(rows * 3 // 2, dimensions)[families.index(best.family)]
+            if not fits(grown):
+                return None  # better codes fit only just: keep these
+    if most is None:
+        return best, (f"{size} is more than exact_limit {limit}: exact search would be slow")
+    why = f"{size}: {best.name}, about {budget.format_size(best.bytes)} of max_memory {text}"
+    # Larger codes never fit where smaller ones are chosen: name the nearest.
+    too_big = [codes for codes in (exact, *graphs) if not fits(codes)]
+    if too_big:
+        nearest = min(too_big, key=lambda codes: codes.bytes)
+        why += f"; {nearest.name} would need {budget.format_size(nearest.bytes)}"
+    if not under_limit:
+        why += f"; exact search: more than exact_limit {limit} values"
+    return best, why
 
 
 @hookimpl
