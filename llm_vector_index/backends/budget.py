@@ -3,10 +3,11 @@ max_memory 300MB``, best first, with the bytes each needs.
 
 autofaiss picks an index under ``max_index_memory_usage``; so does ``auto``.
 The estimates are the sizes of faiss's own files (which a search maps or
-reads whole), measured with faiss 1.x at 384 dimensions: an HNSW32 row's
-links take 272 bytes whatever its codes (656 bytes a row with 8-bit codes);
-an IVF-PQ row is its codes and an 8-byte id (56 bytes with 48-byte codes),
-plus the centroids and the PQ codebook once. Re-scoring reads llm's own
+reads whole) and the plugin's slot-to-label map (8 bytes a row), measured
+with faiss 1.x: an HNSW32 row's links take 272 bytes whatever its codes (664
+bytes a row with 384 8-bit codes); an IVF-PQ row is its codes, its id and its
+entry in the direct map that removals use (72 bytes with 48-byte codes), plus
+the centroids and the PQ codebook once. Re-scoring reads llm's own
 stored vectors, so it costs no index memory: it is what lets small codes
 keep their recall. On the real 40k (500 held-out queries), IVF-PQ with d/8
 bytes a row and 16 candidates a result re-scored exactly gave recall@10
@@ -26,7 +27,8 @@ from typing import Any
 from ..errors import InvalidOptions
 
 GRAPH_LINKS = 272  # bytes a row of HNSW32 links (and its level) take
-ROW_ID = 8  # IVF lists keep an int64 id a row
+IVF_ROW = 16  # an IVF list's int64 id a row, and the direct map's entry
+SLOT_LABEL = 8  # the faiss backend's slot -> label map
 EXACT_ROW_ID = 8  # the exact backend keeps an int64 label a row
 RERANK_PQ = 16  # candidates a result, re-scored exactly, for PQ codes
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?", re.IGNORECASE)
@@ -78,13 +80,14 @@ def graphs(rows: int, dimensions: int) -> list[Codes]:
     lists = ivf_lists(rows)
     choices = [
         Codes("8-bit HNSW32 graph", "faiss", {"factory": "HNSW32,SQ8", "rerank": 2},
-              rows * (dimensions + GRAPH_LINKS) + 8 * dimensions),
+              rows * (dimensions + GRAPH_LINKS + SLOT_LABEL) + 8 * dimensions),
     ]
     if pq:
         choices.append(
             Codes(f"IVF-PQ ({lists} lists, {pq} bytes a row)", "faiss",
                   {"factory": f"IVF{lists},PQ{pq}", "rerank": RERANK_PQ},
-                  rows * (pq + ROW_ID) + lists * dimensions * 4 + 256 * dimensions * 4),
+                  rows * (pq + IVF_ROW + SLOT_LABEL) + lists * dimensions * 4
+                  + 256 * dimensions * 4),
         )
     return choices
 
