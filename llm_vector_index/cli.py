@@ -357,7 +357,7 @@ def index_migrate_chroma(
 @click.argument("names", nargs=-1, required=True)
 @click.option("-n", "--number", type=int, default=10, show_default=True, help="k in recall@k")
 @click.option("--queries", type=int, default=100, show_default=True,
-              help="How many queries (stored rows, or rows of --queries-from)")
+              help="How many queries (probes, or rows of --queries-from)")
 @click.option("--queries-from", metavar="COLLECTION",
               help="Use the vectors of this collection (same model) as queries")
 @click.option("--queries-file", type=click.File("r"),
@@ -372,10 +372,10 @@ def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, p
     """
     Compare indexes: recall@k against an exact scan, and query latency
 
-    Every index answers the same queries: by default stored rows of the
-    first index, each left out of its own results and truth (as llm similar
-    ID leaves it out). Latency is the backend's search, one query at a
-    time on one thread.
+    Every index answers the same queries: by default probes, new points as
+    far from the first index's stored rows as new text is (stored rows
+    flatter a graph: see the tuning docs). Latency is the backend's search,
+    one query at a time on one thread.
 
     \b
         llm index evaluate docs-hnsw

@@ -1,12 +1,12 @@
 """How good is an index? Recall@k (and recall@1) against an exact scan, and
 query latency.
 
-Queries are stored rows drawn from the index (a seeded sample of its labels),
-each excluded from its own truth and results, as ``llm similar ID`` excludes
-the row it was asked about: a stored row that finds itself would flatter
-recall. Or probes (``probe_queries``): new points, each as far from a
-stored row as that row is from its nearest other row, as new text is. The
-truth is an exact cosine scan of every row of llm's tables, read in batches
+Queries are probes by default (``probe_queries``): new points, each as far
+from a stored row as that row is from its nearest other row, as new text is.
+A stored row, even excluded from its own truth and results as ``llm similar
+ID`` excludes the row it was asked about, flatters a graph index: it is a
+node linked to its neighbours (``held_out_queries`` makes such queries, for
+comparison). Or the vectors of another collection, or texts. The truth is an exact cosine scan of every row of llm's tables, read in batches
 from SQLite. tuning.py measures its curves with the same parts.
 """
 
@@ -87,8 +87,8 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation | list[Evaluation]:
     """Recall@k against an exact scan, and latency, of one index or of several
-    side by side on the same queries: by default stored rows of the first
-    index (each excluded from its own truth and results), or the vectors of
+    side by side on the same queries: by default probes made from stored
+    rows of the first index (``probe_queries``), or the vectors of
     another collection of the same model (``queries_from``), or texts
     embedded with the indexes' model (``query_texts``). One index in, one
     ``Evaluation`` out; a list in, a list out. ``progress(done, total)`` is
@@ -132,12 +132,13 @@ def _query_set(index: Index, count: int, seed: int, queries_from: str | None,
                query_texts: Sequence[str] | None) -> tuple[list[Key], np.ndarray]:
     "The queries every index of an evaluation answers (see ``evaluate``)."
     if queries_from is not None and query_texts is not None:
-        raise VectorIndexError("Use stored rows, another collection or texts as queries, not two")
+        raise VectorIndexError("Use probes, another collection or texts as queries, not two")
     if query_texts is not None:
         return _embedded(index, query_texts)
     if queries_from is not None:
         return _collection_sample(index, queries_from, count, seed)
-    return stored_sample(index, count, seed)
+    probes = probe_queries(index, count, 1, seed)  # each index's own truth comes later
+    return probes.keys, probes.vectors
 
 
 @dataclass

@@ -113,7 +113,7 @@ def test_text_queries_are_embedded_with_the_model(db, db_path, text_collection, 
 
 @pytest.mark.parametrize("args, message", [
     (["exact", "--queries-from", "held", "--queries-file", "-"],
-     "Use stored rows, another collection or texts as queries, not two"),
+     "Use probes, another collection or texts as queries, not two"),
     (["exact", "--queries-from", "nope"], "Collection 'nope' does not exist"),
     (["exact", "--queries-from", "other-model"],
      "Collection 'other-model' uses another, index 'exact' uses test-model"),
