@@ -62,7 +62,8 @@ class Evaluation:
 
 @dataclass
 class HeldOut:
-    "Stored rows used as queries, with their exact neighbours (themselves excluded)."
+    """Queries with their exact neighbours: probes, other texts, or stored
+    rows (each excluded from its own truth and results)."""
 
     keys: list[Key]
     vectors: np.ndarray  # unit length, float32
@@ -331,7 +332,7 @@ def probe_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
     that far away too. On the real 40k in shared/data, probes understated
     the recall@10 of 500 held-out summaries by 0.01 to 0.02 near 0.95 (faiss
     HNSW32,SQ8, hnswlib M16), and on 32-dimensional gaussian data they matched
-    new queries within 0.01; stored rows overstated both by up to 0.24
+    new queries within 0.02; stored rows overstated both by up to 0.24
     (docs/tuning.md has the tables).
     """
     stored = held_out_queries(index, count, k, seed)

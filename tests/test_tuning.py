@@ -230,3 +230,11 @@ def test_a_value_the_user_chose_is_kept_untuned(db_path, db, hard):
     assert shown["tuning"] is None
     # Asked for by name, a target tunes it after all.
     assert Index("ix", db).build(target_recall=0.9).tuning.option == "ef"
+
+
+def test_a_small_index_is_tuned_only_when_a_build_names_a_target(db):
+    write_embeddings(db, "small", [f"s{i}" for i in range(999)], gaussian(999, seed=5))
+    index = Index.create("ix", ["small"], db, backend="hnswlib")
+    assert index.record.target_recall == 0.95
+    assert index.build().tuning is None and index.record.options["ef"] == 64
+    assert index.build(target_recall=0.95).tuning is not None
