@@ -200,6 +200,7 @@ def test_types_that_train_stream_the_rest_of_a_full_build(db, hard, monkeypatch)
 
 
 @pytest.mark.parametrize("backend, options, option", [
+    ("auto", {"exact_limit": 0}, "ef_search"),  # its graph, from the first build
     ("faiss", {}, "ef_search"),
     ("faiss", {"factory": "IVF64,Flat"}, "nprobe"),
     ("hnswlib", {}, "ef"),
