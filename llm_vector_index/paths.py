@@ -140,10 +140,16 @@ def mark(directory: Path) -> None:
 
 
 def is_ours(directory: Path) -> bool:
-    "A real folder (not a link) that the plugin created."
-    return (
-        directory.is_dir() and not directory.is_symlink() and (directory / MARKER).is_file()
-    )
+    """A real folder (not a link) that the plugin created, or an empty one:
+    ``mark`` makes the folder, then its marker, and a process killed between
+    the two leaves an empty folder that would otherwise block every later
+    build. Taking an empty folder over loses nothing of anyone's."""
+    if not directory.is_dir() or directory.is_symlink():
+        return False
+    if (directory / MARKER).is_file():
+        return True
+    with os.scandir(directory) as entries:
+        return next(entries, None) is None
 
 
 def check_ours_or_absent(directory: Path) -> None:

@@ -169,6 +169,21 @@ def test_a_folder_the_plugin_did_not_make_is_never_deleted(db_path, db, vectors_
     assert (folder_of(db_path) / "other" / "mine.txt").read_text() == "not an index"
 
 
+def test_an_empty_folder_left_by_a_kill_before_its_marker_is_taken_over(db_path, db,
+                                                                       vectors_collection):
+    "mark() makes the folder, then the marker: a kill between leaves it empty."
+    Index.create("ix", ["vecs"], db, backend="exact").build()
+    staging = folder_of(db_path) / ".rebuild" / "ix"
+    staging.mkdir(parents=True)  # as a full build killed inside mark() leaves it
+    assert Index("ix", db).build(full=True).rows == 200
+    assert not staging.exists()
+    staging.mkdir(parents=True)
+    (staging / "theirs.txt").write_text("not empty: not ours")
+    with pytest.raises(UnsafePath, match="exists but was not made by llm-vector-index"):
+        Index("ix", db).build(full=True)
+    assert (staging / "theirs.txt").read_text() == "not empty: not ours"
+
+
 def test_index_folders_carry_the_marker(built):
     assert (folder_of(built) / "ix" / MARKER).is_file()
     shown = json.loads(run("show", "ix", "-d", built).output)

@@ -5,14 +5,22 @@ starts in milliseconds with every heavy library already imported."""
 import os
 import random
 import sqlite3
+import sys
 import time
 
 from sqlite_utils import Database
 
 from llm_vector_index import Index, IndexBusy, faults
+from llm_vector_index.registry import get_backends
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
 DIMENSIONS = 16
+
+# As in the tests themselves (conftest.py): llm loads no installed plugins.
+sys._called_from_test = True
+# Loaded once in the forkserver, not in every child: llm's default plugins
+# import the OpenAI client, about 1 s of every child's build otherwise.
+get_backends()
 
 
 def _environment(user_path, kill_at=None):
