@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import catalog, faults, freshness, paths, sync
+from . import catalog, faults, freshness, keywords, paths, sync
 from .base import VectorIndex
 from .errors import CannotWrite, DamagedFiles, ModelMismatch, first_line
 from .generations import (
@@ -36,6 +37,7 @@ class BuildReport:
     seconds: float
     held_back: int = 0  # rows read whose vector cannot be ranked (see sync.rankable)
     tuning: Any = None  # a tuning.Tuning when this build tuned the index
+    without_text: int | None = None  # rows read with no text for keywords (None: no keywords)
 
 
 NEW = np.iinfo(np.int64).min  # "no label yet" in _labels_for's answer
@@ -174,11 +176,13 @@ class Build:
         paths.check_ours_or_absent(staging)
         label_rows: list[tuple] = []
         backend = None
+        text = _Texts(index.record.keywords)
         # Held from the folder swap to the catalog commit (see commit_lock).
         with ExitStack() as committing:
             try:
                 paths.mark(staging)
                 backend = index.new_backend(staging, dimensions)
+                text.create(staging)
                 total = sum(
                     self.db.execute(
                         "select count(*) from embeddings where collection_id = ?", [cid]
@@ -188,16 +192,19 @@ class Build:
                 allocator = Labels(0, None)
                 for collection_id in collection_ids:
                     scan = sync.read_all(
-                        self.db, collection_id, dimensions, self.fingerprint["rowid"]
+                        self.db, collection_id, dimensions, self.fingerprint["rowid"],
+                        with_content=text.wanted,
                     )
                     for batch in scan:
                         usable = sync.rankable(batch.vectors)
                         labels, _ = allocator.assign(np.full(len(batch.ids), NEW), usable)
                         backend.add(labels[usable], batch.vectors[usable])
+                        text.add(batch, labels, usable, replace=False)
                         label_rows += batch.label_rows(labels)
                         if self.progress:
                             self.progress(len(batch.ids), total)
                 faults.point("scanned")
+                text.commit()
                 write_generation(staging, index.record.generation + 1, index.identity)
                 backend.save()
                 faults.point("saved")
@@ -207,6 +214,7 @@ class Build:
                 swap_directories(staging, index.path)
                 faults.point("swapped")
             except BaseException:
+                text.close()
                 if backend is not None:  # built part-way: what it wrote elsewhere goes too
                     backend.destroy()
                     backend.close()
@@ -219,7 +227,7 @@ class Build:
             rows = allocator.next_label
             try:
                 self._commit(True, [], label_rows, dimensions=dimensions, rows=rows,
-                             next_label=rows)
+                             next_label=rows, **text.values())
             except (sqlite3.Error, OSError):  # e.g. the disk is full: nothing committed
                 unswap(index.path)
                 raise
@@ -228,7 +236,8 @@ class Build:
             retired.destroy()  # e.g. the old collection on a Chroma server
             retired.close()
         held_back = len(label_rows) - rows
-        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0, held_back)
+        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0, held_back,
+                           without_text=text.without_text)
 
     def _incremental(
         self, collection_ids: list[int], dimensions: int
@@ -239,38 +248,44 @@ class Build:
         record = index.record
         if not self._saved_files_are_current():
             return None
-        labels = sync.label_count(self.db, record.id)
-        if not sync.label_map_is_sound(self.db, record.id, record.rows, labels):
-            return None
-        if not self.verify and sync.nothing_changed(
-            self.db, record.id, collection_ids, self.fingerprint, record.fingerprint, labels
-        ):
-            changes = sync.Changes()
-        else:
-            changes = sync.find_changes(
-                self.db, record.id, collection_ids, record.watermark,
-                (record.fingerprint or {}).get("rowid"), verify=self.verify,
-            )
-        if not changes:
-            self._commit(
-                False, [], [], new_generation=False, dimensions=dimensions,
-                rows=record.rows, next_label=record.next_label,
-            )
-            return BuildReport(False, 0, 0, record.rows, index.record.build_seconds or 0.0, 0)
-        backend = index.holder.for_build()
-        if backend is None:
-            return None
-        with ExitStack() as committing:
-            if not backend.capabilities.atomic_save:
-                # Its writes land at once: mark the files as ahead of the catalog
-                # before the first one, so a failure part-way is detected.
-                committing.enter_context(commit_lock(index))
-                write_generation(index.path, record.generation + 1, index.identity)
-            try:
-                return self._apply(backend, changes, dimensions, committing)
-            except BaseException:
-                backend.close()
-                raise
+        # Closed (what was not committed forgotten) whichever way this ends.
+        with _Texts(record.keywords) as text:
+            if not text.open_current(index.path, record.keyword_rows):
+                return None
+            labels = sync.label_count(self.db, record.id)
+            if not sync.label_map_is_sound(self.db, record.id, record.rows, labels):
+                return None
+            if not self.verify and sync.nothing_changed(
+                self.db, record.id, collection_ids, self.fingerprint, record.fingerprint,
+                labels,
+            ):
+                changes = sync.Changes()
+            else:
+                changes = sync.find_changes(
+                    self.db, record.id, collection_ids, record.watermark,
+                    (record.fingerprint or {}).get("rowid"), verify=self.verify,
+                )
+            if not changes:
+                self._commit(
+                    False, [], [], new_generation=False, dimensions=dimensions,
+                    rows=record.rows, next_label=record.next_label,
+                )
+                return BuildReport(False, 0, 0, record.rows, index.record.build_seconds or 0.0,
+                                   0, without_text=text.without_text)
+            backend = index.holder.for_build()
+            if backend is None:
+                return None
+            with ExitStack() as committing:
+                if not backend.capabilities.atomic_save:
+                    # Its writes land at once: mark the files as ahead of the catalog
+                    # before the first one, so a failure part-way is detected.
+                    committing.enter_context(commit_lock(index))
+                    write_generation(index.path, record.generation + 1, index.identity)
+                try:
+                    return self._apply(backend, text, changes, dimensions, committing)
+                except BaseException:
+                    backend.close()
+                    raise
 
     def _saved_files_are_current(self) -> bool:
         """Are the saved files the catalog's last build, undamaged? Without
@@ -294,7 +309,7 @@ class Build:
             return False
         return saved is not None and index.holder.matches_catalog(saved)
 
-    def _apply(self, backend, changes, dimensions, committing: ExitStack) -> BuildReport:
+    def _apply(self, backend, text, changes, dimensions, committing: ExitStack) -> BuildReport:
         "The incremental build's writes, its save and its commit."
         index = self.index
         record = index.record
@@ -308,11 +323,15 @@ class Build:
         gone = [label for label in changes.deleted_labels if label >= 0]
         if gone:
             backend.remove(np.array(gone, dtype=np.int64))
+            text.remove(gone)
         for collection_id, ids in changes.upserts.items():
-            for batch in sync.read_rows(self.db, collection_id, ids, dimensions):
+            batches = sync.read_rows(self.db, collection_id, ids, dimensions,
+                                     with_content=text.wanted)
+            for batch in batches:
                 usable = sync.rankable(batch.vectors)
                 labels, gone = allocator.assign(self._labels_for(collection_id, batch.ids), usable)
                 backend.add(labels[usable], batch.vectors[usable])
+                text.add(batch, labels, usable, replace=True)
                 evicted += gone.tolist()
                 held_back += int((~usable).sum())
                 label_rows += batch.label_rows(labels)
@@ -320,22 +339,29 @@ class Build:
                     self.progress(len(batch.ids), changes.upsert_count)
         if evicted:  # rows whose new vector cannot be ranked
             backend.remove(np.array(evicted, dtype=np.int64))
+            text.remove(evicted)
         faults.point("scanned")
         if backend.capabilities.atomic_save:
             committing.enter_context(commit_lock(index))
         with saving_ahead(index.path, record.generation + 1, index.identity,
-                          undo=backend.capabilities.atomic_save):
+                          undo=backend.capabilities.atomic_save) as ahead:
             backend.save()
+            if text.wanted:
+                # The vectors are saved: if the keywords cannot be, the files
+                # are ahead of the catalog and the next build rebuilds them.
+                ahead.keep()
+                text.commit()
         faults.point("saved")
         rows = backend.count()
         self._commit(
             False, changes.deleted_labels, label_rows,
             dimensions=dimensions, rows=rows, next_label=allocator.next_label,
+            **text.values(),
         )
         index.holder.adopt(backend)  # saved and committed: queries may use it now
         return BuildReport(
             False, len(label_rows) - held_back, len(changes.deleted_labels), rows,
-            index.record.build_seconds or 0.0, held_back,
+            index.record.build_seconds or 0.0, held_back, without_text=text.without_text,
         )
 
     def _lowest_label(self) -> int | None:
@@ -380,6 +406,79 @@ class Build:
         )
         faults.point("committed")
         self.index.reload()
+
+
+class _Texts:
+    """What a build does with the keyword index (keywords.py), if the index
+    has one: nothing at all otherwise."""
+
+    def __init__(self, settings: dict | None) -> None:
+        self.settings = settings
+        self.wanted = settings is not None
+        self.keyword_index: keywords.KeywordIndex | None = None
+        self.without_text = 0 if self.wanted else None
+        self.rows: int | None = None  # in the keyword index once committed
+
+    def create(self, folder: Path) -> None:
+        if self.wanted:
+            self.keyword_index = keywords.KeywordIndex.create(
+                folder / keywords.FOLDER, self.settings["tokenizer"])
+
+    def open_current(self, folder: Path, rows: int | None) -> bool:
+        """Open the saved keyword index to change it; False if it cannot be
+        built on (never filled, missing, damaged, or not the catalog's)."""
+        if not self.wanted:
+            return True
+        if rows is None:
+            return False  # keywords added since the last build: fill them
+        try:
+            self.keyword_index = keywords.KeywordIndex.open(
+                folder / keywords.FOLDER, self.settings["tokenizer"])
+        except DamagedFiles:
+            return False
+        if self.keyword_index.count() != rows:
+            self.close()
+            return False
+        self.rows = rows
+        return True
+
+    def add(self, batch: sync.Batch, labels: np.ndarray, usable: np.ndarray,
+            replace: bool) -> None:
+        """Index the text of the batch's rankable rows (a row whose vector
+        cannot be ranked is never returned, so it is not indexed either)."""
+        if self.keyword_index is None:
+            return
+        positions = np.flatnonzero(usable)
+        texts = [batch.contents[i] for i in positions]
+        added = self.keyword_index.add(labels[positions], texts, replace=replace)
+        self.without_text += len(texts) - added
+
+    def remove(self, labels) -> None:
+        if self.keyword_index is not None:
+            self.keyword_index.remove(labels)
+
+    def commit(self) -> None:
+        "Save the keyword index and let go of it: a build commits it once."
+        if self.keyword_index is not None:
+            self.keyword_index.commit()
+            self.rows = self.keyword_index.count()
+            self.close()
+
+    def values(self) -> dict[str, Any]:
+        "The catalog's keyword_rows for this build (nothing without keywords)."
+        return {"keyword_rows": self.rows} if self.wanted else {}
+
+    def close(self) -> None:
+        "Let go of the keyword index, forgetting what was not committed."
+        if self.keyword_index is not None:
+            self.keyword_index.close()
+            self.keyword_index = None
+
+    def __enter__(self) -> _Texts:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _overrides(backend_class: type[VectorIndex], method: str) -> bool:

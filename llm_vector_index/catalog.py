@@ -102,6 +102,15 @@ def m004_tuning(db: Database) -> None:
     db["vector_indexes"].add_column("tuning", str)
 
 
+@migrations()
+def m005_keywords(db: Database) -> None:
+    # The keyword index beside the vector index (NULL: none): its settings
+    # as JSON (tokenizer, fusion, weight, depth; see keywords.py, fusion.py),
+    # and how many rows the last build put in it (NULL: not filled yet).
+    db["vector_indexes"].add_column("keywords", str)
+    db["vector_indexes"].add_column("keyword_rows", int)
+
+
 def ensure_schema(db: Database) -> None:
     "Create or upgrade our tables, and the one index we add to llm's table."
     migrations.apply(db)
@@ -201,6 +210,7 @@ def insert_record(
     created: float,
     refresh: str = "auto",
     target_recall: float | None = None,
+    keywords: dict[str, Any] | None = None,
 ) -> int:
     with db.atomic():
         index_id = (
@@ -216,6 +226,7 @@ def insert_record(
                     "created": created,
                     "refresh": refresh,
                     "target_recall": target_recall,
+                    "keywords": json.dumps(keywords, sort_keys=True) if keywords else None,
                 }
             )
             .last_pk
@@ -229,6 +240,19 @@ def insert_record(
             for position, collection in enumerate(collections)
         )
     return index_id
+
+
+def set_keywords(
+    db: Database, index_id: int, settings: dict[str, Any] | None, keep_rows: bool
+) -> None:
+    "An index's keyword settings; unless ``keep_rows``, its keyword index is to be filled."
+    ensure_schema(db)
+    with db.atomic():
+        db.execute(
+            "update vector_indexes set keywords = ?"
+            f"{'' if keep_rows else ', keyword_rows = null'} where id = ?",
+            [json.dumps(settings, sort_keys=True) if settings else None, index_id],
+        )
 
 
 def set_default(db: Database, collection: str, index_id: int) -> None:

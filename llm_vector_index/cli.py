@@ -14,16 +14,19 @@ import click
 from llm.embeddings import Collection
 
 from . import catalog
-from .cli_options import IndexGroup, database_option, open_database
+from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_output import (
     backends_listing, build_line, describe, describe_backend, describe_server, echo_entries, evaluation_table, progress_bar, sweep_table,
 )
 from .errors import BackendUnavailable
 from .evaluate import evaluate, sweep
 from .filters import where_option
+from .keywords import DEFAULT_TOKENIZER, TOKENIZERS
 from .index import DEFAULT_BACKEND, Index
 from .migrate import migrate_to_chroma
 from .registry import get_backends
+from .relevance import judge, judgement_table
+from .relevance import load as load_judged
 
 
 @click.group(cls=IndexGroup, default="list", default_if_no_args=True)
@@ -51,8 +54,13 @@ def index_group():
     "--refresh", type=click.Choice(["auto", "manual"]), default="auto", show_default=True,
     help="auto: a query first brings a stale index up to date; manual: it warns",
 )
+@click.option(
+    "--keywords", "with_keywords", is_flag=True,
+    help="Keep a keyword index of the stored text too: queries then fuse both (hybrid)",
+)
 @database_option
-def index_create(name, collections, backend, options, build_now, make_default, refresh, database):
+def index_create(name, collections, backend, options, build_now, make_default, refresh,
+                 with_keywords, database):
     """
     Create a vector index over one or more collections
 
@@ -62,11 +70,12 @@ def index_create(name, collections, backend, options, build_now, make_default, r
         llm index create docs-hnsw docs
         llm index create all-notes notes-2024 notes-2025 -b exact
         llm index create docs-ivf docs -b faiss -o factory IVF1024,Flat -o nprobe 64
+        llm index create docs-hybrid docs --keywords
     """
     db = open_database(database)
     index = Index.create(
         name, collections, db, backend=backend, options=dict(options),
-        refresh=refresh, default=make_default,
+        refresh=refresh, default=make_default, keywords=with_keywords,
     )
     click.echo(
         f"Created index {name} ({backend}) over {', '.join(index.collections)}",
@@ -140,20 +149,31 @@ def _build(
     "wheres", "-w", "--where", type=(str, str), multiple=True,
     help="Just rows whose metadata KEY equals VALUE (a.b for nested keys)",
 )
+@fusion_options
 @database_option
-def index_similar(name, id, input, content, binary, number, plain, prefix, wheres, database):
+def index_similar(name, id, input, content, binary, number, plain, prefix, wheres, mode,
+                  fusion, weight, depth, database):
     """
     Return the top N most similar rows, like 'llm similar', from an index
+
+    An index with keywords (create --keywords) answers -c in hybrid mode:
+    both rankings fused. --mode keyword embeds nothing.
 
     \b
         llm index similar docs-hnsw -c "I like cats"
         llm index similar docs-hnsw 1234 -n 5 --plain
+        llm index similar docs-hybrid -c check_output --mode keyword
     """
     if not id and not content and not input:
         raise click.ClickException("Must provide content or an ID for the comparison")
     where = where_option(wheres)
+    settings = {key: value for key, value in
+                [("fusion", fusion), ("weight", weight), ("depth", depth)] if value is not None}
     with Index(name, open_database(database)) as index:
         if id:
+            if mode not in (None, "vector") or settings:
+                raise click.ClickException(
+                    "A query by ID is a vector query: --mode and fusion settings need -c or -i")
             results = index.similar_by_id(id, number, prefix=prefix, where=where)
         else:
             if not content:
@@ -164,7 +184,8 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
                         content = f.read()
             if not content:
                 raise click.ClickException("No content provided")
-            results = index.similar(content, number, prefix=prefix, where=where)
+            results = index.similar(content, number, prefix=prefix, where=where, mode=mode,
+                                    **settings)
     echo_entries(results, plain)
 
 
@@ -187,7 +208,9 @@ def index_list(json_, database):
             click.echo(f"{record.name}: DAMAGED: {record.problem}")
             continue
         state = f"{record.rows} rows" if record.built else "not built"
-        click.echo(f"{record.name}: {record.backend} over {', '.join(record.collections)}")
+        keywords = " + keywords" if record.keywords else ""
+        click.echo(f"{record.name}: {record.backend}{keywords} over "
+                   f"{', '.join(record.collections)}")
         defaults = catalog.defaults_of(db, record.id)
         default = f", default for {', '.join(defaults)}" if defaults else ""
         click.echo(f"  {state}, {record.model}{default}")
@@ -268,6 +291,44 @@ def index_approve(name, withdraw, database):
         return
     remote = index.approve()
     click.echo(f"Approved index {name}: it may contact the {remote.describe()}", err=True)
+
+
+@index_group.command(name="keywords")
+@click.argument("name")
+@click.option("--drop", is_flag=True, help="Remove the keyword index (its files go)")
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS),
+              help=f"How text is split into terms (default {DEFAULT_TOKENIZER})")
+@fusion_options
+@database_option
+def index_keywords(name, drop, tokenizer, mode, fusion, weight, depth, database):
+    """
+    Add a keyword index to an index, change its settings, or drop it
+
+    The keyword index holds the text llm stored (embed --store) and is kept
+    by the same builds; the next build fills it (a full build, unless only
+    fusion settings changed). Queries then fuse both rankings (hybrid).
+
+    \b
+        llm index keywords docs-hnsw
+        llm index keywords docs-hnsw --fusion rrf --weight 0.6
+        llm index keywords docs-hnsw --drop
+    """
+    if mode is not None:
+        raise click.UsageError("--mode is for queries: see llm index similar")
+    with Index(name, open_database(database)) as index:
+        if drop:
+            index.set_keywords(False)
+            click.echo(f"Dropped the keyword index of {name}", err=True)
+            return
+        settings = {**(index.record.keywords or {}), **{
+            key: value for key, value in [("tokenizer", tokenizer), ("fusion", fusion),
+                                          ("weight", weight), ("depth", depth)]
+            if value is not None}}
+        index.set_keywords(settings)
+        state = ("fill it: run llm index build " + name
+                 if index.record.keyword_rows is None else "it is built")
+        described = ", ".join(f"{k} {v}" for k, v in index.record.keywords.items())
+        click.echo(f"Keywords of {name}: {described} ({state})", err=True)
 
 
 @index_group.command(name="default")
@@ -365,10 +426,15 @@ def index_migrate_chroma(
 @click.option("--sweep", "sweep_", is_flag=True,
               help="Measure every value of each index's tunable setting")
 @click.option("--plot", type=click.Path(dir_okay=False), help="With --sweep: draw it in this PNG")
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Judge relevance instead: labelled queries, JSON lines "
+              '{"query": TEXT, "relevant": [ID, ...]} (or TREC qrels with --qrels-queries)')
+@click.option("--qrels-queries", type=click.Path(exists=True, dir_okay=False),
+              help="With TREC --qrels: the queries, QID<TAB>TEXT lines")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 @database_option
-def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, plot, json_,
-                   database):
+def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, plot, qrels,
+                   qrels_queries, json_, database):
     """
     Compare indexes: recall@k against an exact scan, and query latency
 
@@ -383,10 +449,24 @@ def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, p
         llm index evaluate docs-faiss --queries-from held-out-docs
         llm index evaluate docs-faiss docs-hnsw --queries-file questions.txt --json
         llm index evaluate docs-faiss docs-hnsw --sweep --plot curve.png
+
+    With --qrels it judges relevance on queries a person labelled: nDCG@10,
+    MRR@10 and recall@10/100 of each mode (vector; keyword and hybrid for an
+    index with keywords), with p50 latency; --sweep adds hybrid at every
+    fusion weight of both fusions. This is the number to tune fusion by.
+
+    \b
+        llm index evaluate docs-hybrid --qrels judged.jsonl
+        llm index evaluate docs-hybrid --qrels judged.jsonl --sweep --plot weights.png
     """
     if plot and not sweep_:
         raise click.ClickException("--plot draws a sweep: add --sweep")
+    if qrels_queries and not qrels:
+        raise click.ClickException("--qrels-queries goes with --qrels")
     db = open_database(database)
+    if qrels:
+        _judge(db, names, load_judged(qrels, qrels_queries), sweep_, plot, json_)
+        return
     texts = queries_file.read().splitlines() if queries_file else None
     indexes = [Index(name, db) for name in names]
     settings = dict(queries=queries, k=number, queries_from=queries_from, query_texts=texts)
@@ -416,6 +496,24 @@ def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, p
         click.echo(json.dumps([result.to_dict() for result in results], indent=2))
     else:
         click.echo(evaluation_table(results))
+
+
+def _judge(db, names, judged, sweep_, plot, json_) -> None:
+    "``llm index evaluate --qrels``: relevance of each mode of each index."
+    results = {}
+    for name in names:
+        with Index(name, db) as index, progress_bar(f"Judging {name}") as progress:
+            results[name] = judge(index, judged, sweep=sweep_, progress=progress)
+    if plot:
+        from .plots import plot_fusion_sweep
+
+        plot_fusion_sweep(results, plot)
+    if json_:
+        click.echo(json.dumps({name: [r.to_dict() for r in rs] for name, rs in results.items()},
+                              indent=2))
+        return
+    click.echo("\n\n".join(f"{name} ({len(judged)} queries)\n{judgement_table(rs)}"
+                            for name, rs in results.items()))
 
 
 @index_group.command(name="backends")

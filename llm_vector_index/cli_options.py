@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from .database import open_embeddings
 from .errors import VectorIndexError
+from .fusion import FUSIONS, MODES
 
 
 class IndexGroup(DefaultGroup):
@@ -44,6 +45,22 @@ def database_option(function):
         envvar="LLM_EMBEDDINGS_DB",
         help="Embeddings database (default: llm's embeddings.db)",
     )(function)
+
+
+def fusion_options(function):
+    "``--mode`` and the fusion settings of a keyword or hybrid query."
+    for option in reversed([
+        click.option("--mode", type=click.Choice(MODES),
+                     help="vector, keyword or hybrid (default: hybrid with keywords)"),
+        click.option("--fusion", type=click.Choice(FUSIONS),
+                     help="How hybrid fuses the two rankings"),
+        click.option("--weight", type=click.FloatRange(0, 1),
+                     help="The vector side's share in hybrid (0.5: alike)"),
+        click.option("--depth", type=click.IntRange(1, 10_000),
+                     help="Candidates from each side (default: max(4 x N, 50))"),
+    ]):
+        function = option(function)
+    return function
 
 
 def open_database(path: Path | None) -> Database:

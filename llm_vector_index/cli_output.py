@@ -51,10 +51,19 @@ def build_line(name: str, report: BuildReport) -> str:
         f", {report.held_back} held back (NaN, infinite, all-zero or odd-width vectors)"
         if report.held_back else ""
     )
+    untexted = (
+        f", {report.without_text} without stored text (not in the keyword index)"
+        if report.without_text else ""
+    )
     return (
         f"{kind} of {name}: {report.added} indexed, {report.deleted} removed, "
-        f"{report.rows} rows{held}, {report.seconds:.2f}s"
+        f"{report.rows} rows{held}{untexted}, {report.seconds:.2f}s"
     )
+
+
+# IndexEntry fields of keyword and hybrid queries: left out of a vector
+# query's output, which is exactly llm's.
+HYBRID_FIELDS = ("fused", "vector_rank", "keyword_rank", "keyword_score")
 
 
 def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
@@ -63,9 +72,14 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
         output = asdict(result)
         if output["collection"] is None:
             del output["collection"]  # a single collection: exactly llm's output
+        hybrid = result.fused is not None or result.keyword_rank is not None
+        if not hybrid:
+            for key in HYBRID_FIELDS:
+                del output[key]
         if plain:
             where = f" [{result.collection}]" if result.collection else ""
-            click.echo(f"{result.id} ({result.score}){where}\n")
+            how = f" {_ranks(result)}" if hybrid else ""
+            click.echo(f"{result.id} ({result.score}){where}{how}\n")
             if result.content:
                 click.echo(textwrap.indent(result.content, "  "))
             if result.metadata:
@@ -73,6 +87,15 @@ def echo_entries(results: Sequence[IndexEntry], plain: bool) -> None:
             click.echo("")
         else:
             click.echo(json.dumps(output))
+
+
+def _ranks(entry: IndexEntry) -> str:
+    "How a keyword or hybrid result ranked, for --plain."
+    parts = [f"fused {entry.fused:.4f}"] if entry.fused is not None else []
+    for side, rank in (("vector", entry.vector_rank), ("keyword", entry.keyword_rank)):
+        if entry.fused is not None or rank is not None:
+            parts.append(f"{side} #{rank}" if rank is not None else f"not found by {side}")
+    return "[" + ", ".join(parts) + "]"
 
 
 def sweep_table(sweep: Sweep) -> str:
@@ -156,6 +179,8 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "build_seconds": index_record.build_seconds,
         "generation": index_record.generation,
         "target_recall": index_record.target_recall,
+        "keywords": {**index_record.keywords, "rows": index_record.keyword_rows}
+        if index_record.keywords else None,
         "tuning": {**index_record.tuning, "when": iso_time(index_record.tuning.get("when"))}
         if index_record.tuning else None,
         # Shown, never used: a name read from the database may not be a valid one.

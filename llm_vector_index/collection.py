@@ -146,10 +146,26 @@ def similar(
     *,
     index: str | bool | None = None,
     where: dict[str, Any] | None = None,
+    mode: str | None = None,
+    **fusion_settings: Any,
 ) -> list[Entry]:
-    "llm's similar: embed, then similar_by_vector (which picks the index)."
-    vector = self.model().embed(value)
-    return similar_by_vector(self, vector, number, prefix=prefix, index=index, where=where)
+    """llm's similar: embed, then search the index (in its default mode, or
+    ``mode``: vector, keyword, hybrid; and ``fusion``, ``weight``, ``depth``)
+    or brute force. The text is embedded first, as llm does, unless the
+    query is by keywords alone."""
+    from . import hybrid
+
+    vector = None if mode == "keyword" else self.model().embed(value)
+
+    def brute_force():
+        if mode not in (None, "vector") or fusion_settings:
+            raise ValueError(f"mode={mode!r} needs an index with keywords: pass index='name'")
+        return ORIGINALS["similar_by_vector"](self, vector, number, prefix=prefix)
+
+    return _through_index(self, index, where, lambda chosen: _plain(hybrid.answer(
+        chosen, value, number, mode, lambda: vector, prefix=prefix, collection=self.name,
+        where=where, settings=fusion_settings,
+    )), brute_force)
 
 
 def install() -> None:

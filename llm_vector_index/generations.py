@@ -110,15 +110,26 @@ def read_generation(directory: Path, owner: str) -> int | None:
         return None
 
 
+class _Ahead:
+    def __init__(self, undo: bool) -> None:
+        self.undo = undo
+
+    def keep(self) -> None:
+        """From here on a failure leaves the marker ahead of the catalog (a
+        second set of files is saved after files that already changed)."""
+        self.undo = False
+
+
 @contextmanager
-def saving_ahead(directory: Path, generation: int, owner: str, undo: bool) -> Iterator[None]:
+def saving_ahead(directory: Path, generation: int, owner: str, undo: bool) -> Iterator[_Ahead]:
     """Mark the files in ``directory`` as ``generation`` while a backend saves
     over them (so that a kill before the catalog commits is detected). With
     ``undo`` (a backend whose save is atomic, so that a failed save leaves
     the files it had), a save that fails with an exception (a full disk, a
     read-only mount) puts the previous marker back: the files are still the
     catalog's and queries go on using them. It was kept as a hard link, so
-    putting it back is a rename, which needs no free space."""
+    putting it back is a rename, which needs no free space. ``keep()`` on
+    what it yields gives that up once files that cannot be undone changed."""
     marker = directory / GENERATION_FILE
     kept = directory / f".{GENERATION_FILE}.previous"
     kept.unlink(missing_ok=True)
@@ -127,11 +138,12 @@ def saving_ahead(directory: Path, generation: int, owner: str, undo: bool) -> It
             os.link(marker, kept)
         except FileNotFoundError:
             undo = False  # nothing saved before: nothing to go back to
+    ahead = _Ahead(undo)
     try:
         write_generation(directory, generation, owner)
-        yield
+        yield ahead
     except BaseException:
-        if undo:
+        if ahead.undo:
             os.replace(kept, marker)
         raise
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from . import open_indexes
+from . import keywords, open_indexes
 from .base import VectorIndex
 from .errors import DamagedFiles, VectorIndexError, first_line
 from .generations import read_generation, reading_lock
@@ -43,6 +43,9 @@ class Holder:
         self._shared = False  # from open_indexes: never closed here
         self._releases = 0  # open_indexes.releases when it was handed over
         self._opened_generation: int | None = None  # of the files _backend holds
+        # The keyword index (keywords.py) open for queries, and its generation.
+        self._keywords: keywords.KeywordIndex | None = None
+        self._keywords_generation: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -110,6 +113,37 @@ class Holder:
         if backend is not None and not self._shared:
             backend.close()
         self._shared = False
+        if self._keywords is not None:
+            self._keywords.close()
+            self._keywords = None
+
+    def keywords(self) -> keywords.KeywordIndex:
+        """The keyword index as the last build saved it, for queries, checked
+        against the catalog as the backend's files are (its generation, its
+        count of rows); the caller has checked that it was built."""
+        index = self.index
+        if self._keywords is not None and self._keywords_generation == index.record.generation:
+            return self._keywords
+        if self._keywords is not None:
+            self._keywords.close()
+            self._keywords = None
+        with reading_lock(index):
+            generation = read_generation(index.path, index.identity)
+            if generation != index.record.generation:
+                index.reload()
+            record = index.record
+            if generation != record.generation or record.keyword_rows is None:
+                raise self.mismatch()
+            try:
+                opened = keywords.KeywordIndex.open(
+                    index.path / keywords.FOLDER, record.keywords["tokenizer"])
+            except DamagedFiles as error:
+                raise self._damaged(str(error)) from None
+            if opened.count() != record.keyword_rows:
+                opened.close()
+                raise self.mismatch()
+        self._keywords, self._keywords_generation = opened, generation
+        return opened
 
     def release_shared(self) -> None:
         "Close the process's shared instance too (the index is going away)."

@@ -18,7 +18,8 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import approvals, catalog, freshness, paths, query, sync, tuning
+from . import approvals, catalog, freshness, hybrid, paths, query, sync, tuning
+from . import keywords as keyword_index
 from . import evaluate as evaluation
 from .base import Remote, VectorIndex
 from .build import Build, BuildReport
@@ -34,6 +35,7 @@ from .errors import (
     first_line,
 )
 from .filters import ROW_COLUMNS
+from .generations import build_lock
 from .holding import Holder
 from .query import IndexEntry
 from .registry import get_backend
@@ -81,11 +83,16 @@ class Index:
         options: dict[str, Any] | None = None,
         refresh: str = "auto",
         default: bool = False,
+        keywords: bool | dict[str, Any] = False,
     ) -> Index:
         """Define an index (nothing is read until ``build()``). Everything is
-        checked before anything is written."""
+        checked before anything is written. ``keywords``: keep a keyword index
+        beside the vectors (True, or settings: see ``set_keywords``)."""
         paths.check_name(name)
         _check_refresh(refresh)
+        keyword_settings = keyword_index.settings(keywords)
+        if keyword_settings:
+            keyword_index.tantivy_module()  # installed: said now, not at the first build
         collections = list(dict.fromkeys(collections))
         rows = sync.check_collections(db, collections)
         model = rows[collections[0]]["model"]
@@ -119,6 +126,7 @@ class Index:
             created=time.time(),
             refresh=refresh,
             target_recall=None if chosen_by_user else backend_class.default_target_recall,
+            keywords=keyword_settings,
         )
         # A folder left by an index of this name whose catalog row was deleted.
         paths.remove_tree(folder)
@@ -395,6 +403,23 @@ class Index:
                 err=True,
             )
 
+    def set_keywords(self, keywords: bool | dict[str, Any] = True) -> None:
+        """Keep a keyword index beside the vectors (True: the defaults; or
+        settings: tokenizer, fusion, weight, depth), or none (False: its files
+        go). The next build fills it (a full build) unless only the fusion
+        settings changed."""
+        settings = keyword_index.settings(keywords)
+        if settings:
+            keyword_index.tantivy_module()
+        with build_lock(self):
+            self.reload()
+            old = self.record.keywords
+            same_text = bool(old and settings) and old["tokenizer"] == settings["tokenizer"]
+            catalog.set_keywords(self.db, self.record.id, settings, keep_rows=same_text)
+            if settings is None:
+                paths.remove_tree(self.path / keyword_index.FOLDER)
+            self.reload()
+
     def set_refresh(self, mode: str) -> None:
         "``auto``: queries bring a stale index up to date first; ``manual``: they warn."
         _check_refresh(mode)
@@ -445,8 +470,20 @@ class Index:
         *,
         collection: str | None = None,
         where: dict[str, Any] | None = None,
+        mode: str | None = None,
+        **fusion_settings: Any,
     ) -> list[IndexEntry]:
-        "Embed ``value`` with the index's model and return the nearest rows."
+        """Embed ``value`` with the index's model and return the nearest rows.
+        ``mode``: vector, keyword (embeds nothing) or hybrid, the default for
+        an index with keywords; ``fusion``, ``weight``, ``depth`` override
+        the index's fusion settings for this query (see fusion.py)."""
+        return hybrid.answer(
+            self, value, number, mode, lambda: self._embed(value), prefix=prefix,
+            collection=collection, where=where, settings=fusion_settings,
+        )
+
+    def _embed(self, value: str | bytes) -> Any:
+        "``value`` embedded with the index's model; its failures in one line."
         try:
             model = llm.get_embedding_model(self.record.model)
         except llm.UnknownModelError:
@@ -455,14 +492,11 @@ class Index:
                 "installed: query by ID or vector, or install its plugin"
             ) from None
         try:
-            vector = model.embed(value)
+            return model.embed(value)
         except Exception as error:  # no key, the provider's error: one line
             raise VectorIndexError(
                 f"Embedding the query with {self.record.model} failed: {first_line(error)}"
             ) from None
-        return self.similar_by_vector(
-            vector, number, prefix=prefix, collection=collection, where=where
-        )
 
     def similar_by_id(
         self,

@@ -117,3 +117,24 @@ def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: s
         _plain_log_axis(axes.xaxis)
         _plain_log_axis(axes.yaxis)
     return Path(path)
+
+
+def plot_fusion_sweep(results: Mapping[str, Sequence], path: str | Path,
+                      title: str | None = None) -> Path:
+    """nDCG@10 against the vector side's weight in hybrid, one curve per
+    index and fusion, with the single modes as flat lines
+    (``results``: index name -> relevance.Judgement list with a sweep)."""
+    with _figure(path, xlabel="weight of the vector side (0: keywords only, 1: vectors only)",
+                 ylabel="nDCG@10", title=title or "Hybrid relevance against fusion weight",
+                 legend="lower center") as axes:
+        for name, judged in results.items():
+            for fusion in ("rrf", "convex"):
+                points = sorted((r.settings["weight"], r.scores["ndcg@10"]) for r in judged
+                                if r.settings.get("fusion") == fusion)
+                if points:
+                    axes.plot(*zip(*points), marker="o", label=f"{name}: {fusion}")
+            for single in judged:
+                if single.mode in ("vector", "keyword"):
+                    axes.axhline(single.scores["ndcg@10"], linestyle="--", linewidth=0.8,
+                                 label=f"{name}: {single.mode} only")
+    return Path(path)

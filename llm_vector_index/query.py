@@ -6,6 +6,7 @@ llm scores them: cosine over the stored float32 values, in double precision.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,12 @@ class IndexEntry(Entry):
     "An llm ``Entry`` that also names the collection the row came from."
 
     collection: str | None = None
+    # Keyword and hybrid queries (hybrid.py): the fused value, each side's
+    # rank (from 1; None if that side did not find the row) and BM25 score.
+    fused: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
 
 
 def search(
@@ -42,6 +49,39 @@ def search(
 ) -> list[IndexEntry]:
     check_count(number, "number")
     query = query_vector(vector)
+    collection, show_collection = begin(index, collection)
+    return ranked(index, query, number, skip, show_collection,
+                  lambda: restriction(index, collection, prefix, where))
+
+
+def ranked(
+    index: Index, query: np.ndarray, number: int, skip: Skip, show_collection: bool,
+    rowids: Callable[[], list[int] | None],
+) -> list[IndexEntry]:
+    """The ``number`` rows nearest ``query`` among ``rowids()`` (None: all),
+    once ``begin`` has run."""
+    record = index.record
+    if record.dimensions is None:
+        return []  # built, but its collections were empty
+    if query.shape != (record.dimensions,):
+        raise DimensionMismatch(
+            f"Query vector has {query.size} dimensions, index {record.name!r} "
+            f"has {record.dimensions}"
+        )
+    allowed = None
+    allowed_rowids = rowids()
+    if allowed_rowids is not None:
+        if len(allowed_rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
+            return rank(Filter.rows(index.db, allowed_rowids), query, skip, show_collection,
+                        number)
+        allowed = Filter.labels(index.db, record.id, allowed_rowids)
+    return _backend_search(index, query, number, skip, allowed, show_collection)
+
+
+def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
+    """Checks every query makes first, and the index brought up to date:
+    the collection to restrict to (None: all) and whether results name
+    their collection."""
     record = index.record
     if collection is not None and collection not in record.collections:
         raise VectorIndexError(
@@ -53,27 +93,22 @@ def search(
         raise NotBuilt(
             f"Index {record.name!r} has not been built: run llm index build {record.name}"
         )
-    if record.dimensions is None:
-        return []  # built, but its collections were empty
-    if query.shape != (record.dimensions,):
-        raise DimensionMismatch(
-            f"Query vector has {query.size} dimensions, index {record.name!r} "
-            f"has {record.dimensions}"
-        )
     if len(record.collections) == 1:
         collection = None  # restricting to its only collection filters nothing
-    show_collection = len(record.collections) > 1 and collection is None
-    allowed = None
-    if prefix or collection or where:
-        restricted = index.collection_ids(only=collection)
-        if not restricted:
-            return []
-        subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
-        rowids = subset.rowids(index.db)
-        if len(rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
-            return rank(Filter.rows(index.db, rowids), query, skip, show_collection, number)
-        allowed = Filter.labels(index.db, record.id, rowids)
-    return _backend_search(index, query, number, skip, allowed, show_collection)
+    return collection, len(record.collections) > 1 and collection is None
+
+
+def restriction(
+    index: Index, collection: str | None, prefix: str | None, where: dict[str, Any] | None
+) -> list[int] | None:
+    "The rowids a filter allows, or None when there is no filter."
+    if not (prefix or collection or where):
+        return None
+    restricted = index.collection_ids(only=collection)
+    if not restricted:
+        return []
+    subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
+    return subset.rowids(index.db)
 
 
 def query_vector(vector: Any) -> np.ndarray:
@@ -111,8 +146,8 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
     k = backend.candidates(number + len(skip))
     while True:
         _, labels = backend.search(query.reshape(1, -1), k, allowed)
-        rows = _rows_for_labels(index, labels[0])
-        _check_label_map(index, labels[0], rows)
+        rows = rows_for_labels(index, labels[0])
+        check_label_map(index, labels[0], rows)
         entries = rank(rows, query, skip, show_collection, number)
         # Rows deleted since the build drop out here: fetch more until enough.
         if len(entries) >= number or k >= available:
@@ -120,12 +155,23 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
         k = min(available, k * 2)
 
 
-def _rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
+def rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
+    "The rows (see ROW_COLUMNS, then the label) under these labels, if still there."
+    return _under_labels(index, labels, f"{ROW_COLUMNS}, l.label")
+
+
+def keys_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
+    """(collection_id, collection name, id, label) of the rows under these
+    labels that are still there: the rows' keys, without reading them."""
+    return _under_labels(index, labels, "l.collection_id, c.name, l.id, l.label")
+
+
+def _under_labels(index: Index, labels: np.ndarray, columns: str) -> list[tuple]:
     if len(labels) == 0:
         return []
     return index.db.execute(
         f"""
-        select {ROW_COLUMNS}
+        select {columns}
         from vector_index_labels l
         join embeddings e on e.collection_id = l.collection_id and e.id = l.id
         join collections c on c.id = l.collection_id
@@ -135,7 +181,7 @@ def _rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
     ).fetchall()
 
 
-def _check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None:
+def check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None:
     """Cheap checks that the label map the rows came through is sound (a
     crafted or damaged database): no row of a collection the index does not
     cover, no row twice, and not every label unknown to it (its rows may be

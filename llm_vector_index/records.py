@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DamagedCatalog
+from . import keywords
+from .errors import DamagedCatalog, VectorIndexError
 
 # The widest vectors an index takes (the largest embedding models give 4,096
 # to 8,192): a value read from a database is bounded before numpy sees it.
@@ -41,6 +42,8 @@ class IndexRecord:
     fingerprint: dict | None = None
     target_recall: float | None = None
     tuning: dict | None = None
+    keywords: dict | None = None  # settings of its keyword index, None: it has none
+    keyword_rows: int | None = None  # rows in the keyword index, None: not filled yet
     collections: list[str] = field(default_factory=list)
 
     @classmethod
@@ -51,8 +54,10 @@ class IndexRecord:
         values = dict(row)
         try:
             values["options"] = _json_object(values, "options")
-            for key in ("fingerprint", "tuning"):
+            for key in ("fingerprint", "tuning", "keywords"):
                 values[key] = _json_object(values, key) if values.get(key) is not None else None
+            if values["keywords"] is not None:
+                values["keywords"] = _keyword_settings(values["keywords"])
             for key, low, high in _WHOLE_NUMBERS:
                 _check_number(values, key, low, high, whole=True)
             for key in ("created", "built", "build_seconds", "target_recall"):
@@ -76,8 +81,15 @@ class IndexRecord:
 # Columns that hold whole numbers, with the range each may take.
 _WHOLE_NUMBERS = (
     ("dimensions", 1, MAX_DIMENSIONS), ("rows", 0, None), ("next_label", 0, None),
-    ("generation", 0, None), ("watermark", None, None),
+    ("generation", 0, None), ("watermark", None, None), ("keyword_rows", 0, None),
 )
+
+
+def _keyword_settings(settings: dict) -> dict:
+    try:
+        return keywords.settings(settings)
+    except VectorIndexError as error:
+        raise ValueError(f"keywords: {error}") from None
 
 
 def _json_object(values: dict, key: str) -> dict:

@@ -22,6 +22,7 @@ import click
 import llm
 
 from .errors import VectorIndexError, check_count
+from .fusion import MODES
 
 if TYPE_CHECKING:
     from .index import Index, IndexEntry
@@ -80,18 +81,24 @@ class VectorIndex(llm.Toolbox):
         return self._index
 
     def search(self, query: str, number: int = DEFAULT_NUMBER,
-               where: Optional[dict] = None) -> list[dict]:
+               where: Optional[dict] = None, mode: Optional[str] = None) -> list[dict]:
         """Find the stored entries closest in meaning to the query text. Returns
         up to `number` hits (1-50), best first, each with its id, score (cosine
         similarity), content (trimmed; `truncated` says so) and metadata.
         `where` keeps only entries whose metadata has these values, e.g.
-        {"tag": "howto"}; dotted keys reach into nested metadata."""
+        {"tag": "howto"}; dotted keys reach into nested metadata. `mode`, for
+        an index that keeps keywords: "keyword" matches the exact words
+        (names, identifiers, rare terms; score is then null), "vector" the
+        meaning alone; the default, "hybrid", fuses both."""
         if not isinstance(query, str) or not query.strip():
             raise VectorIndexError("query must be a non-empty text")
         if where is not None and not isinstance(where, dict):
             raise VectorIndexError('where must be an object, e.g. {"tag": "howto"}')
+        if mode is not None and not isinstance(mode, str):
+            raise VectorIndexError('mode must be "vector", "keyword" or "hybrid"')
         index = self._opened()
-        hits = index.similar(query, check_count(number, "number", MAX_NUMBER), where=where)
+        hits = index.similar(query, check_count(number, "number", MAX_NUMBER), where=where,
+                             mode=mode)
         return [self._hit(index, entry) for entry in hits]
 
     def get(self, id: str) -> dict:
@@ -110,7 +117,7 @@ class VectorIndex(llm.Toolbox):
         truncated = content is not None and len(content) > self.max_chars
         hit = {
             "id": entry.id,
-            "score": round(entry.score, 4),
+            "score": round(entry.score, 4) if entry.score is not None else None,
             "content": content[: self.max_chars] if truncated else content,
             "truncated": truncated,
             "metadata": entry.metadata,
@@ -123,23 +130,28 @@ class VectorIndex(llm.Toolbox):
 def load_fragments(argument: str) -> list[llm.Fragment]:
     """
     The top hits of an index as fragments, each with its id as the source.
-    index:NAME:QUERY (5 hits) or index:NAME:N:QUERY (N hits, 1-50); the index
-    is in LLM_EMBEDDINGS_DB, else llm's embeddings.db. Embed with --store so
-    that content is kept.
+    index:NAME:QUERY (5 hits) or index:NAME:N:QUERY (N hits, 1-50), and
+    index:NAME:MODE:QUERY or index:NAME:MODE:N:QUERY with MODE vector,
+    keyword or hybrid (an index with keywords); the index is in
+    LLM_EMBEDDINGS_DB, else llm's embeddings.db. Embed with --store so that
+    content is kept.
     """
     name, colon, rest = argument.partition(":")
     if not colon or not name:
         raise VectorIndexError(
             "Use index:NAME:QUERY or index:NAME:N:QUERY, e.g. index:docs-idx:5:reset a password"
         )
-    number = DEFAULT_NUMBER
+    number, mode = DEFAULT_NUMBER, None
+    first, colon, after = rest.partition(":")
+    if colon and first in MODES:
+        mode, rest = first, after
     counted = _COUNTED.fullmatch(rest)
     if counted:
         number, rest = int(counted.group(1)), counted.group(2)
     if not rest.strip():
         raise VectorIndexError(f"No query text after index:{argument}")
     index = open_index(name)
-    hits = index.similar(rest, check_count(number, "number", MAX_NUMBER))
+    hits = index.similar(rest, check_count(number, "number", MAX_NUMBER), mode=mode)
     fragments = [
         llm.Fragment(entry.content, _source(entry))
         for entry in hits if entry.content

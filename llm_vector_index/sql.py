@@ -4,8 +4,13 @@ Datasette (``datasette_plugin.py`` registers them on every connection).
     vector_index_similar(name, id, k)        -- the k rows nearest stored row id
     vector_index_search(name, embedding, k)  -- nearest an embedding: llm's
                                                 float32 blob, or a JSON array
+    vector_index_keywords(name, text, k)     -- the k best rows for the words
+                                                (an index with keywords)
+    vector_index_hybrid(name, text, embedding, k)  -- both fused
 
-Each returns a JSON array of ``{"id", "score", "collection"}``, best first,
+Each returns a JSON array of ``{"id", "score", "collection"}``, best first
+(keyword and hybrid hits add ``keyword_score``, ``keyword_rank``, ``fused``,
+``vector_rank``; a keyword hit's ``score`` is null: nothing is embedded),
 to expand with ``json_each`` and join back to llm's tables::
 
     select hit.value ->> 'score' as score, e.id, e.content
@@ -34,6 +39,7 @@ from . import catalog
 from .errors import VectorIndexError, check_count
 
 MAX_K = 1000
+HYBRID_FIELDS = ("keyword_score", "keyword_rank", "fused", "vector_rank")
 
 
 def register(conn: sqlite3.Connection) -> None:
@@ -41,6 +47,8 @@ def register(conn: sqlite3.Connection) -> None:
     functions = _Functions(conn)
     conn.create_function("vector_index_similar", 3, functions.similar)
     conn.create_function("vector_index_search", 3, functions.search)
+    conn.create_function("vector_index_keywords", 3, functions.keywords)
+    conn.create_function("vector_index_hybrid", 4, functions.hybrid)
 
 
 class _Functions:
@@ -62,6 +70,21 @@ class _Functions:
 
         return self._answer(name, k, run)
 
+    def keywords(self, name: Any, text: Any, k: Any) -> str:
+        def run(index, number):
+            return index.similar(_text(text), number, mode="keyword")
+
+        return self._answer(name, k, run)
+
+    def hybrid(self, name: Any, text: Any, embedding: Any, k: Any) -> str:
+        def run(index, number):
+            from . import hybrid
+
+            vector = _vector(embedding, index.record.dimensions)
+            return hybrid.answer(index, _text(text), number, "hybrid", lambda: vector)
+
+        return self._answer(name, k, run)
+
     def _answer(self, name: Any, k: Any, run) -> str:
         try:
             number = check_count(k, "k", MAX_K)
@@ -69,7 +92,9 @@ class _Functions:
             entries = run(index, number)
             return json.dumps([
                 {"id": entry.id, "score": entry.score,
-                 "collection": entry.collection or index.collections[0]}
+                 "collection": entry.collection or index.collections[0],
+                 **{key: getattr(entry, key) for key in HYBRID_FIELDS
+                    if entry.keyword_rank is not None or entry.fused is not None}}
                 for entry in entries
             ])
         except VectorIndexError as error:
@@ -115,6 +140,12 @@ def _vector(embedding: Any, dimensions: int | None) -> Any:
     raise VectorIndexError(
         f"embedding must be llm's float32 blob or a JSON array of numbers, got {_kind(embedding)}"
     )
+
+
+def _text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise VectorIndexError(f"text must be non-empty text, got {_kind(text)}")
+    return text
 
 
 def _kind(value: Any) -> str:

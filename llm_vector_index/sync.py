@@ -27,6 +27,7 @@ class Batch:
     ids: list[str]
     updated: list[int | None]
     vectors: np.ndarray  # (len(ids), dimensions) float32
+    contents: list[str | None] | None = None  # the stored text, when asked for
 
     def label_rows(self, labels: np.ndarray) -> list[tuple]:
         "Label map rows: (label, collection_id, id, updated, checksum)."
@@ -241,7 +242,8 @@ def _changed_rows(
 
 
 def read_all(
-    db: Database, collection_id: int, dimensions: int | None, up_to_rowid: int | None = None
+    db: Database, collection_id: int, dimensions: int | None, up_to_rowid: int | None = None,
+    with_content: bool = False,
 ) -> Iterator[Batch]:
     """Every row of a collection, in batches (a full build).
 
@@ -255,7 +257,8 @@ def read_all(
     bound = "and rowid <= :up_to" if up_to_rowid is not None else ""
     while True:
         rows = db.execute(
-            "select id, updated, embedding from embeddings where collection_id = :c "
+            f"select id, updated, embedding{_CONTENT[with_content]} from embeddings "
+            "where collection_id = :c "
             f"{'and id > :last' if last_id is not None else ''} {bound} "
             "order by id limit :n",
             {"c": collection_id, "last": last_id, "up_to": up_to_rowid, "n": BATCH_SIZE},
@@ -269,7 +272,8 @@ def read_all(
 
 
 def read_rows(
-    db: Database, collection_id: int, ids: Iterable[str], dimensions: int | None
+    db: Database, collection_id: int, ids: Iterable[str], dimensions: int | None,
+    with_content: bool = False,
 ) -> Iterator[Batch]:
     """These rows of a collection, in batches. Rows deleted since the scan are
     simply absent; ``updated`` is read with the vector, so it is what we index."""
@@ -277,7 +281,7 @@ def read_rows(
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start : start + BATCH_SIZE]
         rows = db.execute(
-            "select id, updated, embedding from embeddings "
+            f"select id, updated, embedding{_CONTENT[with_content]} from embeddings "
             f"where collection_id = ? and id in ({','.join('?' * len(chunk))})",
             [collection_id, *chunk],
         ).fetchall()
@@ -315,7 +319,19 @@ def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
         ids=ids,
         updated=[row[1] for row in rows],
         vectors=vectors_from_blobs(ids, [row[2] for row in rows], dimensions),
+        contents=[_text(row[3]) for row in rows] if rows and len(rows[0]) > 3 else None,
     )
+
+
+# The content column, read only for an index with keywords.
+_CONTENT = {False: "", True: ", content"}
+
+
+def _text(content) -> str | None:
+    "Stored text to index for keywords (llm stores str; SQL may store anything)."
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    return content if isinstance(content, str) and content.strip() else None
 
 
 def collection_row(db: Database, name: str) -> dict | None:

@@ -181,3 +181,61 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
         assert report.llm_rows == report.chroma_rows and not report.mismatches
     KILLED["migrate-chroma"] = kills
     assert kills >= 6
+
+
+VOCABULARY = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+
+
+def texts_for(ids, rng):
+    return [f"{' '.join(rng.sample(VOCABULARY, 3))} {id}" for id in ids]
+
+
+def keyword_truth(db, word):
+    "The rows whose stored text has the word: what a keyword query must find."
+    return {id for id, content in db.execute("select id, content from embeddings")
+            if word in content.split()}
+
+
+# exact saves atomically, chroma does not: both ways of keeping the keyword
+# index in step with the vectors' generation.
+@pytest.mark.parametrize("backend", ["exact", "chroma"])
+def test_kill_builds_of_an_index_with_keywords(db_path, db, backend, forkserver, user_path):
+    """The keyword index lives in the index folder and is committed inside
+    the same generation protocol: after any kill its answers are the last
+    build's or refused, and the next build puts them right."""
+    rng = random.Random(f"keywords-{backend}")
+    ids = [f"r{i:03d}" for i in range(200)]
+    write_embeddings(db, "c", ids, clustered_vectors(200, DIMENSIONS, clusters=6, seed=1),
+                     contents=texts_for(ids, rng), updated=1000)
+    Index.create("ix", ["c"], db, backend=backend, options=BACKENDS[backend],
+                 refresh="manual", keywords=True).build()
+    plan = [(True, point, None) for point in FULL_POINTS] + \
+           [(False, point, None) for point in INCREMENTAL_POINTS] + \
+           [(rng.random() < 0.5, None, rng.uniform(0.0, 0.3)) for _ in range(4)]
+    for step, (full, point, delay) in enumerate(plan):
+        current = [row[0] for row in db.execute("select id from embeddings")]
+        changed = rng.sample(current, 4) + [f"k{step}-{i}" for i in range(2)]
+        write_embeddings(db, "c", changed, clustered_vectors(6, DIMENSIONS, seed=step),
+                         contents=texts_for(changed, rng))
+        db.execute("delete from embeddings where id = ?", [rng.choice(current)])
+        db.conn.commit()
+        before = llm_tables(db_path)
+        in_child(forkserver, workers.build, (db_path, "ix", full, user_path),
+                 kill_at=point, delay=delay)
+        assert llm_tables(db_path) == before
+        word = rng.choice(VOCABULARY)
+        with Index("ix", db) as index:
+            try:
+                found = {e.id for e in index.similar(word, 500, mode="keyword")}
+            except DamagedFiles as error:
+                assert "llm index build ix" in str(error)
+            else:
+                rows = {row[0] for row in db.execute("select id from embeddings")}
+                assert found <= rows  # never a row that is gone
+                if index.is_current():
+                    assert found == keyword_truth(db, word)
+        with Index("ix", db) as index:
+            index.build()
+            found = {e.id for e in index.similar(word, 500, mode="keyword")}
+            assert found == keyword_truth(db, word), (step, full, point, delay)
+            assert index.record.keyword_rows == index.count()

@@ -90,6 +90,10 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert len(found) == 10 and all(row["id"].endswith(".md") for row in found)
     assert "usage.md" not in outputs["llm index similar docs-idx usage.md -n 5 --plain"].split()[0:1]
     assert outputs['llm similar docs -c "cats"'].count('"id"') == 10
+    keyword = [json.loads(row) for row in
+               outputs['llm index similar docs-kw -c "check_output" --mode keyword'].splitlines()]
+    assert "hybrid.md" in [row["id"] for row in keyword]  # the page about it says check_output
+    assert all(row["score"] is None and row["keyword_score"] > 0 for row in keyword)
 
 
 def code_blocks(path: Path) -> list[tuple[str, str]]:

@@ -343,10 +343,10 @@ def test_row_deleted_and_written_again_during_a_build(db_path, db, built, vector
     monkeypatch.setattr(sync_module, "_changed_rows", delete_and_rewrite_after_listing)
     original_read = sync_module.read_rows
 
-    def write_again_then_read(db_, collection_id, wanted, dimensions):
+    def write_again_then_read(db_, collection_id, wanted, dimensions, **options):
         if list(wanted) == ["v030"]:  # the build reading what it listed
             write_embeddings(db, "vecs", ["v030"], (vectors[30] * 3)[None], updated=2001)
-        return original_read(db_, collection_id, wanted, dimensions)
+        return original_read(db_, collection_id, wanted, dimensions, **options)
 
     monkeypatch.setattr(sync_module, "read_rows", write_again_then_read)
     built.build()

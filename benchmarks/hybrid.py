@@ -1,0 +1,177 @@
+"""Relevance of the three query modes on real labelled text, through the
+plugin: nDCG@10, MRR@10, recall@10/100 and p50 latency of vector, keyword
+and hybrid queries, and hybrid at every fusion weight for RRF and convex
+fusion (benchmarks/relevance_sets.py builds the sets: the standard library's
+docstrings, section 3 of the manual).
+
+    python benchmarks/hybrid.py                 # both sets, the sweep, the choice
+    python benchmarks/hybrid.py --sets stdlib --no-speed
+    python benchmarks/hybrid.py --speed-only --rows 100000
+
+Each set is embedded once with the real offline MiniLM model
+(examples/llm-minilm-onnx) into bench-data/relevance/SET.db and reused. The
+dense side is an exact index (so the numbers are the model's and the
+fusion's, not an approximate index's). The default fusion is the setting
+with the best nDCG@10 averaged over the sets, and is printed last with each
+set's gain over its better single mode.
+
+Then the cost, at ``--rows`` (100k) real PyPI summaries with their MiniLM
+vectors (../shared/data: 40k, plus summaries made by joining two, with the
+mean of their vectors): a build with and without keywords (default index,
+auto), the keyword index's disk against the text it holds, and p50/p95 of
+vector, keyword and hybrid queries through the plugin (each query's vector
+given, so no model runs in the timing), one thread, medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import llm
+import numpy as np
+from sqlite_utils import Database
+
+sys.path.insert(0, str(Path(__file__).parent))
+from relevance_sets import CACHE, sets  # noqa: E402
+
+from llm_vector_index import Index, close_indexes, hybrid, query  # noqa: E402
+from llm_vector_index.relevance import Judged, judge, judgement_table  # noqa: E402
+from llm_vector_index.testing import write_embeddings  # noqa: E402
+
+SHARED = Path(__file__).parents[2] / "shared" / "data" / "pypi-minilm-40k.npz"
+
+MODEL = "minilm"
+
+
+def embedded(labelled) -> Database:
+    "The set's documents as an llm collection, embedded once and reused."
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{labelled.name}.db"
+    db = Database(path)
+    collection = llm.Collection(labelled.name, db, model_id=MODEL)
+    if collection.count() != len(labelled.documents):
+        print(f"{labelled.name}: embedding {len(labelled.documents):,} documents "
+              f"with {MODEL}...", file=sys.stderr, flush=True)
+        collection.embed_multi(
+            ((d["id"], d["content"]) for d in labelled.documents), store=True, batch_size=64
+        )
+    return db
+
+
+def measure(labelled, sweep: bool):
+    db = embedded(labelled)
+    os.environ["LLM_EMBEDDINGS_DB"] = str(db.conn.execute("pragma database_list").fetchone()[2])
+    if Index.exists(db, "relevance"):
+        Index.drop(db, "relevance")
+    index = Index.create("relevance", [labelled.name], db, backend="exact", keywords=True)
+    index.build()
+    judged = [Judged(q["query"], dict.fromkeys(q["relevant"], 1.0)) for q in labelled.queries]
+    with index:
+        return judge(index, judged, sweep=sweep)
+
+
+def speed_corpus(rows: int):
+    "(texts, vectors, query texts, query vectors): real summaries, joined past 40k."
+    data = np.load(SHARED)
+    texts = [str(text) for text in data["texts"]]
+    vectors = data["vectors"].astype(np.float32)
+    rng = np.random.default_rng(0)
+    extra = rows - len(texts)
+    if extra > 0:
+        pairs = rng.integers(len(texts), size=(extra, 2))
+        texts += [f"{texts[a]} {texts[b]}" for a, b in pairs]
+        joined = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]
+        vectors = np.vstack([vectors, joined / np.linalg.norm(joined, axis=1, keepdims=True)])
+    return (texts[:rows], vectors[:rows], [str(t) for t in data["query_texts"]],
+            data["query_vectors"].astype(np.float32))
+
+
+def timed(run, queries) -> tuple[float, float]:
+    timings = []
+    for query_args in queries:
+        started = time.perf_counter()
+        run(*query_args)
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.95)]
+
+
+def speed(rows: int) -> None:
+    texts, vectors, query_texts, query_vectors = speed_corpus(rows)
+    with tempfile.TemporaryDirectory() as work:
+        db = Database(Path(work) / "speed.db")
+        write_embeddings(db, "pypi", [f"p{i:06d}" for i in range(rows)], vectors,
+                         contents=texts, updated=1000)
+        builds = {}
+        for name, keywords in (("plain", False), ("keywords", True)):
+            index = Index.create(name, ["pypi"], db, keywords=keywords)
+            started = time.perf_counter()
+            report = index.build()
+            builds[name] = (time.perf_counter() - started, report)
+        text_bytes = sum(len(text.encode()) for text in texts)
+        keyword_folder = Path(work) / "speed.db.vector-indexes" / "keywords" / "keywords"
+        keyword_bytes = sum(p.stat().st_size for p in keyword_folder.rglob("*") if p.is_file())
+        print(f"\n### Cost at {rows:,} rows (auto, {builds['keywords'][1].rows:,} rows)\n")
+        plain_s, keywords_s = builds["plain"][0], builds["keywords"][0]
+        print(f"build without keywords {plain_s:.1f} s, with keywords {keywords_s:.1f} s "
+              f"({keywords_s / plain_s:.2f}x; both tuned); keyword index {keyword_bytes / 1e6:.1f} MB "
+              f"for {text_bytes / 1e6:.1f} MB of text ({keyword_bytes / text_bytes:.2f}x)\n")
+        index = Index("keywords", db)
+        pairs = list(zip(query_texts, query_vectors))
+        for text, vector in pairs[:20]:  # warm: files opened, pages read
+            hybrid.answer(index, text, 10, "hybrid", lambda: vector)
+        print("| query (10 results) | p50 ms | p95 ms |")
+        print("|---|---|---|")
+        for label, run in [
+            ("vector", lambda t, v: query.search(index, v, 10)),
+            ("keyword", lambda t, v: hybrid.answer(index, t, 10, "keyword", lambda: v)),
+            ("hybrid", lambda t, v: hybrid.answer(index, t, 10, "hybrid", lambda: v)),
+        ]:
+            p50, p95 = timed(run, pairs)
+            print(f"| {label} | {p50:.2f} | {p95:.2f} |", flush=True)
+        index.close()
+        close_indexes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="stdlib,man3")
+    parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.speed_only:
+        speed(args.rows)
+        return
+    chosen = [s for s in sets() if s.name in args.sets.split(",")]
+    by_set = {}
+    for labelled in chosen:
+        results = measure(labelled, sweep=not args.no_sweep)
+        by_set[labelled.name] = results
+        print(f"\n### {labelled.name}: {len(labelled.documents):,} documents, "
+              f"{len(labelled.queries):,} queries\n")
+        print(judgement_table(results), flush=True)
+    labels = [r.label for r in next(iter(by_set.values())) if r.mode == "hybrid"]
+    def mean_ndcg(label):
+        return sum(next(r for r in rs if r.label == label).scores["ndcg@10"]
+                   for rs in by_set.values()) / len(by_set)
+    best = max(labels, key=mean_ndcg)
+    print(f"\nBest hybrid setting across sets: {best} (mean nDCG@10 {mean_ndcg(best):.3f})")
+    for name, results in by_set.items():
+        single = max(r.scores["ndcg@10"] for r in results if r.mode != "hybrid")
+        fused = next(r for r in results if r.label == best).scores["ndcg@10"]
+        print(f"  {name}: {fused:.3f} against the better single mode's {single:.3f} "
+              f"({fused - single:+.3f})")
+    if not args.no_speed:
+        speed(args.rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The keyword index kept beside a vector index: BM25 over the text llm
+stored for each row (``--store``), in tantivy (why tantivy and not SQLite
+FTS5: docs/backends.md#keyword-search, measured by benchmarks/keyword_engines.py).
+
+It lives in the index's folder (``keywords/``), so copying the database and
+its folder copies it, and full builds make it in the staging folder that is
+swapped in whole. Documents are keyed by the row's label, as the backend's
+vectors are: an upsert deletes the label's document and adds the new one.
+tantivy commits atomically (segments first, then ``meta.json``), so a build
+killed part-way leaves the last commit, which the generation marker of the
+folder then shows to be behind or ahead of the catalog.
+
+A query's text is never parsed as query syntax: it is split into terms by
+the index's own tokenizer and the terms are OR-ed, so quotes, ``*``, ``-``,
+``NEAR``, field names or unbalanced parentheses from a user or a model are
+words like any other, never operators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import fusion, paths
+from .errors import DamagedFiles, VectorIndexError, first_line
+
+FOLDER = "keywords"
+LABEL = "label"
+# Tokenizers (recorded per index: a new default never changes an old index):
+# - words: runs of letters and digits, "check_output" and "os.path" split
+#   into their parts;
+# - names: as words, and each snake_case name ("check_output", also inside
+#   "subprocess.check_output") kept whole as well, in a second field, so a
+#   query for the name matches it exactly and one for its parts still
+#   matches the parts.
+TOKENIZERS = ("words", "names")
+DEFAULT_TOKENIZER = "names"
+MAX_QUERY_TERMS = 256  # distinct terms read from one query's text
+MAX_QUERY_CHARS = 100_000
+_WRITER_HEAP = 64_000_000
+
+
+def tantivy_module():
+    """tantivy, imported only when a keyword index is used; missing, one line
+    naming the extra that installs it."""
+    try:
+        import tantivy
+    except ImportError:
+        raise VectorIndexError(
+            "Keyword indexes need tantivy: llm install 'llm-vector-index[keywords]'"
+        ) from None
+    return tantivy
+
+
+def _analyzer(pattern: str, stem: bool):
+    tantivy = tantivy_module()
+    builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(pattern))
+    builder = builder.filter(tantivy.Filter.remove_long(64))
+    builder = builder.filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.ascii_fold())
+    if stem:
+        builder = builder.filter(tantivy.Filter.stemmer("english"))
+    return builder.build()
+
+
+# field -> (tokenizer name in the schema, regex, stemmed)
+_FIELDS = {
+    "text": ("lvi_words", r"[^\W_]+", True),
+    "names": ("lvi_names", r"[^\W_]+(?:_[^\W_]+)+", False),
+}
+
+
+def check_tokenizer(tokenizer: Any) -> str:
+    if tokenizer not in TOKENIZERS:
+        raise VectorIndexError(
+            f"Unknown keyword tokenizer {tokenizer!r} (one of {', '.join(TOKENIZERS)})"
+        )
+    return tokenizer
+
+
+def settings(value: bool | dict | None) -> dict | None:
+    """An index's keyword settings from what a user (or the catalog) gives:
+    None or False for none, True for the defaults, or a dict of tokenizer,
+    fusion, weight, depth, checked, the rest filled in."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise VectorIndexError(f"keywords must be true, false or settings, not {value!r}")
+    tokenizer = check_tokenizer(value.get("tokenizer", DEFAULT_TOKENIZER))
+    rest = {key: item for key, item in value.items() if key != "tokenizer"}
+    return {"tokenizer": tokenizer, **fusion.check(rest)}
+
+
+def _fields(tokenizer: str) -> list[str]:
+    return ["text"] if check_tokenizer(tokenizer) == "words" else ["text", "names"]
+
+
+class KeywordIndex:
+    "One index's keyword documents: open for reading, or for one build to change."
+
+    def __init__(self, index: Any, folder: Path, tokenizer: str) -> None:
+        self._index = index
+        self.folder = folder
+        self.tokenizer = tokenizer
+        self._fields = _fields(tokenizer)
+        self._analyzers = {}
+        for field in self._fields:
+            name, pattern, stem = _FIELDS[field]
+            self._analyzers[field] = analyzer = _analyzer(pattern, stem)
+            index.register_tokenizer(name, analyzer)
+        self._writer = None
+        self._schema = index.schema
+        self._searcher = None
+
+    @classmethod
+    def create(cls, folder: Path, tokenizer: str = DEFAULT_TOKENIZER) -> KeywordIndex:
+        "A new, empty keyword index in ``folder`` (which must not exist)."
+        tantivy = tantivy_module()
+
+        fields = _fields(tokenizer)
+        builder = tantivy.SchemaBuilder()
+        builder.add_integer_field(LABEL, indexed=True, fast=True)
+        for field in fields:
+            builder.add_text_field(field, tokenizer_name=_FIELDS[field][0],
+                                   index_option="freq" if field == "text" else "basic")
+        paths.mark(folder)  # the plugin's: removable by paths.remove_tree
+        return cls(tantivy.Index(builder.build(), path=str(folder), reuse=False), folder, tokenizer)
+
+    @classmethod
+    def open(cls, folder: Path, tokenizer: str) -> KeywordIndex:
+        "The keyword index saved in ``folder``; DamagedFiles if it is missing or damaged."
+        tantivy = tantivy_module()
+
+        _fields(tokenizer)
+        if not (folder / "meta.json").is_file():
+            raise DamagedFiles(f"the keyword index is missing ({folder.name}/meta.json)")
+        try:
+            keyword_index = cls(tantivy.Index.open(str(folder)), folder, tokenizer)
+            keyword_index.count()  # reads meta.json and every segment's header
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # tantivy's errors, panics included
+            raise DamagedFiles(f"the keyword index: {first_line(error)}") from None
+        return keyword_index
+
+    # -- writing (one build) --------------------------------------------------
+
+    def _writing(self):
+        if self._writer is None:
+            self._writer = self._index.writer(_WRITER_HEAP, 1)
+        return self._writer
+
+    def add(self, labels: Sequence[int] | np.ndarray, texts: Sequence[str | None],
+            replace: bool = True) -> int:
+        """Index each text under its label (replacing what the label had,
+        unless ``replace`` is False: a new index). Labels whose text is None
+        or empty only lose what they had. Returns how many texts were added."""
+        tantivy = tantivy_module()
+
+        writer = self._writing()
+        added = 0
+        for label, text in zip(np.asarray(labels).tolist(), texts):
+            if replace:
+                writer.delete_documents_by_term(LABEL, label)
+            if text:
+                document = tantivy.Document()
+                document.add_integer(LABEL, label)
+                for field in self._fields:
+                    document.add_text(field, text)
+                writer.add_document(document)
+                added += 1
+        return added
+
+    def remove(self, labels: Sequence[int] | np.ndarray) -> None:
+        writer = self._writing()
+        for label in np.asarray(labels).tolist():
+            writer.delete_documents_by_term(LABEL, label)
+
+    def commit(self) -> None:
+        """Publish the changes atomically and wait for tantivy's merges, so
+        that nothing writes into the folder once this returns."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        writer.commit()
+        writer.wait_merging_threads()
+        self._index.reload()
+        self._searcher = None
+
+    def rollback(self) -> None:
+        "Forget the changes not committed (a build that failed)."
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.rollback()
+            writer.wait_merging_threads()
+
+    # -- reading --------------------------------------------------------------
+
+    def _current(self):
+        if self._searcher is None:
+            self._searcher = self._index.searcher()
+        return self._searcher
+
+    def count(self) -> int:
+        return self._current().num_docs
+
+    def terms(self, text: str) -> dict[str, list[str]]:
+        """The distinct terms of ``text`` per field, as the index tokenizes
+        documents (at most MAX_QUERY_TERMS in all)."""
+        if not isinstance(text, str):
+            raise VectorIndexError("A keyword query must be text")
+        text = text[:MAX_QUERY_CHARS]
+        found, total = {}, 0
+        for field in self._fields:
+            terms = list(dict.fromkeys(self._analyzers[field].analyze(text)))
+            terms = terms[: MAX_QUERY_TERMS - total]
+            total += len(terms)
+            if terms:
+                found[field] = terms
+        return found
+
+    def search(
+        self, text: str, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rows for ``text`` by BM25 as (scores, labels), best
+        first; with ``allowed``, only among those labels."""
+        tantivy = tantivy_module()
+
+        terms = self.terms(text)
+        if not terms or k <= 0 or (allowed is not None and len(allowed) == 0):
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        schema = self._schema
+        should = [
+            (tantivy.Occur.Should, tantivy.Query.term_query(schema, field, term))
+            for field, field_terms in terms.items() for term in field_terms
+        ]
+        query = tantivy.Query.boolean_query(should)
+        if allowed is not None:
+            only = tantivy.Query.term_set_query(schema, LABEL, np.asarray(allowed).tolist())
+            query = tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.const_score_query(only, 0.0)),
+            ])
+        searcher = self._current()
+        hits = searcher.search(query, k, count=False).hits
+        if not hits:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        labels = searcher.fast_field_values(LABEL, [address for _, address in hits])
+        return (np.array([score for score, _ in hits], dtype=np.float32),
+                np.array(labels, dtype=np.int64))
+
+    def close(self) -> None:
+        self.rollback()
+        self._searcher = None
+        self._index = None
