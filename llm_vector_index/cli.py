@@ -327,7 +327,8 @@ def index_keywords(name, drop, tokenizer, mode, fusion, weight, depth, database)
         index.set_keywords(settings)
         state = ("fill it: run llm index build " + name
                  if index.record.keyword_rows is None else "it is built")
-        described = ", ".join(f"{k} {v}" for k, v in index.record.keywords.items())
+        described = ", ".join(f"{k} {'max(4 x N, 50)' if v is None else v}"
+                              for k, v in index.record.keywords.items())
         click.echo(f"Keywords of {name}: {described} ({state})", err=True)
 
 
