@@ -44,12 +44,16 @@ def whole_process(*args: str) -> tuple[float, float]:
     script = (
         "import resource, subprocess, sys, time\n"
         "t = time.perf_counter()\n"
-        "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "if done.returncode:\n"
+        "    sys.exit(done.stderr[-2000:])\n"
         "print(time.perf_counter() - t, "
         "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
     )
-    output = subprocess.run([sys.executable, "-c", script, *args], check=True,
-                            capture_output=True, text=True).stdout.split()
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    if done.returncode:  # say what the command said, not only that it failed
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
+    output = done.stdout.split()
     return float(output[0]), float(output[1])
 
 
