@@ -60,8 +60,11 @@ def test_tuning_keeps_the_cheapest_setting_that_meets_the_target(db, hard, backe
     assert reopened.record.options[option] == tuning.chosen
     assert reopened.backend().settings[option] == tuning.chosen
     assert reopened.record.tuning["curve"] == tuning.curve
-    # And new text (vectors never stored) gets at least the recall asked for.
-    assert recall_on_new_queries(reopened, hard, gaussian(100, seed=2)) >= 0.9
+    # And new text (vectors never stored) gets the recall asked for, to within
+    # sampling error: 100 queries x 10 neighbours measure recall 0.9 with a
+    # standard error of 0.01, and hnswlib's threaded build is not repeatable
+    # (CI once saw 0.896 for a setting that measured 0.9 on the tuning probes).
+    assert recall_on_new_queries(reopened, hard, gaussian(100, seed=2)) >= 0.9 - 0.03
 
 
 def test_an_index_is_tuned_again_when_it_grows(db, hard):
