@@ -10,6 +10,12 @@ tantivy commits atomically (segments first, then ``meta.json``), so a build
 killed part-way leaves the last commit, which the generation marker of the
 folder then shows to be behind or ahead of the catalog.
 
+tantivy trusts its files (a damaged one can panic, or answer wrongly without
+a word), so each commit records every file's size and CRC-32 in
+``checks.json`` as storage.py does for the backends' files, and opening the
+index checks them: sizes always, the CRC only of a file whose identity
+changed (a copied or touched folder).
+
 A query's text is never parsed as query syntax: it is split into terms by
 the index's own tokenizer and the terms are OR-ed, so quotes, ``*``, ``-``,
 ``NEAR``, field names or unbalanced parentheses from a user or a model are
@@ -18,13 +24,17 @@ words like any other, never operators.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import fusion, paths
+from . import fusion, paths, storage
 from .errors import DamagedFiles, VectorIndexError, first_line
 
 FOLDER = "keywords"
@@ -40,6 +50,9 @@ TOKENIZERS = ("words", "names")
 DEFAULT_TOKENIZER = "names"
 MAX_QUERY_TERMS = 256  # distinct terms read from one query's text
 MAX_QUERY_CHARS = 100_000
+CHECKS = "checks.json"
+# Files in the folder that are not tantivy's data: never checked.
+_NOT_DATA = {CHECKS, paths.MARKER, ".tantivy-meta.lock", ".tantivy-writer.lock"}
 _WRITER_HEAP = 64_000_000
 
 
@@ -128,7 +141,9 @@ class KeywordIndex:
             builder.add_text_field(field, tokenizer_name=_FIELDS[field][0],
                                    index_option="freq" if field == "text" else "basic")
         paths.mark(folder)  # the plugin's: removable by paths.remove_tree
-        return cls(tantivy.Index(builder.build(), path=str(folder), reuse=False), folder, tokenizer)
+        with _writes():
+            index = tantivy.Index(builder.build(), path=str(folder), reuse=False)
+        return cls(index, folder, tokenizer)
 
     @classmethod
     def open(cls, folder: Path, tokenizer: str) -> KeywordIndex:
@@ -138,6 +153,7 @@ class KeywordIndex:
         _fields(tokenizer)
         if not (folder / "meta.json").is_file():
             raise DamagedFiles(f"the keyword index is missing ({folder.name}/meta.json)")
+        _verify(folder)
         try:
             keyword_index = cls(tantivy.Index.open(str(folder)), folder, tokenizer)
             keyword_index.count()  # reads meta.json and every segment's header
@@ -151,7 +167,8 @@ class KeywordIndex:
 
     def _writing(self):
         if self._writer is None:
-            self._writer = self._index.writer(_WRITER_HEAP, 1)
+            with _writes():
+                self._writer = self._index.writer(_WRITER_HEAP, 1)
         return self._writer
 
     def add(self, labels: Sequence[int] | np.ndarray, texts: Sequence[str | None],
@@ -163,16 +180,17 @@ class KeywordIndex:
 
         writer = self._writing()
         added = 0
-        for label, text in zip(np.asarray(labels).tolist(), texts):
-            if replace:
-                writer.delete_documents_by_term(LABEL, label)
-            if text:
-                document = tantivy.Document()
-                document.add_integer(LABEL, label)
-                for field in self._fields:
-                    document.add_text(field, text)
-                writer.add_document(document)
-                added += 1
+        with _writes():  # a full heap writes a segment
+            for label, text in zip(np.asarray(labels).tolist(), texts):
+                if replace:
+                    writer.delete_documents_by_term(LABEL, label)
+                if text:
+                    document = tantivy.Document()
+                    document.add_integer(LABEL, label)
+                    for field in self._fields:
+                        document.add_text(field, text)
+                    writer.add_document(document)
+                    added += 1
         return added
 
     def remove(self, labels: Sequence[int] | np.ndarray) -> None:
@@ -183,11 +201,12 @@ class KeywordIndex:
     def commit(self) -> None:
         """Publish the changes atomically and wait for tantivy's merges, so
         that nothing writes into the folder once this returns."""
-        if self._writer is None:
-            return
-        writer, self._writer = self._writer, None
-        writer.commit()
-        writer.wait_merging_threads()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            with _writes():
+                writer.commit()
+                writer.wait_merging_threads()
+        _record_checks(self.folder)  # (a new index that was given nothing too)
         self._index.reload()
         self._searcher = None
 
@@ -246,10 +265,15 @@ class KeywordIndex:
                 (tantivy.Occur.Must, tantivy.Query.const_score_query(only, 0.0)),
             ])
         searcher = self._current()
-        hits = searcher.search(query, k, count=False).hits
+        try:
+            hits = searcher.search(query, k, count=False).hits
+            labels = searcher.fast_field_values(LABEL, [address for _, address in hits])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # damage the checks could not see: a panic
+            raise DamagedFiles(f"the keyword index: {first_line(error)}") from None
         if not hits:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        labels = searcher.fast_field_values(LABEL, [address for _, address in hits])
         return (np.array([score for score, _ in hits], dtype=np.float32),
                 np.array(labels, dtype=np.int64))
 
@@ -257,3 +281,62 @@ class KeywordIndex:
         self.rollback()
         self._searcher = None
         self._index = None
+
+
+@contextmanager
+def _writes() -> Iterator[None]:
+    """tantivy's failures to write (a full disk, a read-only folder) as the
+    OSError a build reports in one line, as it does the backends'."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, OSError):
+        raise
+    except BaseException as error:  # tantivy's ValueError, or a panic
+        text = first_line(error)
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            if os.strerror(code) in text:
+                raise OSError(code, os.strerror(code)) from None
+        raise OSError(errno.EIO, f"the keyword index could not be written ({text})") from None
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir()
+                  if path.name not in _NOT_DATA and not path.name.startswith(f".{CHECKS}."))
+
+
+def _record_checks(folder: Path) -> None:
+    """Record what every file of the committed index is (see the module's
+    docstring). A file kept from the last commit, untouched, is not read
+    again: an incremental build reads only the segments it wrote."""
+    try:
+        previous = json.loads((folder / CHECKS).read_text())
+    except (OSError, ValueError):
+        previous = {}
+    checks = {}
+    for path in _data_files(folder):
+        old = previous.get(path.name) if isinstance(previous, dict) else None
+        identity = storage.file_identity(path)
+        if isinstance(old, dict) and all(old.get(key) == value for key, value in identity.items()):
+            checks[path.name] = old
+        else:
+            checks[path.name] = storage.file_check(path)
+    storage.atomic_write(folder / CHECKS, lambda f: f.write(json.dumps(checks).encode()))
+
+
+def _verify(folder: Path) -> None:
+    "DamagedFiles unless every file the last commit recorded is as it was."
+    try:
+        checks = json.loads((folder / CHECKS).read_text())
+    except FileNotFoundError:
+        raise DamagedFiles(f"the keyword index's {CHECKS} is missing") from None
+    except (OSError, ValueError) as error:
+        raise DamagedFiles(f"the keyword index's {CHECKS}: {first_line(error)}") from None
+    if not isinstance(checks, dict) or not all(isinstance(c, dict) for c in checks.values()):
+        raise DamagedFiles(f"the keyword index's {CHECKS} is damaged")
+    for name, check in checks.items():
+        if "/" in name or name in (".", "..") or name in _NOT_DATA:
+            raise DamagedFiles(f"the keyword index's {CHECKS} names {name!r}")
+        try:
+            storage.verify_file(folder, name, check)
+        except DamagedFiles as error:
+            raise DamagedFiles(f"the keyword index: {error}") from None

@@ -141,3 +141,78 @@ def test_files_from_another_index_are_not_searched(db_path, db, reference, kind)
     _, found = answers(db_path, "ix")
     _, truth = answers(db_path, "truth")
     assert found == truth if kind == "exact" else len(set(found) & set(truth)) >= 4
+
+
+KEYWORD_WORDS = ["amber", "birch", "cedar", "dune", "ember", "fjord", "grove", "heath"]
+TANTIVY_LOCKS = {".tantivy-meta.lock", ".tantivy-writer.lock"}
+
+
+def keyword_answers(db_path, word="cedar"):
+    result = cli(index_group, "similar", "ix", "-c", word, "--mode", "keyword", "-n", "300",
+                 "-d", db_path)
+    return result, [json.loads(line)["id"] for line in result.output.splitlines()
+                    if line.startswith("{")]
+
+
+def test_every_keyword_file_every_damage(db_path, db, reference):
+    """The keyword index's files (tantivy's segments, its meta.json, the
+    checks the plugin records) damaged each way: a keyword query answers what
+    a clean index answers or refuses in one line, and a plain build repairs."""
+    ids, vectors = reference
+    texts = [f"{KEYWORD_WORDS[i % 8]} {KEYWORD_WORDS[i * 3 % 7]} row {i}" for i in range(300)]
+    write_embeddings(db, "c", ids, vectors, contents=texts, updated=1000)
+    Index.create("ix", ["c"], db, backend="exact", keywords=True).build()
+    folder = db_path.parent / "embeddings.db.vector-indexes" / "ix" / "keywords"
+
+    def kind(path):  # segment files are named by a new uuid on every full build
+        return path.suffix if len(path.stem) == 32 else path.name
+
+    kinds = sorted({kind(p) for p in folder.iterdir()
+                    if p.is_file() and p.name not in SKIP | TANTIVY_LOCKS})
+    _, truth = keyword_answers(db_path)
+    assert len(truth) > 50 and len(kinds) >= 6, kinds  # meta.json, checks, segment files
+    trials = refused = 0
+    for name in kinds:
+        for how in DAMAGE:
+            trials += 1
+            Index("ix", db).build(full=True)
+            target = next(p for p in folder.iterdir() if p.is_file() and kind(p) == name)
+            damage(target, how, seed=trials)
+            where = f"keywords/{target.name} {how}"
+            result, found = keyword_answers(db_path)
+            assert "Traceback" not in result.output, where
+            if result.exit_code == 0:
+                assert found == truth, where
+            else:
+                assert result.exit_code == 1, where + result.output
+                assert result.stderr.startswith("Error: Index 'ix'"), where + result.stderr
+                assert len(result.stderr.strip().splitlines()) == 1, where + result.stderr
+                assert "llm index build ix" in result.stderr, where + result.stderr
+                refused += 1
+            built = cli(index_group, "build", "ix", "-d", db_path)
+            assert built.exit_code == 0, where + built.output
+            result, found = keyword_answers(db_path)
+            assert result.exit_code == 0 and found == truth, where + result.output
+    assert refused == trials, "every damage is seen: the checks cover every file"
+
+
+def test_a_crafted_keyword_folder_whose_checks_match_is_refused_in_one_line(db_path, db,
+                                                                            reference):
+    "Checks recorded again over a damaged folder: tantivy's own error, as one line."
+    from llm_vector_index import keywords
+
+    ids, vectors = reference
+    texts = [f"{KEYWORD_WORDS[i % 8]} row {i}" for i in range(300)]
+    write_embeddings(db, "c", ids, vectors, contents=texts, updated=1000)
+    Index.create("ix", ["c"], db, backend="exact", keywords=True).build()
+    folder = db_path.parent / "embeddings.db.vector-indexes" / "ix" / "keywords"
+    next(folder.glob("*.pos")).unlink()
+    keywords._record_checks(folder)
+    result, found = keyword_answers(db_path)
+    assert result.exit_code == 1 and found == [], result.output
+    assert result.stderr.startswith(
+        "Error: Index 'ix' cannot be searched, its keyword files are damaged")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.endswith("run llm index build ix --full to rebuild them\n")
+    assert cli(index_group, "build", "ix", "--full", "-d", db_path).exit_code == 0
+    assert len(keyword_answers(db_path)[1]) == 38

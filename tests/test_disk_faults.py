@@ -172,3 +172,51 @@ def test_a_save_that_fails_keeps_the_files_the_catalog_describes(db_path, db, ba
     assert snapshot(index.path) == before
     assert Index("ix", db).build().added == 1
     assert Index("ix", db).similar_by_vector(vectors[0] + 1, 1)[0].id == "new"
+
+
+def test_a_full_disk_when_only_the_keywords_do_not_fit(small_disk):
+    """The new vectors fit and the keyword index's new segment does not (rows
+    with long text): the build says one line and the catalog is unchanged.
+    The vectors were saved first, so the files are ahead of the catalog: the
+    index is refused in one line (llm similar answers by brute force) until a
+    build with room puts it right."""
+    import random
+
+    db_path = small_disk / "embeddings.db"
+    db = Database(db_path)
+    words = [f"w{i}" for i in range(5000)]
+    rng = random.Random(1)
+    vectors = clustered_vectors(310, 16, clusters=4, seed=1)
+    write_embeddings(db, "notes", [f"n{i:03d}" for i in range(300)], vectors[:300],
+                     contents=[f"note {i} {rng.choice(words)}" for i in range(300)])
+    Index.create("ix", ["notes"], db, backend="exact", keywords=True, default=True).build()
+    # Ten rows: 640 bytes of vectors, and 200,000 words never seen before to index.
+    long_texts = [" ".join(f"x{rng.getrandbits(40):x}" for _ in range(20_000))
+                  for _ in range(10)]
+    write_embeddings(db, "notes", [f"long{i}" for i in range(10)], vectors[300:],
+                     contents=long_texts)
+    db.conn.close()
+    fill(small_disk, leave=256 * 1024)
+    tables = snapshot(db_path)
+    result = llm(db_path, "index", "build", "ix")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == "Error: Cannot build index 'ix': No space left on device\n"
+    after = Database(db_path)
+    assert after.execute("select generation, keyword_rows from vector_indexes").fetchone() \
+        == (1, 300)
+    after.conn.close()
+    found = llm(db_path, "index", "similar", "ix", "n001", "-n", "3")
+    # Its refresh fails as the build did, said once; then the files are refused.
+    warning, error = found.stderr.splitlines()
+    assert found.returncode == 1 and "No space left on device" in warning, found.stderr
+    assert error == ("Error: Index 'ix' files do not match its catalog (an interrupted "
+                     "build?): run llm index build ix")
+    theirs = llm(db_path, "similar", "notes", "n001", "-n", "3")
+    assert theirs.returncode == 0 and len(lines(theirs.stdout)) == 3, theirs.stderr
+    (small_disk / "filler").unlink()
+    assert llm(db_path, "index", "build", "ix").returncode == 0
+    found = llm(db_path, "index", "similar", "ix", "-c", long_texts[3].split()[7],
+                "--mode", "keyword", "-n", "20")
+    assert found.returncode == 0, found.stderr
+    assert "long3" in [hit["id"] for hit in lines(found.stdout)]
+    assert snapshot(db_path) != tables  # (the build committed)
