@@ -17,7 +17,7 @@ sets (docs/hybrid.md), not tuned per set.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,17 @@ def fuse(
 ) -> list[Fused]:
     """Both sides' (key, score) lists, best first, as one list, best first.
     Ties keep the vector side's order, then the keyword side's."""
+    return list(fused_order(vector, keyword, fusion, weight))
+
+
+def fused_order(
+    vector: Sequence[tuple[Hashable, float]],
+    keyword: Sequence[tuple[Hashable, float]],
+    fusion: str,
+    weight: float,
+) -> Iterator[Fused]:
+    """``fuse``, one item at a time: a query that needs its first few items
+    makes only those."""
     vector_rank = {key: rank for rank, (key, _) in enumerate(vector, 1)}
     keyword_rank = {key: rank for rank, (key, _) in enumerate(keyword, 1)}
     keys = list(dict.fromkeys([key for key, _ in vector] + [key for key, _ in keyword]))
@@ -90,10 +101,9 @@ def fuse(
             for key in keys
         }
     order = sorted(range(len(keys)), key=lambda i: -values[keys[i]])
-    return [
-        Fused(keys[i], values[keys[i]], vector_rank.get(keys[i]), keyword_rank.get(keys[i]))
-        for i in order
-    ]
+    for i in order:
+        key = keys[i]
+        yield Fused(key, values[key], vector_rank.get(key), keyword_rank.get(key))
 
 
 def _min_max(ranked: Sequence[tuple[Hashable, float]]) -> dict[Hashable, float]:

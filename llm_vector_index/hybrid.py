@@ -11,17 +11,18 @@ their own.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from . import fusion, query
-from .errors import VectorIndexError, check_count
-from .filters import Filter
-from .query import IndexEntry, Skip
+from .errors import DamagedFiles, VectorIndexError, check_count
+from .filters import ROW_COLUMNS
+from .query import IndexEntry, Restriction
 
 # ``index`` below is an ``index.Index``: not imported, not even for a type,
 # as no module below the facade imports it (DESIGN.md).
@@ -78,7 +79,6 @@ def search(
     embed: Callable[[], Any],
     *,
     prefix: str | None = None,
-    skip: Skip = frozenset(),
     collection: str | None = None,
     where: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
@@ -97,18 +97,25 @@ def search(
             f"Index {index.name!r} has keywords that no build has filled yet: "
             f"run llm index build {index.name}"
         )
-    rowids = query.restriction(index, collection, prefix, where)  # both sides' filter
+    restricted = query.restriction(index, collection, prefix, where)  # both sides' filter
     if mode == "keyword":
-        hits = _keyword_hits(index, text, number, skip, rowids)
-        entries = _entries(index, hits, None, show_collection)
-        return [replace(entries[hit.key], keyword_rank=hit.rank, keyword_score=hit.score)
-                for hit in hits if hit.key in entries]
+        return _keyword_entries(index, text, number, restricted, show_collection)
     vector = query.query_vector(embed())
-    vector_side = query.ranked(index, vector, depth, skip, show_collection, lambda: rowids)
-    hits = _keyword_hits(index, text, depth, skip, rowids)
-    # Entries name no collection when the query is in one: key them by it.
-    only = collection or index.collections[0]
-    return _fused(index, vector, vector_side, hits, number, chosen, show_collection, only)
+    while True:
+        # Both sides give labels and their own scores, fused as they are: no
+        # row is read until the winners are known.
+        vector_side = query.nearest_labels(index, vector, depth, restricted)
+        keyword_side = _keyword_labels(index, text, depth, restricted)
+        fused = fusion.fused_order(_pairs(*vector_side), _pairs(*keyword_side),
+                                   chosen["fusion"], chosen["weight"])
+        keyword_scores = dict(_pairs(*keyword_side))
+        entries = _winners(index, fused, number, vector, keyword_scores, show_collection)
+        exhausted = len(vector_side[1]) < depth and len(keyword_side[1]) < depth
+        if len(entries) >= number or exhausted or depth >= fusion.MAX_DEPTH:
+            return entries
+        # Winners deleted since the build (an index behind its collections):
+        # look deeper until enough remain.
+        depth = min(depth * 2, fusion.MAX_DEPTH)
 
 
 def _fusion_settings(index: Index) -> dict[str, Any]:
@@ -116,93 +123,94 @@ def _fusion_settings(index: Index) -> dict[str, Any]:
     return {key: settings[key] for key in fusion.DEFAULTS if key in settings}
 
 
-@dataclass(frozen=True)
-class _Hit:
-    "A row the keyword side found: its key, label, rank (from 1) and BM25 score."
-
-    key: tuple[str, str]  # (collection name, id)
-    label: int
-    rank: int
-    score: float
+def _pairs(scores: np.ndarray, labels: np.ndarray) -> list[tuple[int, float]]:
+    return list(zip(labels.tolist(), scores.tolist()))
 
 
-def _keyword_hits(
-    index: Index, text: str, number: int, skip: Skip, rowids: list[int] | None,
-) -> list[_Hit]:
-    """The best ``number`` rows by BM25 among ``rowids`` (None: all), best
-    first. Only their keys are read from SQLite (no vectors, no text): most
-    of them are fused away, and the winners are read whole afterwards."""
-    record = index.record
+def _keyword_labels(
+    index: Index, text: str, k: int, restricted: Restriction | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(BM25 scores, labels) of the best ``k`` rows among ``restricted``
+    (None: all), best first."""
     allowed = None
-    if rowids is not None:
-        allowed = Filter.labels(index.db, record.id, rowids)
+    if restricted is not None:
+        allowed = restricted.labels(index)
         if len(allowed) == 0:
-            return []
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     keyword_index = index.holder.keywords()
-    available = record.keyword_rows if allowed is None else len(allowed)
-    k = min(number + len(skip), available) or 1
+    try:
+        return keyword_index.search(text, k, allowed)
+    except DamagedFiles as error:
+        # Damage its checks could not see (a crafted folder whose checks
+        # match): a plain build would build on it, so a full one is named.
+        raise DamagedFiles(
+            f"Index {index.name!r} cannot be searched, its keyword files are damaged "
+            f"({error}): run llm index build {index.name} --full to rebuild them"
+        ) from None
+
+
+# A keyword query's results are read with their text and metadata, not
+# their vectors (it has no query vector to score them by).
+TEXT_COLUMNS = ROW_COLUMNS.replace("e.embedding", "null")
+
+
+def _keyword_entries(
+    index: Index, text: str, number: int, restricted: Restriction | None,
+    show_collection: bool,
+) -> list[IndexEntry]:
+    record = index.record
+    available = record.keyword_rows if restricted is None else len(restricted.labels(index))
+    k = min(number, available) or 1
     while True:
-        scores, labels = keyword_index.search(text, k, allowed)
-        rows = query.keys_for_labels(index, labels)
+        scores, labels = _keyword_labels(index, text, k, restricted)
+        rows = query.rows_for_labels(index, labels, TEXT_COLUMNS)
         query.check_label_map(index, labels, rows)
-        by_label = {row[3]: row for row in rows}
-        hits = []
-        for rank, (score, label) in enumerate(zip(scores.tolist(), labels.tolist()), 1):
-            row = by_label.get(label)
-            if row is None or (skip and ((row[0], row[2]) in skip or (None, row[2]) in skip)):
-                continue  # deleted since the build, or the row queried by
-            hits.append(_Hit((row[1], row[2]), label, rank, score))
+        by_label = {row[-1]: row for row in rows}
+        entries = [
+            IndexEntry(
+                id=row[2], score=None, content=row[3],
+                metadata=json.loads(row[4]) if row[4] else None,
+                collection=row[1] if show_collection else None,
+                keyword_rank=rank, keyword_score=score,
+            )
+            for rank, (score, label) in enumerate(zip(scores.tolist(), labels.tolist()), 1)
+            if (row := by_label.get(label)) is not None  # (deleted since the build)
+        ]
         # Rows deleted since the build drop out: fetch more until enough.
-        if len(hits) >= number or k >= available or len(labels) < k:
-            return hits[:number]
+        if len(entries) >= number or k >= available or len(labels) < k:
+            return entries[:number]
         k = min(available, k * 2)
 
 
-def _entries(
-    index: Index, hits: list[_Hit], vector: np.ndarray | None, show_collection: bool
-) -> dict[tuple[str, str], IndexEntry]:
-    """These hits' rows as entries, scored by llm's cosine against ``vector``
-    (rank()'s arithmetic; None without a vector), by key."""
-    rows = query.rows_for_labels(index, np.array([hit.label for hit in hits], dtype=np.int64))
-    cosines = {}
-    if vector is not None:
-        cosines = {(e.collection, e.id): e.score
-                   for e in query.rank(rows, vector, frozenset(), True)}
-    return {
-        (row[1], row[2]): IndexEntry(
-            id=row[2], score=cosines.get((row[1], row[2])), content=row[3],
-            metadata=json.loads(row[4]) if row[4] else None,
-            collection=row[1] if show_collection else None,
-        )
-        for row in rows
-    }
-
-
-def _fused(
-    index: Index, vector: np.ndarray, vector_side: list[IndexEntry], hits: list[_Hit],
-    number: int, settings: dict[str, Any], show_collection: bool, only: str,
+def _winners(
+    index: Index, fused: Iterator[fusion.Fused], number: int, vector: np.ndarray,
+    keyword_scores: dict[int, float], show_collection: bool,
 ) -> list[IndexEntry]:
-    """The best ``number`` of both sides. Fusion needs each side's own
-    scores only, so rows found by the keyword side alone are read (and their
-    cosine computed) only if they win."""
-    def key(entry: IndexEntry) -> tuple[str, str]:
-        return (entry.collection or only, entry.id)
-
-    by_key = {key(entry): entry for entry in vector_side}
-    hit_of = {hit.key: hit for hit in hits}
-    fused = fusion.fuse(
-        [(key(entry), entry.score) for entry in vector_side],
-        [(hit.key, hit.score) for hit in hits],
-        settings["fusion"], settings["weight"],
-    )[:number]
-    missing = [hit_of[item.key] for item in fused if item.key not in by_key]
-    if missing:
-        by_key.update(_entries(index, missing, vector, show_collection))
-    return [
-        replace(
-            by_key[item.key], fused=item.value, vector_rank=item.vector_rank,
-            keyword_rank=item.keyword_rank,
-            keyword_score=hit_of[item.key].score if item.key in hit_of else None,
-        )
-        for item in fused if item.key in by_key  # (a row deleted since: gone)
-    ]
+    """The first ``number`` fused labels whose rows are still there, read
+    whole and scored by llm's cosine (rank()'s arithmetic), in fused order."""
+    entries: list[IndexEntry] = []
+    while len(entries) < number:
+        chunk = list(itertools.islice(fused, number - len(entries)))
+        if not chunk:
+            break
+        labels = np.array([item.key for item in chunk], dtype=np.int64)
+        rows = query.rows_for_labels(index, labels)
+        query.check_label_map(index, labels, rows)
+        width = 4 * len(vector)
+        rows = [row for row in rows if row[5] is not None and len(row[5]) == width]
+        by_label = {row[-1]: row for row in rows}
+        scores = dict(zip([row[-1] for row in rows],
+                          query.cosines([row[5] for row in rows], vector).tolist()
+                          if rows else []))
+        for item in chunk:
+            row = by_label.get(item.key)
+            if row is None or not math.isfinite(scores[item.key]):
+                continue  # deleted since the build, or changed to what cannot be ranked
+            entries.append(IndexEntry(
+                id=row[2], score=scores[item.key], content=row[3],
+                metadata=json.loads(row[4]) if row[4] else None,
+                collection=row[1] if show_collection else None,
+                fused=item.value, vector_rank=item.vector_rank,
+                keyword_rank=item.keyword_rank, keyword_score=keyword_scores.get(item.key),
+            ))
+    return entries

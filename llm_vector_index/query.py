@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 
 # (collection_id, id) pairs to leave out; collection_id None: in any collection.
 Skip = frozenset
+
+
+@dataclass
+class Restriction:
+    """The rows a filter allows: their rowids, and their labels (the
+    backend's allow-list), read once and only if a side needs them."""
+
+    rowids: list[int]
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    def labels(self, index: Index) -> np.ndarray:
+        if self._labels is None:
+            self._labels = Filter.labels(index.db, index.record.id, self.rowids)
+        return self._labels
 
 
 @dataclass
@@ -56,26 +70,75 @@ def search(
 
 def ranked(
     index: Index, query: np.ndarray, number: int, skip: Skip, show_collection: bool,
-    rowids: Callable[[], list[int] | None],
+    restricted: Callable[[], Restriction | None],
 ) -> list[IndexEntry]:
-    """The ``number`` rows nearest ``query`` among ``rowids()`` (None: all),
-    once ``begin`` has run."""
+    """The ``number`` rows nearest ``query`` among ``restricted()`` (None:
+    all), once ``begin`` has run."""
+    if not _check_dimensions(index, query):
+        return []  # built, but its collections were empty
+    allowed = None
+    subset = restricted()
+    if subset is not None:
+        if len(subset.rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
+            return rank(Filter.rows(index.db, subset.rowids), query, skip, show_collection,
+                        number)
+        allowed = subset.labels(index)
+    return _backend_search(index, query, number, skip, allowed, show_collection)
+
+
+def nearest_labels(
+    index: Index, query: np.ndarray, k: int, restricted: Restriction | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine scores, labels) of the ``k`` indexed rows nearest ``query``
+    among ``restricted`` (None: all), best first, as the backend scores them
+    (exactly, over a small restriction), once ``begin`` has run. No row is
+    read: a hybrid query fuses labels and reads only its winners."""
+    nothing = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    if not _check_dimensions(index, query):
+        return nothing
+    allowed = None
+    if restricted is not None:
+        if len(restricted.rowids) <= filters.SCRATCH_LIMIT:
+            return _nearest_among(index, query, k, restricted.rowids)
+        allowed = restricted.labels(index)
+        if len(allowed) == 0:
+            return nothing
+    backend = _current_backend(index)
+    scores, labels = backend.search(query.reshape(1, -1), k, allowed)
+    found = labels[0] >= 0
+    return scores[0][found], labels[0][found]
+
+
+def _nearest_among(index, query, k, rowids):
+    "nearest_labels over a few rows: their vectors scored as rank() scores them."
+    rows = index.db.execute(
+        "select l.label, e.embedding from json_each(?) j "
+        "cross join embeddings e on e.rowid = j.value "
+        "cross join vector_index_labels l on l.index_id = ? "
+        "and l.collection_id = e.collection_id and l.id = e.id where l.label >= 0",
+        [json.dumps(rowids), index.record.id],
+    ).fetchall()
+    width = 4 * len(query)
+    rows = [row for row in rows if row[1] is not None and len(row[1]) == width]
+    if not rows:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    scores = cosines([row[1] for row in rows], query)
+    order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])][:k]
+    return (scores[order].astype(np.float32),
+            np.array([rows[i][0] for i in order], dtype=np.int64))
+
+
+def _check_dimensions(index: Index, query: np.ndarray) -> bool:
+    "False if the index was built over no rows; DimensionMismatch if the query does not fit."
     record = index.record
     if record.dimensions is None:
-        return []  # built, but its collections were empty
+        return False
     if query.shape != (record.dimensions,):
         raise DimensionMismatch(
             f"Query vector has {query.size} dimensions, index {record.name!r} "
             f"has {record.dimensions}"
         )
-    allowed = None
-    allowed_rowids = rowids()
-    if allowed_rowids is not None:
-        if len(allowed_rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
-            return rank(Filter.rows(index.db, allowed_rowids), query, skip, show_collection,
-                        number)
-        allowed = Filter.labels(index.db, record.id, allowed_rowids)
-    return _backend_search(index, query, number, skip, allowed, show_collection)
+    return True
 
 
 def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
@@ -100,15 +163,15 @@ def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
 
 def restriction(
     index: Index, collection: str | None, prefix: str | None, where: dict[str, Any] | None
-) -> list[int] | None:
-    "The rowids a filter allows, or None when there is no filter."
+) -> Restriction | None:
+    "The rows a filter allows, or None when there is no filter."
     if not (prefix or collection or where):
         return None
     restricted = index.collection_ids(only=collection)
     if not restricted:
-        return []
+        return Restriction([])
     subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
-    return subset.rowids(index.db)
+    return Restriction(subset.rowids(index.db))
 
 
 def query_vector(vector: Any) -> np.ndarray:
@@ -134,7 +197,8 @@ def query_vector(vector: Any) -> np.ndarray:
     return query
 
 
-def _backend_search(index, query, number, skip, allowed, show_collection):
+def _current_backend(index: Index):
+    "The backend's files as the catalog records them now."
     backend = index.backend()
     if not index.holder.matches_catalog(backend):
         # Another process has built since this index was opened (or is
@@ -142,6 +206,11 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
         backend = index.holder.reopen()
     if not index.holder.matches_catalog(backend):
         raise index.holder.mismatch()
+    return backend
+
+
+def _backend_search(index, query, number, skip, allowed, show_collection):
+    backend = _current_backend(index)
     available = backend.count() if allowed is None else len(allowed)
     k = backend.candidates(number + len(skip))
     while True:
@@ -155,15 +224,9 @@ def _backend_search(index, query, number, skip, allowed, show_collection):
         k = min(available, k * 2)
 
 
-def rows_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
+def rows_for_labels(index: Index, labels: np.ndarray, columns: str = ROW_COLUMNS) -> list[tuple]:
     "The rows (see ROW_COLUMNS, then the label) under these labels, if still there."
-    return _under_labels(index, labels, f"{ROW_COLUMNS}, l.label")
-
-
-def keys_for_labels(index: Index, labels: np.ndarray) -> list[tuple]:
-    """(collection_id, collection name, id, label) of the rows under these
-    labels that are still there: the rows' keys, without reading them."""
-    return _under_labels(index, labels, "l.collection_id, c.name, l.id, l.label")
+    return _under_labels(index, labels, f"{columns}, l.label")
 
 
 def _under_labels(index: Index, labels: np.ndarray, columns: str) -> list[tuple]:
@@ -223,15 +286,8 @@ def rank(
     ]
     if not rows:
         return []
-    vectors = np.frombuffer(b"".join([row[5] for row in rows]), dtype="<f4")
-    vectors = vectors.reshape(len(rows), -1).astype(np.float64)
-    query64 = query.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # float32 values cannot overflow when squared in float64: a norm is
-        # finite exactly when every value is, and zero only for a zero vector.
-        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-        scores = (vectors @ query64) / (norms * float(np.sqrt(query64 @ query64)))
-    candidates = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+    scores = cosines([row[5] for row in rows], query)
+    candidates = np.flatnonzero(np.isfinite(scores))
     if limit is not None and len(candidates) > limit:
         # Keep the best ``limit`` scores and everything tied with the last.
         cut = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
@@ -254,3 +310,19 @@ def rank(
         )
         for i in order
     ]
+
+
+def cosines(blobs: list[bytes], query: np.ndarray) -> np.ndarray:
+    """llm's cosine of each stored float32 vector (blobs of the query's width)
+    with ``query``, in double precision; NaN for a vector that cannot be
+    ranked (NaN or infinite values, all zeros)."""
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4")
+    vectors = vectors.reshape(len(blobs), -1).astype(np.float64)
+    query64 = query.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # float32 values cannot overflow when squared in float64: a norm is
+        # finite exactly when every value is, and zero only for a zero vector.
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        scores = (vectors @ query64) / (norms * float(np.sqrt(query64 @ query64)))
+    scores[~(np.isfinite(norms) & (norms > 0))] = np.nan
+    return scores

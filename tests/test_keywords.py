@@ -107,6 +107,25 @@ def test_filters_apply_to_the_keyword_side_and_number_rows_come_back(db, notes):
     assert len(index.similar("output", 5)) == 5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_deleted_since_the_build_never_come_back_and_number_rows_do(db, backend):
+    "An index behind its collections: winners that are gone make each side look deeper."
+    many = llm.Collection("many", db, model_id="hash-16")
+    many.embed_multi([(f"r{i:03d}", f"row {i} of shared words {'apple ' * (i % 7)}")
+                      for i in range(400)], store=True)
+    index = Index.create("m", ["many"], db, backend=backend, keywords=True, refresh="manual")
+    index.build()
+    # Each side's first 60: every candidate a first look at depth 50 finds.
+    gone = {entry.id for entry in index.similar("apple words", 60, mode="vector")}
+    gone |= set(keyword_ids(index, "apple words", 60))
+    db.conn.executemany("delete from embeddings where id = ?", [(id,) for id in gone])
+    db.conn.commit()
+    for mode in ("hybrid", "keyword"):
+        found = [e.id for e in index.similar("apple words", 10, mode=mode)]
+        assert len(found) == 10 and not set(found) & gone, (mode, found)
+    assert len(index.similar("apple words", 400 - len(gone))) == 400 - len(gone)
+
+
 @pytest.mark.parametrize("text", [
     '"check_output', "check* OR -output", "NEAR(check output)", "+check -output",
     "text:check label:1 names:check_output", "((check output", "output)", "AND", '"',
