@@ -3,7 +3,8 @@ judged together by relevance on real labelled text (benchmarks/relevance_sets.py
 nDCG@10, MRR@10) and by speed at 100k documents (p50/p95 ms of a query of
 every word of the query OR-ed, the way a keyword index is asked).
 
-    python benchmarks/keyword_engines.py            # both sets, then speed at 100k
+    python benchmarks/keyword_engines.py            # every set, then speed at 100k
+    python benchmarks/keyword_engines.py --no-speed # the sets alone
     python benchmarks/keyword_engines.py --rows 20000
 
 The 100k speed corpus is the 40k real PyPI summaries of ../shared/data plus
@@ -128,7 +129,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--no-speed", action="store_true")
     args = parser.parse_args()
     if not args.no_quality:
         quality()
-    speed(args.rows)
+    if not args.no_speed:
+        speed(args.rows)

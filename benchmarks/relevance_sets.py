@@ -8,6 +8,10 @@ ships with the machine (known-item sets: each query has one relevant document).
 - ``man3``: section 3 of the manual (the C library). A page gives a query
   (the description in its NAME line, "formatted output conversion") and a
   document (the page without that description: names, synopsis, body).
+- ``identifiers``: the stdlib set's documents, each asked for by its bare
+  name as a user types a name seen in code (``check_output`` for
+  subprocess.check_output), where that name is snake_case and no other
+  document has it: the case dense embeddings are known to miss.
 
 A query that is the summary of two documents (``Return self==value.``) is
 ambiguous and left out. Man sections 1 and 8 and Debian's package
@@ -46,6 +50,7 @@ class LabelledSet:
     name: str
     documents: list[dict]  # {"id", "content"}
     queries: list[dict]  # {"query", "relevant": [id]}
+    corpus: str | None = None  # the set whose documents these are, if another's
 
 
 def _stable_order(items: list[dict], key: str) -> list[dict]:
@@ -123,8 +128,24 @@ def man3_set() -> LabelledSet:
     return _known_items("man3", pairs, [])
 
 
+def identifiers_set(stdlib: LabelledSet) -> LabelledSet:
+    def bare(id: str) -> str:
+        return id.rsplit(".", 1)[-1]
+
+    seen = Counter(bare(document["id"]) for document in stdlib.documents)
+    queries = [
+        {"query": bare(document["id"]), "relevant": [document["id"]]}
+        for document in stdlib.documents
+        if seen[bare(document["id"])] == 1 and "_" in bare(document["id"]).strip("_")
+        and not bare(document["id"]).startswith("_")
+    ]
+    return LabelledSet("identifiers", stdlib.documents,
+                       _stable_order(queries, "query")[:MAX_QUERIES], corpus=stdlib.name)
+
+
 def sets() -> list[LabelledSet]:
-    return [stdlib_set(), man3_set()]
+    stdlib = stdlib_set()
+    return [stdlib, man3_set(), identifiers_set(stdlib)]
 
 
 if __name__ == "__main__":

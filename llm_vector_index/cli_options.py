@@ -53,9 +53,9 @@ def fusion_options(function):
         click.option("--mode", type=click.Choice(MODES),
                      help="vector, keyword or hybrid (default: hybrid with keywords)"),
         click.option("--fusion", type=click.Choice(FUSIONS),
-                     help="How hybrid fuses the two rankings"),
+                     help="How hybrid fuses the two rankings (default: convex)"),
         click.option("--weight", type=click.FloatRange(0, 1),
-                     help="The vector side's share in hybrid (0.5: alike)"),
+                     help="The vector side's share in hybrid (default 0.4; 0.5: alike)"),
         click.option("--depth", type=click.IntRange(1, 10_000),
                      help="Candidates from each side (default: max(4 x N, 50))"),
     ]):

@@ -9,7 +9,8 @@ keyword side's (BM25), into one.
   normalised over the candidates that side found (Bruch et al., TOIS 2023),
   0 for a row a side did not find.
 
-``w`` is ``weight``, the vector side's share (0.5: both alike). ``depth`` is
+``w`` is ``weight``, the vector side's share (0.5: both alike; the default
+0.4 leans to the keywords). ``depth`` is
 how many candidates each side proposes (None: max(4 * number, 50)). The
 default is the one the benchmark record shows best across real labelled
 sets (docs/hybrid.md), not tuned per set.
@@ -27,7 +28,7 @@ RRF_K = 60
 FUSIONS = ("rrf", "convex")
 MODES = ("vector", "keyword", "hybrid")
 MAX_DEPTH = 10_000
-DEFAULTS = {"fusion": "convex", "weight": 0.5, "depth": None}
+DEFAULTS = {"fusion": "convex", "weight": 0.4, "depth": None}
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,24 @@ def test_the_graph_study_prints_a_row_per_ef_construction():
     recalls = [[float(cell) for cell in row[3:5]] for row in rows]
     assert all(0.0 <= recall <= 1.0 for row in recalls for recall in row)
     assert recalls[1][1] >= 0.95  # a wide search of a well-built graph finds nearly all
+
+
+def test_the_identifier_set_asks_for_each_name_only_one_document_has(tmp_path):
+    "relevance_sets.identifiers_set over a two-module 'standard library'."
+    sys.path.insert(0, str(RUN.parent))
+    from relevance_sets import identifiers_set, stdlib_set
+
+    rest = "Some more words, so that the rest of this docstring is long enough to be a document."
+    for module, names in {"alpha": ["check_output", "run", "read_all"],
+                          "beta": ["read_all", "get_terminal_size"]}.items():
+        (tmp_path / f"{module}.py").write_text("".join(
+            f'def {name}():\n    """Do what {name} does, once and well.\n\n    {rest}"""\n\n\n'
+            for name in names))
+    stdlib = stdlib_set(tmp_path)
+    identifiers = identifiers_set(stdlib)
+    assert identifiers.documents == stdlib.documents and identifiers.corpus == "stdlib"
+    # read_all is in both modules, run is no snake_case name: neither is asked for.
+    assert sorted((q["query"], q["relevant"]) for q in identifiers.queries) == [
+        ("check_output", ["alpha.check_output"]),
+        ("get_terminal_size", ["beta.get_terminal_size"]),
+    ]

@@ -255,7 +255,7 @@ def test_the_cli_creates_queries_and_changes_keywords(db, notes, db_path):
     assert set(json.loads(vector.output.splitlines()[0])) == {"id", "score", "content", "metadata"}
     assert run("list", "-d", db_path).output.startswith("n: exact + keywords over notes\n")
     shown = json.loads(run("show", "n", "-d", db_path).output)
-    assert shown["keywords"] == {"tokenizer": "names", "fusion": "convex", "weight": 0.5,
+    assert shown["keywords"] == {"tokenizer": "names", "fusion": "convex", "weight": 0.4,
                                  "depth": None, "rows": 5}
     changed = run("keywords", "n", "--weight", "0.7", "-d", db_path)
     assert changed.exit_code == 0 and "weight 0.7" in changed.stderr and "it is built" in changed.stderr
