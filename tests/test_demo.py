@@ -42,6 +42,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert float(row.group(2)) >= 0.95
     assert "$ llm similar stdlib -c 'a queue that threads can share' -n 3" in output
     assert "--where module" in output and "--prefix" in output
+    assert "Full build of stdlib-words: 200 indexed, 0 removed, 200 rows" in output
     assert re.search(r"Deleted .*: gone\. Re-embedded .*: now found", output)
     # The demo's database is an ordinary llm database, left for the user.
     assert (tmp_path / "demo" / "embeddings.db").exists()
