@@ -50,6 +50,7 @@ TOKENIZERS = ("words", "names")
 DEFAULT_TOKENIZER = "names"
 MAX_QUERY_TERMS = 256  # distinct terms read from one query's text
 MAX_QUERY_CHARS = 100_000
+MAX_TIED = 10_000  # rows read to put ties in a fixed order
 CHECKS = "checks.json"
 # Files in the folder that are not tantivy's data: never checked.
 _NOT_DATA = {CHECKS, paths.MARKER, ".tantivy-meta.lock", ".tantivy-writer.lock"}
@@ -270,7 +271,17 @@ class KeywordIndex:
             ])
         searcher = self._current()
         try:
-            hits = searcher.search(query, k, count=False).hits
+            fetched = k + 1  # one more than asked: does a tie run past the k-th?
+            hits = searcher.search(query, fetched, count=False).hits
+            # Equal scores come in the order the documents sit in the
+            # segments, which a build's indexing threads do not fix: fetch
+            # every row tied with the k-th, and order ties by label, so that
+            # the same rows always give the same answer (up to a bound: a
+            # word in every row, each as long, ties them all).
+            while len(hits) == fetched and hits[-1][0] == hits[k - 1][0] \
+                    and fetched < min(searcher.num_docs, MAX_TIED):
+                fetched *= 2
+                hits = searcher.search(query, fetched, count=False).hits
             labels = searcher.fast_field_values(LABEL, [address for _, address in hits])
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -278,8 +289,9 @@ class KeywordIndex:
             raise DamagedFiles(f"the keyword index: {first_line(error)}") from None
         if not hits:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return (np.array([score for score, _ in hits], dtype=np.float32),
-                np.array(labels, dtype=np.int64))
+        order = sorted(range(len(hits)), key=lambda i: (-hits[i][0], labels[i]))[:k]
+        return (np.array([hits[i][0] for i in order], dtype=np.float32),
+                np.array([labels[i] for i in order], dtype=np.int64))
 
     def close(self) -> None:
         self.rollback()

@@ -126,6 +126,19 @@ def test_rows_deleted_since_the_build_never_come_back_and_number_rows_do(db, bac
     assert len(index.similar("apple words", 400 - len(gone))) == 400 - len(gone)
 
 
+def test_equal_scores_come_in_label_order_wherever_tantivy_keeps_them(db):
+    "Rows rewritten since (their old labels, a new segment) tie with the rest."
+    same = llm.Collection("same", db, model_id="hash-16")
+    same.embed_multi([(f"r{i:03d}", "the same words") for i in range(100)], store=True)
+    index = Index.create("s", ["same"], db, backend="exact", keywords=True)
+    index.build()
+    same.embed_multi([(f"r{i:03d}", "the same words.") for i in range(10)], store=True)
+    assert index.build().added == 10
+    expected = [f"r{i:03d}" for i in range(10)]
+    assert keyword_ids(index, "same words", 10) == expected
+    assert [e.id for e in index.similar("same words", 10, mode="keyword")] == expected
+
+
 @pytest.mark.parametrize("text", [
     '"check_output', "check* OR -output", "NEAR(check output)", "+check -output",
     "text:check label:1 names:check_output", "((check output", "output)", "AND", '"',
