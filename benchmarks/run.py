@@ -196,6 +196,10 @@ def write_record(runs, out: Path, command: str) -> Path:
         "processes (llm's own start-up included); *1% build* follows a change to 1% "
         "of the rows. `llm index similar` is a whole process, beside `llm similar`.",
         "",
+        "Recall here is agreement with an exact scan. Whether a person finds what "
+        "they meant (nDCG@10 of vector, keyword and hybrid queries on labelled real "
+        "text) is measured by `benchmarks/hybrid.py`: see [hybrid search](hybrid.md#hybrid-measured).",
+        "",
         *[f"![{title}]({name})\n" for name, title in pictures],
     ]
     for run in runs:
