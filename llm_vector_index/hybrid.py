@@ -105,7 +105,7 @@ def search(
         # Both sides give labels and their own scores, fused as they are: no
         # row is read until the winners are known.
         vector_side = query.nearest_labels(index, vector, depth, restricted)
-        keyword_side = _keyword_labels(index, text, depth, restricted)
+        keyword_side = _keyword_labels(index, text, depth, restricted, all_ties=False)
         fused = fusion.fused_order(_pairs(*vector_side), _pairs(*keyword_side),
                                    chosen["fusion"], chosen["weight"])
         keyword_scores = dict(_pairs(*keyword_side))
@@ -128,10 +128,10 @@ def _pairs(scores: np.ndarray, labels: np.ndarray) -> list[tuple[int, float]]:
 
 
 def _keyword_labels(
-    index: Index, text: str, k: int, restricted: Restriction | None
+    index: Index, text: str, k: int, restricted: Restriction | None, all_ties: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(BM25 scores, labels) of the best ``k`` rows among ``restricted``
-    (None: all), best first."""
+    (None: all), best first (see KeywordIndex.search for ``all_ties``)."""
     allowed = None
     if restricted is not None:
         allowed = restricted.labels(index)
@@ -139,7 +139,7 @@ def _keyword_labels(
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     keyword_index = index.holder.keywords()
     try:
-        return keyword_index.search(text, k, allowed)
+        return keyword_index.search(text, k, allowed, all_ties=all_ties)
     except DamagedFiles as error:
         # Damage its checks could not see (a crafted folder whose checks
         # match): a plain build would build on it, so a full one is named.

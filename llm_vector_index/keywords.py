@@ -248,10 +248,13 @@ class KeywordIndex:
         return found
 
     def search(
-        self, text: str, k: int, allowed: np.ndarray | None = None
+        self, text: str, k: int, allowed: np.ndarray | None = None, *, all_ties: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for ``text`` by BM25 as (scores, labels), best
-        first; with ``allowed``, only among those labels."""
+        first, ties by label; with ``allowed``, only among those labels.
+        Without ``all_ties``, a tie at the k-th place is settled among the rows
+        tantivy returned (a second search saved where the cut-off barely
+        matters: a hybrid query's candidates)."""
         tantivy = tantivy_module()
 
         terms = self.terms(text)
@@ -278,7 +281,7 @@ class KeywordIndex:
             # every row tied with the k-th, and order ties by label, so that
             # the same rows always give the same answer (up to a bound: a
             # word in every row, each as long, ties them all).
-            while len(hits) == fetched and hits[-1][0] == hits[k - 1][0] \
+            while all_ties and len(hits) == fetched and hits[-1][0] == hits[k - 1][0] \
                     and fetched < min(searcher.num_docs, MAX_TIED):
                 fetched *= 2
                 hits = searcher.search(query, fetched, count=False).hits
