@@ -198,16 +198,14 @@ def _winners(
         query.check_label_map(index, labels, rows)
         width = 4 * len(vector)
         rows = [row for row in rows if row[5] is not None and len(row[5]) == width]
-        by_label = {row[-1]: row for row in rows}
-        scores = dict(zip([row[-1] for row in rows],
-                          query.cosines([row[5] for row in rows], vector).tolist()
-                          if rows else []))
+        scores = query.cosines([row[5] for row in rows], vector).tolist() if rows else []
+        scored = {row[-1]: (row, score) for row, score in zip(rows, scores)}
         for item in chunk:
-            row = by_label.get(item.key)
-            if row is None or not math.isfinite(scores[item.key]):
+            row, score = scored.get(item.key, (None, math.nan))
+            if row is None or not math.isfinite(score):
                 continue  # deleted since the build, or changed to what cannot be ranked
             entries.append(IndexEntry(
-                id=row[2], score=scores[item.key], content=row[3],
+                id=row[2], score=score, content=row[3],
                 metadata=json.loads(row[4]) if row[4] else None,
                 collection=row[1] if show_collection else None,
                 fused=item.value, vector_rank=item.vector_rank,

@@ -123,9 +123,10 @@ def _nearest_among(index, query, k, rowids):
     if not rows:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     scores = cosines([row[1] for row in rows], query)
-    order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])][:k]
-    return (scores[order].astype(np.float32),
-            np.array([rows[i][0] for i in order], dtype=np.int64))
+    rankable = np.flatnonzero(np.isfinite(scores))
+    order = rankable[np.argsort(-scores[rankable], kind="stable")][:k]
+    labels = np.array([row[0] for row in rows], dtype=np.int64)
+    return scores[order].astype(np.float32), labels[order]
 
 
 def _check_dimensions(index: Index, query: np.ndarray) -> bool:
