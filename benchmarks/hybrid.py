@@ -21,7 +21,8 @@ mean of their vectors): a build with and without keywords (default index,
 auto), the keyword index's disk against the text it holds, and p50/p95 of
 vector, keyword and hybrid queries through the plugin (each query's vector
 given, so no model runs in the timing; the three interleaved, query by
-query, three rounds), one thread, medians.
+query, three rounds), then keyword queries on their own, without and with a
+filter, one thread, medians.
 """
 
 from __future__ import annotations
@@ -148,6 +149,20 @@ def speed(rows: int) -> None:
             print(f"| {label} | {p50:.2f} | {p95:.2f} |", flush=True)
         print(f"\nhybrid p50 against vector + keyword p50: "
               f"{measured['hybrid'][0] - measured['vector'][0] - measured['keyword'][0]:+.2f} ms")
+        # Keyword queries on their own, as a keyword-only service runs them,
+        # and filtered (ids are p000000...: a prefix of p00 allows 10%, p000 1%).
+        print("\n| keyword query on its own (10 results) | p50 ms | p95 ms |")
+        print("|---|---|---|")
+        alone = {
+            "no filter": lambda t, v: hybrid.answer(index, t, 10, "keyword", None),
+            "--prefix p00 (10% of rows)":
+                lambda t, v: hybrid.answer(index, t, 10, "keyword", None, prefix="p00"),
+            "--prefix p000 (1%)":
+                lambda t, v: hybrid.answer(index, t, 10, "keyword", None, prefix="p000"),
+        }
+        for label, run in alone.items():
+            p50, p95 = timed({label: run}, pairs)[label]
+            print(f"| {label} | {p50:.2f} | {p95:.2f} |", flush=True)
         index.close()
         close_indexes()
 

@@ -439,3 +439,55 @@ def test_hybrid_over_several_collections_fuses_the_same_row_once(db, notes):
     assert {e.id for e in only_more} == {"parrot", "run"} and all(e.collection is None
                                                                     for e in only_more)
     assert all(e.vector_rank is not None and e.keyword_rank is not None for e in only_more)
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory):
+    "A keyword index of 6,000 rows whose scores for 'common rare w3' spread and tie."
+    import numpy as np
+
+    from llm_vector_index.keywords import KeywordIndex
+
+    keyword_index = KeywordIndex.create(tmp_path_factory.mktemp("kw") / "keywords")
+    texts = [
+        "common " * (1 + i % 3) + ("rare " if i % 7 == 0 else "") + f"w{i % 50} filler{i % 11}"
+        for i in range(6000)
+    ]
+    # labels out of the order the documents are stored in, as after rewrites:
+    # tantivy's order of equal scores is then not the labels' order
+    labels = np.random.default_rng(0).permutation(6000)
+    keyword_index.add(labels.tolist(), [texts[label] for label in labels], replace=False)
+    keyword_index.commit()
+    yield keyword_index
+    keyword_index.close()
+
+
+# (allowed rows, k, which): with 6,000 rows these take each way of
+# filtering: the labels matched in the query (a few), tantivy's term set
+# (more, and k large against them), the unfiltered ranking read deep enough
+# (many), past a cut-off inside a run of equal scores ("tied": a long run
+# that starts past the 100th row, and the lowest rows), and that ranking
+# given up for the term set when the allowed rows rank low ("lowest").
+@pytest.mark.parametrize("size,k,which", [
+    (5, 10, "random"), (200, 10, "random"), (300, 500, "random"), (1500, 10, "random"),
+    (5999, 3, "random"), (1500, 5, "tied"), (1500, 10, "lowest"), (300, 10, "lowest"),
+])
+def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, size, k, which):
+    import numpy as np
+
+    scores, labels = ranked.search("common rare w3", 6000)  # every row matches, in order
+    if which == "random":
+        allowed = np.random.default_rng(size + k).choice(6000, size, replace=False)
+    elif which == "lowest":  # the worst ranked: reading the ranking deep finds too few
+        allowed = labels[-size:]
+    else:
+        starts = np.flatnonzero(np.diff(scores, prepend=np.inf) != 0)
+        lengths = np.diff(starts, append=len(scores))
+        start = next(s for s, n in zip(starts, lengths) if s > 100 and n >= 40)
+        run = labels[scores == scores[start]]
+        allowed = np.concatenate([run, labels[-(size - len(run)):]])
+    found = ranked.search("common rare w3", k, allowed)
+    keep = np.isin(labels, allowed)
+    assert found[1].tolist() == labels[keep][:k].tolist()
+    assert found[0].tolist() == scores[keep][:k].tolist()
+    assert len(set(scores[keep][:k + 1].tolist())) < k + 1  # ties at stake
