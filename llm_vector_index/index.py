@@ -8,6 +8,7 @@ queries with llm ``Entry`` objects scored exactly as llm scores them.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -351,8 +352,15 @@ class Index:
                 f"Index {self.name!r} does not cover collection {only!r}"
             )
         names = [only] if only is not None else self.collections
-        rows = [sync.collection_row(self.db, name) for name in names]
-        return [row["id"] for row in rows if row is not None]
+        try:
+            ids = dict(self.db.execute(
+                f"select name, id from collections where name in ({','.join('?' * len(names))})",
+                names).fetchall())
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return []  # no collection was ever made in this database
+        return [ids[name] for name in names if name in ids]
 
     def is_current(self) -> bool:
         "Has nothing been added to or changed in its collections since its last build?"

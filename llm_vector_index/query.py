@@ -26,15 +26,24 @@ Skip = frozenset
 
 @dataclass
 class Restriction:
-    """The rows a filter allows: their rowids, and their labels (the
-    backend's allow-list), read once and only if a side needs them."""
+    """The rows a filter allows: their rowids when there are few (a scratch
+    scan reads just those rows), and their labels (the backend's
+    allow-list), read once and only if a side needs them."""
 
-    rowids: list[int]
+    subset: Filter | None  # None: no rows at all
+    rowids: list[int] | None  # None: more than filters.SCRATCH_LIMIT
     _labels: np.ndarray | None = field(default=None, repr=False)
 
     def labels(self, index: Index) -> np.ndarray:
         if self._labels is None:
-            self._labels = Filter.labels(index.db, index.record.id, self.rowids)
+            subset = self.subset
+            if subset is None:
+                self._labels = np.zeros(0, dtype=np.int64)
+            elif self.rowids is not None and subset.where:
+                # the rows are known: cheaper than reading every row's metadata again
+                self._labels = Filter.labels(index.db, index.record.id, self.rowids)
+            else:
+                self._labels = subset.matching_labels(index.db, index.record.id)
         return self._labels
 
 
@@ -79,7 +88,7 @@ def ranked(
     allowed = None
     subset = restricted()
     if subset is not None:
-        if len(subset.rowids) <= filters.SCRATCH_LIMIT:  # small: exact over just those rows
+        if subset.rowids is not None:  # few: exact over just those rows
             return rank(Filter.rows(index.db, subset.rowids), query, skip, show_collection,
                         number)
         allowed = subset.labels(index)
@@ -98,7 +107,7 @@ def nearest_labels(
         return nothing
     allowed = None
     if restricted is not None:
-        if len(restricted.rowids) <= filters.SCRATCH_LIMIT:
+        if restricted.rowids is not None:
             return _nearest_among(index, query, k, restricted.rowids)
         allowed = restricted.labels(index)
         if len(allowed) == 0:
@@ -170,9 +179,11 @@ def restriction(
         return None
     restricted = index.collection_ids(only=collection)
     if not restricted:
-        return Restriction([])
+        return Restriction(None, [])
     subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
-    return Restriction(subset.rowids(index.db))
+    # Whether there are few is learnt by reading one more than few can be.
+    rowids = subset.rowids(index.db, limit=filters.SCRATCH_LIMIT + 1)
+    return Restriction(subset, rowids if len(rowids) <= filters.SCRATCH_LIMIT else None)
 
 
 def query_vector(vector: Any) -> np.ndarray:

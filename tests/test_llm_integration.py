@@ -179,6 +179,38 @@ def test_prefix_wildcards_and_case_like_llm(db, vectors_collection):
         assert got == expected, prefix
 
 
+
+# Ids where an index range could go wrong: case, letters past the third,
+# wildcards, non-ASCII (LIKE folds ASCII only), a prefix's last character
+# multi-byte, and the highest code point right after a prefix.
+TRICKY_IDS = [
+    "Doc1", "doc2", "DOC3", "dOc4", "docs/2024/a", "DOCS/2024/b", "docx", "do", "d",
+    "Ärger", "ärger", "ärgerlich", "日本語", "日本", "日本x", "a_b", "aXb", "a%b", "ab",
+    "doc\U0010ffffz", "doc\U0010ffff", "Doc", "", "z",
+]
+
+
+@pytest.mark.parametrize("prefix", [
+    "d", "D", "doc", "DOC", "docs/", "DOCS/2024", "dOcS/2024/A", "ä", "Ä", "日本", "日",
+    "a_", "a%", "%", "_", "a_b", "doc\U0010ffff", "nothing", "dó",
+])
+def test_a_prefix_reads_only_its_range_and_matches_as_like(db, prefix):
+    from llm_vector_index.filters import Filter
+
+    collection = llm.Collection("tricky", db, model_id="hash-16")
+    collection.embed_multi([(i, f"text {n}") for n, i in enumerate(TRICKY_IDS)])
+    collection_id = collection.id
+    like = {row[0] for row in db.execute(
+        "select rowid from embeddings where collection_id = ? and id like ? || '%'",
+        [collection_id, prefix]).fetchall()}
+    assert set(Filter([collection_id], prefix=prefix).rowids(db)) == like
+    assert len(Filter([collection_id], prefix=prefix).rowids(db)) == len(like)  # none twice
+    index = Index.create("t", ["tricky"], db, backend="exact")
+    index.build()
+    subset = Filter([collection_id], prefix=prefix)
+    assert sorted(subset.matching_labels(db, index.record.id).tolist()) == sorted(
+        Filter.labels(db, index.record.id, sorted(like)).tolist())
+
 def test_auto_refresh_returns_new_rows(db, vectors_collection):
     ids, vectors = vectors_collection
     index = Index.create("ix", ["vecs"], db, backend="faiss")
