@@ -42,7 +42,8 @@ def load_data(args, db: Database) -> tuple[str, np.ndarray]:
         collection = args.collection
         rows = db.execute(
             "select embedding from embeddings e join collections c on c.id = e.collection_id "
-            "where c.name = ? order by random() limit ?", [collection, args.queries]
+            "where c.name = ? order by random() limit ?",
+            [collection, args.queries],
         ).fetchall()
         queries = np.frombuffer(b"".join(r[0] for r in rows), "<f4").reshape(len(rows), -1)
         return collection, queries
@@ -53,7 +54,9 @@ def load_data(args, db: Database) -> tuple[str, np.ndarray]:
         ids = [str(i) for i in data["ids"][: len(vectors)]]
         contents = [str(t) for t in data["texts"][: len(vectors)]]
     else:
-        everything = clustered_vectors(args.rows + args.queries, args.dimensions, clusters=args.clusters)
+        everything = clustered_vectors(
+            args.rows + args.queries, args.dimensions, clusters=args.clusters
+        )
         vectors, queries = everything[: args.rows], everything[args.rows :]
         ids = [f"row{i:07d}" for i in range(args.rows)]
         contents = None
@@ -67,7 +70,8 @@ def change_one_percent(db: Database, collection: str, seed: int) -> int:
         "select e.id, length(e.embedding) / 4 from embeddings e join collections c on "
         "c.id = e.collection_id where c.name = ? order by random() limit "
         "(select count(*) / 100 from embeddings e2 join collections c2 on "
-        "c2.id = e2.collection_id where c2.name = ?)", [collection, collection]
+        "c2.id = e2.collection_id where c2.name = ?)",
+        [collection, collection],
     ).fetchall()
     model = db.execute("select model from collections where name = ?", [collection]).fetchone()[0]
     vectors = clustered_vectors(len(rows), rows[0][1], seed=seed)
@@ -90,11 +94,19 @@ def main() -> None:
     parser.add_argument("--dimensions", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--llm-queries", type=int, default=3,
-                        help="llm brute-force queries (each takes seconds)")
+    parser.add_argument(
+        "--llm-queries", type=int, default=3, help="llm brute-force queries (each takes seconds)"
+    )
     parser.add_argument("--backends", default="exact,auto,faiss,hnswlib,chroma")
-    parser.add_argument("-o", "--option", nargs=3, action="append", default=[],
-                        metavar=("BACKEND", "KEY", "VALUE"), help="e.g. -o faiss ef_search 96")
+    parser.add_argument(
+        "-o",
+        "--option",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("BACKEND", "KEY", "VALUE"),
+        help="e.g. -o faiss ef_search 96",
+    )
     parser.add_argument("--npz", help="real vectors: shared/data/pypi-minilm-40k.npz")
     parser.add_argument("--db", help="an existing llm embeddings database (copied)")
     parser.add_argument("--collection", help="collection in --db")
@@ -110,9 +122,13 @@ def main() -> None:
         collection, queries = load_data(args, db)
         rows = db.execute(
             "select count(*) from embeddings e join collections c on c.id = e.collection_id "
-            "where c.name = ?", [collection]).fetchone()[0]
-        print(f"{rows} rows in {collection!r} ({time.perf_counter() - start:.1f}s to prepare), "
-              f"{len(queries)} queries")
+            "where c.name = ?",
+            [collection],
+        ).fetchone()[0]
+        print(
+            f"{rows} rows in {collection!r} ({time.perf_counter() - start:.1f}s to prepare), "
+            f"{len(queries)} queries"
+        )
 
         brute = llm.Collection(collection, db, create=False)
         with threadpool_limits(1):
@@ -131,28 +147,36 @@ def main() -> None:
             names.remove("exact")
             names.insert(0, "exact")
         for backend in names:
-            index = Index.create(f"bench-{backend}", [collection], db, backend=backend,
-                                 options=options.get(backend))
+            index = Index.create(
+                f"bench-{backend}", [collection], db, backend=backend, options=options.get(backend)
+            )
             full = index.build()
             with threadpool_limits(1):
-                search_times = time_queries(
-                    lambda q: index.backend().search(q[None], 10), queries)
+                search_times = time_queries(lambda q: index.backend().search(q[None], 10), queries)
                 query_times = time_queries(lambda q: index.similar_by_vector(q, 10), queries)
                 ids = [[e.id for e in index.similar_by_vector(q, 10)] for q in queries]
             if backend == "exact":
                 exact_ids = ids
-            recall = (np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids)])
-                      if exact_ids else float("nan"))
-            first = (np.mean([a[:1] == b[:1] for a, b in zip(ids, exact_ids)])
-                     if exact_ids else float("nan"))
+            recall = (
+                np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids)])
+                if exact_ids
+                else float("nan")
+            )
+            first = (
+                np.mean([a[:1] == b[:1] for a, b in zip(ids, exact_ids)])
+                if exact_ids
+                else float("nan")
+            )
             tunable = index.backend_class.tunable(index.settings)
             results[backend] = dict(
-                build=full.seconds, rate=full.rows / full.seconds,
+                build=full.seconds,
+                rate=full.rows / full.seconds,
                 search50=percentile(search_times, 50) * 1000,
                 search95=percentile(search_times, 95) * 1000,
                 query50=percentile(query_times, 50) * 1000,
                 query95=percentile(query_times, 95) * 1000,
-                recall=recall, first=first,
+                recall=recall,
+                first=first,
                 tuned=f"{tunable.option} {index.settings[tunable.option]}" if tunable else "-",
                 tune=full.tuning.seconds if full.tuning else 0.0,
                 disk=sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6,
@@ -165,21 +189,50 @@ def main() -> None:
             assert report.added == changed and not report.full, report
             result["incremental"] = report.seconds
 
-        print(f"\nllm brute force: {llm_p50 * 1000:.0f} ms per query (median of {len(llm_times)})\n")
-        header = ("backend", "tuned", "build s", "tune s", "vec/s", "incr 1% s", "incr/full",
-                  "search p50 ms", "search p95 ms", "query p50 ms", "query p95 ms",
-                  "recall@10", "recall@1", "disk MB", "x faster than llm")
+        print(
+            f"\nllm brute force: {llm_p50 * 1000:.0f} ms per query (median of {len(llm_times)})\n"
+        )
+        header = (
+            "backend",
+            "tuned",
+            "build s",
+            "tune s",
+            "vec/s",
+            "incr 1% s",
+            "incr/full",
+            "search p50 ms",
+            "search p95 ms",
+            "query p50 ms",
+            "query p95 ms",
+            "recall@10",
+            "recall@1",
+            "disk MB",
+            "x faster than llm",
+        )
         print(" | ".join(header))
         print(" | ".join("---" for _ in header))
         for backend, r in results.items():
-            print(" | ".join([
-                backend, r["tuned"], f"{r['build']:.2f}", f"{r['tune']:.1f}", f"{r['rate']:,.0f}",
-                f"{r['incremental']:.2f}",
-                f"{r['incremental'] / r['build']:.0%}", f"{r['search50']:.3f}",
-                f"{r['search95']:.3f}", f"{r['query50']:.3f}", f"{r['query95']:.3f}",
-                f"{r['recall']:.3f}", f"{r['first']:.3f}", f"{r['disk']:.0f}",
-                f"{llm_p50 * 1000 / r['query50']:,.0f}x",
-            ]))
+            print(
+                " | ".join(
+                    [
+                        backend,
+                        r["tuned"],
+                        f"{r['build']:.2f}",
+                        f"{r['tune']:.1f}",
+                        f"{r['rate']:,.0f}",
+                        f"{r['incremental']:.2f}",
+                        f"{r['incremental'] / r['build']:.0%}",
+                        f"{r['search50']:.3f}",
+                        f"{r['search95']:.3f}",
+                        f"{r['query50']:.3f}",
+                        f"{r['query95']:.3f}",
+                        f"{r['recall']:.3f}",
+                        f"{r['first']:.3f}",
+                        f"{r['disk']:.0f}",
+                        f"{llm_p50 * 1000 / r['query50']:,.0f}x",
+                    ]
+                )
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -44,7 +44,9 @@ def main() -> None:
             start += size
         groups += ["rest"] * (args.rows - start)
         write_embeddings(
-            db, "bench", [f"{group}-{i}" for i, group in enumerate(groups[: args.rows])],
+            db,
+            "bench",
+            [f"{group}-{i}" for i, group in enumerate(groups[: args.rows])],
             vectors[: args.rows],
             metadatas=[{"g": group} for group in groups[: args.rows]],
         )
@@ -78,9 +80,11 @@ def main() -> None:
                         break
                     scratch = median_ms(indexes[0], size, 10**9, kind)
                     allow = [median_ms(index, size, 0, kind) for index in indexes]
-                    print(" | ".join(
-                        [kind, f"{size:,}", f"{scratch:.2f}"] + [f"{a:.2f}" for a in allow]
-                    ))
+                    print(
+                        " | ".join(
+                            [kind, f"{size:,}", f"{scratch:.2f}"] + [f"{a:.2f}" for a in allow]
+                        )
+                    )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -37,16 +37,19 @@ def main() -> None:
     parser.add_argument("--ef-construction", default="40,64,80")
     parser.add_argument("--ef-search", default="64,128,256,512")
     args = parser.parse_args()
-    everything = normalize(clustered_vectors(args.rows + args.queries, 384,
-                                             clusters=args.clusters, seed=1))
+    everything = normalize(
+        clustered_vectors(args.rows + args.queries, 384, clusters=args.clusters, seed=1)
+    )
     vectors, queries = everything[: args.rows], everything[args.rows :]
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, truth = exact.search(queries, 10)
     del exact
     widths = [int(value) for value in args.ef_search.split(",")]
-    print(f"{args.factory}, {args.rows:,} rows in batches of {BATCH:,}, "
-          f"{len(queries)} held-out queries, recall@10 re-scored from 20 candidates")
+    print(
+        f"{args.factory}, {args.rows:,} rows in batches of {BATCH:,}, "
+        f"{len(queries)} held-out queries, recall@10 re-scored from 20 candidates"
+    )
     print("| efConstruction | build s | " + " | ".join(f"ef_search {w}" for w in widths) + " |")
     print("|---|---|" + "---|" * len(widths))
     for construction in [int(value) for value in args.ef_construction.split(",")]:
@@ -60,11 +63,15 @@ def main() -> None:
         build_s = time.perf_counter() - started
         recalls = []
         for width in widths:
-            _, candidates = index.search(queries, 20,
-                                         params=faiss.SearchParametersHNSW(efSearch=width))
+            _, candidates = index.search(
+                queries, 20, params=faiss.SearchParametersHNSW(efSearch=width)
+            )
             recalls.append(_recall(vectors, queries, candidates, truth))
-        print(f"| {construction} | {build_s:.0f} | "
-              + " | ".join(f"{recall:.3f}" for recall in recalls) + " |")
+        print(
+            f"| {construction} | {build_s:.0f} | "
+            + " | ".join(f"{recall:.3f}" for recall in recalls)
+            + " |"
+        )
 
 
 def _recall(vectors, queries, candidates, truth) -> float:

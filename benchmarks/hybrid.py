@@ -59,8 +59,11 @@ def embedded(labelled) -> Database:
     db = Database(CACHE / f"{name}.db")
     collection = llm.Collection(name, db, model_id=MODEL)
     if collection.count() != len(labelled.documents):
-        print(f"{name}: embedding {len(labelled.documents):,} documents "
-              f"with {MODEL}...", file=sys.stderr, flush=True)
+        print(
+            f"{name}: embedding {len(labelled.documents):,} documents " f"with {MODEL}...",
+            file=sys.stderr,
+            flush=True,
+        )
         collection.embed_multi(
             ((d["id"], d["content"]) for d in labelled.documents), store=True, batch_size=64
         )
@@ -72,8 +75,9 @@ def measure(labelled, sweep: bool):
     os.environ["LLM_EMBEDDINGS_DB"] = str(db.conn.execute("pragma database_list").fetchone()[2])
     if Index.exists(db, "relevance"):
         Index.drop(db, "relevance")
-    index = Index.create("relevance", [labelled.corpus or labelled.name], db, backend="exact",
-                         keywords=True)
+    index = Index.create(
+        "relevance", [labelled.corpus or labelled.name], db, backend="exact", keywords=True
+    )
     index.build()
     judged = [Judged(q["query"], dict.fromkeys(q["relevant"], 1.0)) for q in labelled.queries]
     with index:
@@ -92,8 +96,12 @@ def speed_corpus(rows: int):
         texts += [f"{texts[a]} {texts[b]}" for a, b in pairs]
         joined = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]
         vectors = np.vstack([vectors, joined / np.linalg.norm(joined, axis=1, keepdims=True)])
-    return (texts[:rows], vectors[:rows], [str(t) for t in data["query_texts"]],
-            data["query_vectors"].astype(np.float32))
+    return (
+        texts[:rows],
+        vectors[:rows],
+        [str(t) for t in data["query_texts"]],
+        data["query_vectors"].astype(np.float32),
+    )
 
 
 def timed(runs: dict, queries, rounds: int = 3) -> dict[str, tuple[float, float]]:
@@ -125,10 +133,13 @@ def raw_tantivy(index, texts):
     opened = tantivy.Index.open(str(keyword_index.folder))
     searcher, schema = opened.searcher(), opened.schema
     queries = {
-        text: tantivy.Query.boolean_query([
-            (tantivy.Occur.Should, tantivy.Query.term_query(schema, field, term))
-            for field, terms in keyword_index.terms(text).items() for term in terms
-        ])
+        text: tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Should, tantivy.Query.term_query(schema, field, term))
+                for field, terms in keyword_index.terms(text).items()
+                for term in terms
+            ]
+        )
         for text in texts
     }
     return lambda text, _: searcher.search(queries[text], 42, count=False).hits
@@ -138,8 +149,9 @@ def speed(rows: int) -> None:
     texts, vectors, query_texts, query_vectors = speed_corpus(rows)
     with tempfile.TemporaryDirectory() as work:
         db = Database(Path(work) / "speed.db")
-        write_embeddings(db, "pypi", [f"p{i:06d}" for i in range(rows)], vectors,
-                         contents=texts, updated=1000)
+        write_embeddings(
+            db, "pypi", [f"p{i:06d}" for i in range(rows)], vectors, contents=texts, updated=1000
+        )
         builds = {}
         for name, keywords in (("plain", False), ("keywords", True)):
             index = Index.create(name, ["pypi"], db, keywords=keywords)
@@ -151,24 +163,31 @@ def speed(rows: int) -> None:
         keyword_bytes = sum(p.stat().st_size for p in keyword_folder.rglob("*") if p.is_file())
         print(f"\n### Cost at {rows:,} rows (auto, {builds['keywords'][1].rows:,} rows)\n")
         plain_s, keywords_s = builds["plain"][0], builds["keywords"][0]
-        print(f"build without keywords {plain_s:.1f} s, with keywords {keywords_s:.1f} s "
-              f"({keywords_s / plain_s:.2f}x; both tuned); keyword index {keyword_bytes / 1e6:.1f} MB "
-              f"for {text_bytes / 1e6:.1f} MB of text ({keyword_bytes / text_bytes:.2f}x)\n")
+        print(
+            f"build without keywords {plain_s:.1f} s, with keywords {keywords_s:.1f} s "
+            f"({keywords_s / plain_s:.2f}x; both tuned); keyword index {keyword_bytes / 1e6:.1f} MB "
+            f"for {text_bytes / 1e6:.1f} MB of text ({keyword_bytes / text_bytes:.2f}x)\n"
+        )
         index = Index("keywords", db)
         pairs = list(zip(query_texts, query_vectors))
         for text, vector in pairs[:20]:  # warm: files opened, pages read
             hybrid.answer(index, text, 10, "hybrid", lambda: vector)
         print("| query (10 results) | p50 ms | p95 ms |")
         print("|---|---|---|")
-        measured = timed({
-            "vector": lambda t, v: query.search(index, v, 10),
-            "keyword": lambda t, v: hybrid.answer(index, t, 10, "keyword", lambda: v),
-            "hybrid": lambda t, v: hybrid.answer(index, t, 10, "hybrid", lambda: v),
-        }, pairs)
+        measured = timed(
+            {
+                "vector": lambda t, v: query.search(index, v, 10),
+                "keyword": lambda t, v: hybrid.answer(index, t, 10, "keyword", lambda: v),
+                "hybrid": lambda t, v: hybrid.answer(index, t, 10, "hybrid", lambda: v),
+            },
+            pairs,
+        )
         for label, (p50, p95) in measured.items():
             print(f"| {label} | {p50:.2f} | {p95:.2f} |", flush=True)
-        print(f"\nhybrid p50 against vector + keyword p50: "
-              f"{measured['hybrid'][0] - measured['vector'][0] - measured['keyword'][0]:+.2f} ms")
+        print(
+            f"\nhybrid p50 against vector + keyword p50: "
+            f"{measured['hybrid'][0] - measured['vector'][0] - measured['keyword'][0]:+.2f} ms"
+        )
         # Keyword queries on their own, as a keyword-only service runs them,
         # beside tantivy's own search of the same terms (interleaved: the
         # difference is the plugin's share), then filtered (ids are
@@ -176,16 +195,33 @@ def speed(rows: int) -> None:
         print("\n| keyword query on its own (10 results) | p50 ms | p95 ms |")
         print("|---|---|---|")
         engine = raw_tantivy(index, query_texts)
-        alone = timed({
-            "no filter": lambda t, v: hybrid.answer(index, t, 10, "keyword", None),
-            "tantivy's own search of the same terms (no rows read)": engine,
-        }, pairs)
-        for label, prefix in (("--prefix p00 (10% of rows)", "p00"), ("--prefix p000 (1%)", "p000")):
-            alone.update(timed({label: lambda t, v, prefix=prefix: hybrid.answer(
-                index, t, 10, "keyword", None, prefix=prefix)}, pairs))
+        alone = timed(
+            {
+                "no filter": lambda t, v: hybrid.answer(index, t, 10, "keyword", None),
+                "tantivy's own search of the same terms (no rows read)": engine,
+            },
+            pairs,
+        )
+        for label, prefix in (
+            ("--prefix p00 (10% of rows)", "p00"),
+            ("--prefix p000 (1%)", "p000"),
+        ):
+            alone.update(
+                timed(
+                    {
+                        label: lambda t, v, prefix=prefix: hybrid.answer(
+                            index, t, 10, "keyword", None, prefix=prefix
+                        )
+                    },
+                    pairs,
+                )
+            )
         for label, (p50, p95) in alone.items():
             print(f"| {label} | {p50:.2f} | {p95:.2f} |", flush=True)
-        share = alone["no filter"][0] - alone["tantivy's own search of the same terms (no rows read)"][0]
+        share = (
+            alone["no filter"][0]
+            - alone["tantivy's own search of the same terms (no rows read)"][0]
+        )
         print(f"\nthe plugin's share of a keyword query: {share:.2f} ms p50")
         index.close()
         close_indexes()
@@ -207,20 +243,27 @@ def main() -> None:
     for labelled in chosen:
         results = measure(labelled, sweep=not args.no_sweep)
         by_set[labelled.name] = results
-        print(f"\n### {labelled.name}: {len(labelled.documents):,} documents, "
-              f"{len(labelled.queries):,} queries\n")
+        print(
+            f"\n### {labelled.name}: {len(labelled.documents):,} documents, "
+            f"{len(labelled.queries):,} queries\n"
+        )
         print(judgement_table(results), flush=True)
     labels = [r.label for r in next(iter(by_set.values())) if r.mode == "hybrid"]
+
     def mean_ndcg(label):
-        return sum(next(r for r in rs if r.label == label).scores["ndcg@10"]
-                   for rs in by_set.values()) / len(by_set)
+        return sum(
+            next(r for r in rs if r.label == label).scores["ndcg@10"] for rs in by_set.values()
+        ) / len(by_set)
+
     best = max(labels, key=mean_ndcg)
     print(f"\nBest hybrid setting across sets: {best} (mean nDCG@10 {mean_ndcg(best):.3f})")
     for name, results in by_set.items():
         single = max(r.scores["ndcg@10"] for r in results if r.mode != "hybrid")
         fused = next(r for r in results if r.label == best).scores["ndcg@10"]
-        print(f"  {name}: {fused:.3f} against the better single mode's {single:.3f} "
-              f"({fused - single:+.3f})")
+        print(
+            f"  {name}: {fused:.3f} against the better single mode's {single:.3f} "
+            f"({fused - single:+.3f})"
+        )
     if not args.no_speed:
         speed(args.rows)
 

@@ -51,8 +51,12 @@ class Fts5:
         if not words:
             return []
         match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
-        return [row[0] for row in self.db.execute(
-            "select rowid from docs where docs match ? order by rank limit ?", [match, k])]
+        return [
+            row[0]
+            for row in self.db.execute(
+                "select rowid from docs where docs match ? order by rank limit ?", [match, k]
+            )
+        ]
 
 
 class Tantivy:
@@ -93,12 +97,17 @@ def quality() -> None:
         for labelled in sets():
             ids = [document["id"] for document in labelled.documents]
             texts = [document["content"] for document in labelled.documents]
-            judged = [Judged(q["query"], dict.fromkeys(q["relevant"], 1.0)) for q in labelled.queries]
+            judged = [
+                Judged(q["query"], dict.fromkeys(q["relevant"], 1.0)) for q in labelled.queries
+            ]
             for engine, _ in engines(texts, Path(work) / labelled.name):
                 rankings = [[ids[i] for i in engine.search(q.query, DEPTH)] for q in judged]
                 score = mean_scores(rankings, judged)
-                print(f"| {engine.label} | {labelled.name} | {score['ndcg@10']:.3f} | "
-                      f"{score['mrr@10']:.3f} | {score['recall@100']:.3f} |", flush=True)
+                print(
+                    f"| {engine.label} | {labelled.name} | {score['ndcg@10']:.3f} | "
+                    f"{score['mrr@10']:.3f} | {score['recall@100']:.3f} |",
+                    flush=True,
+                )
 
 
 def speed(rows: int) -> None:
@@ -121,8 +130,11 @@ def speed(rows: int) -> None:
                 engine.search(query, 50)
                 timings.append((time.perf_counter() - started) * 1000)
             timings.sort()
-            print(f"| {engine.label} | {built:.1f} | {statistics.median(timings):.2f} | "
-                  f"{timings[int(len(timings) * 0.95)]:.2f} |", flush=True)
+            print(
+                f"| {engine.label} | {built:.1f} | {statistics.median(timings):.2f} | "
+                f"{timings[int(len(timings) * 0.95)]:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

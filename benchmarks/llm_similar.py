@@ -38,11 +38,17 @@ def main() -> None:
     try:
         db_path = workdir / "embeddings.db"
         db = Database(db_path)
-        write_embeddings(db, "bench", [f"r{i}" for i in range(args.rows)],
-                         clustered_vectors(args.rows, 384, clusters=1000))
+        write_embeddings(
+            db,
+            "bench",
+            [f"r{i}" for i in range(args.rows)],
+            clustered_vectors(args.rows, 384, clusters=1000),
+        )
         env = {**os.environ, "LLM_USER_PATH": str(workdir / "user")}
         command = [sys.executable, "-m", "llm", "similar", "bench", "r42", "-d", str(db_path)]
-        baseline = [timed([sys.executable, "-m", "llm", "--version"], env) for _ in range(args.runs)]
+        baseline = [
+            timed([sys.executable, "-m", "llm", "--version"], env) for _ in range(args.runs)
+        ]
         brute = [timed(command, env) for _ in range(max(3, args.runs // 2))]
         index = Index.create("bench-default", ["bench"], db, backend=args.backend, default=True)
         index.build()

@@ -35,8 +35,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--npz", help="real vectors: shared/data/pypi-minilm-40k.npz")
     parser.add_argument("--rows", type=int, default=100_000, help="synthetic rows without --npz")
-    parser.add_argument("--budgets", default=",30MB,15MB,4MB,1MB",
-                        help="comma-separated max_memory values; empty: no budget")
+    parser.add_argument(
+        "--budgets",
+        default=",30MB,15MB,4MB,1MB",
+        help="comma-separated max_memory values; empty: no budget",
+    )
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     if args.npz:
@@ -52,15 +55,31 @@ def main() -> None:
         write_embeddings(db, "rows", [f"r{i}" for i in range(len(vectors))], vectors)
         brute = llm.Collection("rows", db, create=False)
         with threadpool_limits(1):
-            llm_ms = statistics.median(time_queries(lambda q: brute.similar_by_vector(q.tolist(), 10),
-                                             queries[:3])) * 1000
+            llm_ms = (
+                statistics.median(
+                    time_queries(lambda q: brute.similar_by_vector(q.tolist(), 10), queries[:3])
+                )
+                * 1000
+            )
         exact = Index.create("exact", ["rows"], db, backend="exact")
         exact.build()
         truth = [[e.id for e in exact.similar_by_vector(q, 10)] for q in queries]
-        print(f"{len(vectors):,} rows x {vectors.shape[1]}, {len(queries)} held-out queries; "
-              f"llm brute force {llm_ms:.0f} ms a query\n")
-        header = ("max_memory", "chose", "estimate MB", "files MB", "build s", "tuned",
-                  "recall@10", "recall@1", "query p50 ms", "x faster than llm")
+        print(
+            f"{len(vectors):,} rows x {vectors.shape[1]}, {len(queries)} held-out queries; "
+            f"llm brute force {llm_ms:.0f} ms a query\n"
+        )
+        header = (
+            "max_memory",
+            "chose",
+            "estimate MB",
+            "files MB",
+            "build s",
+            "tuned",
+            "recall@10",
+            "recall@1",
+            "query p50 ms",
+            "x faster than llm",
+        )
         print(" | ".join(header))
         print(" | ".join("---" for _ in header))
         for number, text in enumerate(args.budgets.split(",")):
@@ -83,12 +102,22 @@ def main() -> None:
             files = sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6
             tunable = index.backend_class.tunable(settings)
             p50 = statistics.median(times) * 1000
-            print(" | ".join([
-                text or "(none)", codes.name, f"{codes.bytes / 1e6:.1f}", f"{files:.1f}",
-                f"{seconds:.1f}",
-                f"{tunable.option} {settings[tunable.option]}" if tunable else "-",
-                f"{recall:.3f}", f"{first:.3f}", f"{p50:.3f}", f"{llm_ms / p50:,.0f}x",
-            ]))
+            print(
+                " | ".join(
+                    [
+                        text or "(none)",
+                        codes.name,
+                        f"{codes.bytes / 1e6:.1f}",
+                        f"{files:.1f}",
+                        f"{seconds:.1f}",
+                        f"{tunable.option} {settings[tunable.option]}" if tunable else "-",
+                        f"{recall:.3f}",
+                        f"{first:.3f}",
+                        f"{p50:.3f}",
+                        f"{llm_ms / p50:,.0f}x",
+                    ]
+                )
+            )
             assert report.rows == len(vectors)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -25,25 +25,33 @@ def main() -> None:
     try:
         db = Database(workdir / "embeddings.db")
         write_embeddings(
-            db, "bench", [f"row-{i}" for i in range(args.rows)],
+            db,
+            "bench",
+            [f"row-{i}" for i in range(args.rows)],
             clustered_vectors(args.rows, 384, clusters=1000),
             contents=[f"text of row {i}" for i in range(args.rows)],
-            metadatas=[{"n": i, "tags": ["a", "b"], "nested": {"k": i % 7}} for i in range(args.rows)],
+            metadatas=[
+                {"n": i, "tags": ["a", "b"], "nested": {"k": i % 7}} for i in range(args.rows)
+            ],
         )
         print(f"{args.rows:,} rows, 384-d, with content and nested metadata\n")
         print("target | first run s | rows/s | re-run (nothing changed) s | verified")
         print("--- | --- | --- | --- | ---")
         local = migrate_to_chroma(db, ["bench"], path=workdir / "chroma")
         again = migrate_to_chroma(db, ["bench"], path=workdir / "chroma")
-        print(f"local directory | {local.seconds:.1f} | {args.rows / local.seconds:,.0f} | "
-              f"{again.seconds:.2f} ({again.sent} sent) | {local.chroma_rows:,} rows, "
-              f"{local.sampled} sampled")
+        print(
+            f"local directory | {local.seconds:.1f} | {args.rows / local.seconds:,.0f} | "
+            f"{again.seconds:.2f} ({again.sent} sent) | {local.chroma_rows:,} rows, "
+            f"{local.sampled} sampled"
+        )
         with chroma_server(workdir / "server") as server:
             remote = migrate_to_chroma(db, ["bench"], **server)
             again = migrate_to_chroma(db, ["bench"], **server)
-        print(f"server (127.0.0.1) | {remote.seconds:.1f} | {args.rows / remote.seconds:,.0f} | "
-              f"{again.seconds:.2f} ({again.sent} sent) | {remote.chroma_rows:,} rows, "
-              f"{remote.sampled} sampled")
+        print(
+            f"server (127.0.0.1) | {remote.seconds:.1f} | {args.rows / remote.seconds:,.0f} | "
+            f"{again.seconds:.2f} ({again.sent} sent) | {remote.chroma_rows:,} rows, "
+            f"{remote.sampled} sampled"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

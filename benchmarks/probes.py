@@ -43,18 +43,25 @@ def main() -> None:
         vectors = data["vectors"].astype("<f4")
         held = data["query_vectors"].astype("<f4")[: args.queries]
     else:
-        vectors = np.random.default_rng(1).standard_normal(
-            (args.gaussian, args.dimensions)).astype("<f4")
-        held = np.random.default_rng(2).standard_normal(
-            (args.queries, args.dimensions)).astype("<f4")
+        vectors = (
+            np.random.default_rng(1).standard_normal((args.gaussian, args.dimensions)).astype("<f4")
+        )
+        held = (
+            np.random.default_rng(2).standard_normal((args.queries, args.dimensions)).astype("<f4")
+        )
     workdir = Path(tempfile.mkdtemp(prefix="llm-vector-index-probes-"))
     try:
         db = Database(workdir / "embeddings.db")
         write_embeddings(db, "rows", [f"r{i}" for i in range(len(vectors))], vectors)
         write_embeddings(db, "held", [f"h{i}" for i in range(len(held))], held)
         for number, (label, (backend, options)) in enumerate(BACKENDS.items()):
-            index = Index.create(f"ix{number}", ["rows"], db, backend=backend,
-                                 options={**options, **untuned(backend)})
+            index = Index.create(
+                f"ix{number}",
+                ["rows"],
+                db,
+                backend=backend,
+                options={**options, **untuned(backend)},
+            )
             index.build()
             keys, queries = evaluate._collection_sample(index, "held", args.queries, 0)
             sets = {
@@ -70,8 +77,10 @@ def main() -> None:
             with threadpool_limits(1):
                 for value in tunable.values[:9]:
                     backend_instance.set_search_option(tunable.option, value)
-                    recalls = [evaluate.measure(index, backend_instance, held_out).recall
-                               for held_out in sets.values()]
+                    recalls = [
+                        evaluate.measure(index, backend_instance, held_out).recall
+                        for held_out in sets.values()
+                    ]
                     print(" | ".join([str(value), *(f"{r:.3f}" for r in recalls)]))
             backend_instance.close()
     finally:

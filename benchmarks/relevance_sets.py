@@ -66,8 +66,9 @@ def _known_items(name: str, pairs: list[tuple[str, str, str]], others: list[dict
         for id, query, _ in pairs
         if seen[" ".join(query.lower().split())] == 1
     ]
-    return LabelledSet(name, _stable_order(documents, "id"),
-                       _stable_order(queries, "query")[:MAX_QUERIES])
+    return LabelledSet(
+        name, _stable_order(documents, "id"), _stable_order(queries, "query")[:MAX_QUERIES]
+    )
 
 
 def stdlib_set(root: Path | None = None) -> LabelledSet:
@@ -100,8 +101,10 @@ def _rendered(page: Path) -> str:
     if not cached.exists():
         roff = gzip.decompress(page.read_bytes())
         text = subprocess.run(
-            ["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=200n"], input=roff,
-            capture_output=True, check=False,
+            ["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=200n"],
+            input=roff,
+            capture_output=True,
+            check=False,
         ).stdout.decode("utf-8", "replace")
         cached.write_text(text)
     return cached.read_text()
@@ -120,7 +123,7 @@ def man3_set() -> LabelledSet:
         names, dash, description = name_line.partition(" - ")
         if not dash or len(description.split()) < 2:
             continue
-        body = text[match.end():]
+        body = text[match.end() :]
         # Running headers and footers repeat the page's name: drop them.
         lines = [line for line in body.splitlines() if not re.match(r"^\S+\(3\)\s", line)]
         document = " ".join(f"{names}\n{' '.join(lines)}".split())
@@ -136,11 +139,16 @@ def identifiers_set(stdlib: LabelledSet) -> LabelledSet:
     queries = [
         {"query": bare(document["id"]), "relevant": [document["id"]]}
         for document in stdlib.documents
-        if seen[bare(document["id"])] == 1 and "_" in bare(document["id"]).strip("_")
+        if seen[bare(document["id"])] == 1
+        and "_" in bare(document["id"]).strip("_")
         and not bare(document["id"]).startswith("_")
     ]
-    return LabelledSet("identifiers", stdlib.documents,
-                       _stable_order(queries, "query")[:MAX_QUERIES], corpus=stdlib.name)
+    return LabelledSet(
+        "identifiers",
+        stdlib.documents,
+        _stable_order(queries, "query")[:MAX_QUERIES],
+        corpus=stdlib.name,
+    )
 
 
 def sets() -> list[LabelledSet]:
@@ -151,8 +159,10 @@ def sets() -> list[LabelledSet]:
 if __name__ == "__main__":
     for labelled in sets():
         words = sum(len(d["content"].split()) for d in labelled.documents)
-        print(f"{labelled.name}: {len(labelled.documents):,} documents "
-              f"({words / len(labelled.documents):.0f} words each), "
-              f"{len(labelled.queries):,} queries")
+        print(
+            f"{labelled.name}: {len(labelled.documents):,} documents "
+            f"({words / len(labelled.documents):.0f} words each), "
+            f"{len(labelled.queries):,} queries"
+        )
         for query in labelled.queries[:3]:
             print(f"  {query['query']!r} -> {query['relevant']}")

@@ -54,23 +54,34 @@ def datasets(args):
     if args.npz and Path(args.npz).exists():
         data = np.load(args.npz)
         vectors = data["vectors"].astype("<f4")
-        yield (f"real {len(vectors):,} (MiniLM)", len(vectors), vectors,
-               data["query_vectors"].astype("<f4")[: args.queries],
-               [str(text) for text in data["texts"]])
+        yield (
+            f"real {len(vectors):,} (MiniLM)",
+            len(vectors),
+            vectors,
+            data["query_vectors"].astype("<f4")[: args.queries],
+            [str(text) for text in data["texts"]],
+        )
     if args.database:
         source = Database(args.database)
-        row = source.execute("select id from collections where name = ?",
-                             [args.collection]).fetchone()
+        row = source.execute(
+            "select id from collections where name = ?", [args.collection]
+        ).fetchone()
         if row is None:
             raise SystemExit(f"No collection {args.collection!r} in {args.database}")
         found = source.execute(
             "select embedding, content from embeddings where collection_id = ? order by id",
-            [row[0]]).fetchall()
+            [row[0]],
+        ).fetchall()
         vectors = np.stack([np.frombuffer(blob, dtype="<f4") for blob, _ in found])
         texts = [content for _, content in found]
         held = min(args.queries, len(vectors) // 10)
-        yield (f"{args.collection} ({Path(args.database).name})", len(vectors) - held,
-               vectors[:-held], vectors[-held:], texts[:-held])
+        yield (
+            f"{args.collection} ({Path(args.database).name})",
+            len(vectors) - held,
+            vectors[:-held],
+            vectors[-held:],
+            texts[:-held],
+        )
 
 
 def measure_dataset(args, label, vectors, queries, texts, workdir):
@@ -84,8 +95,9 @@ def measure_dataset(args, label, vectors, queries, texts, workdir):
     results, sweeps = {}, []
     for backend in args.backends.split(","):
         print(f"  {backend}", file=sys.stderr)
-        results[backend] = scale.measure_backend(db, backend, ids, vectors, queries, truth,
-                                                 texts, cold=False)
+        results[backend] = scale.measure_backend(
+            db, backend, ids, vectors, queries, truth, texts, cold=False
+        )
         index = Index(results[backend]["name"], db)
         try:
             curve = sweep(index, queries=len(queries), queries_from="held")
@@ -97,8 +109,14 @@ def measure_dataset(args, label, vectors, queries, texts, workdir):
         finally:
             index.close()
             close_indexes()
-    return dict(label=label, rows=len(vectors), llm_ms=llm_ms,
-                llm_cli_s=llm_cli_s, results=results, sweeps=sweeps)
+    return dict(
+        label=label,
+        rows=len(vectors),
+        llm_ms=llm_ms,
+        llm_cli_s=llm_cli_s,
+        results=results,
+        sweeps=sweeps,
+    )
 
 
 def table(run) -> list[str]:
@@ -143,8 +161,10 @@ def machine() -> str:
         except importlib.metadata.PackageNotFoundError:
             pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
-            f"Python {platform.python_version()}; {', '.join(versions)}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
+        f"Python {platform.python_version()}; {', '.join(versions)}"
+    )
 
 
 def write_record(runs, out: Path, command: str) -> Path:
@@ -156,30 +176,50 @@ def write_record(runs, out: Path, command: str) -> Path:
     # curves' points are the backends' own searches.
     exact_points = {
         f"{backend} (exact)": (r["raw"][0], r["recall"])
-        for backend, r in curve_run["results"].items() if r["kind"] == "exact"
+        for backend, r in curve_run["results"].items()
+        if r["kind"] == "exact"
     }
     queries = curve_run["sweeps"][0].queries if curve_run["sweeps"] else 0
-    plot_sweeps(curve_run["sweeps"], out / "bench-recall-latency.png", points={
-        **exact_points, "llm similar (brute force)": (curve_run["llm_ms"], 1.0)},
-        title=f"Recall against latency: {curve_run['label']}, {queries} held-out queries")
-    pictures.append(("bench-recall-latency.png",
-                     f"Recall@10 against query latency, {curve_run['label']}"))
+    plot_sweeps(
+        curve_run["sweeps"],
+        out / "bench-recall-latency.png",
+        points={**exact_points, "llm similar (brute force)": (curve_run["llm_ms"], 1.0)},
+        title=f"Recall against latency: {curve_run['label']}, {queries} held-out queries",
+    )
+    pictures.append(
+        ("bench-recall-latency.png", f"Recall@10 against query latency, {curve_run['label']}")
+    )
     if len(synthetic) > 1:
         backends = list(synthetic[0]["results"])
-        latency = {b: [(run["rows"], run["results"][b]["held"][0]) for run in synthetic]
-                   for b in backends}
+        latency = {
+            b: [(run["rows"], run["results"][b]["held"][0]) for run in synthetic] for b in backends
+        }
         latency["llm similar (brute force)"] = [(run["rows"], run["llm_ms"]) for run in synthetic]
         # Latencies at unequal recall are not comparable: each line says its recall.
-        recalls = {b: "recall " + " / ".join(f"{run['results'][b]['recall']:.2f}"
-                                             for run in synthetic) for b in backends}
-        plot_against_rows(latency, out / "bench-latency-rows.png", ylabel="query p50, ms",
-                          title="Query latency against rows (synthetic 384-d)", notes=recalls)
-        builds = {b: [(run["rows"], run["results"][b]["full_s"]) for run in synthetic]
-                  for b in backends}
-        plot_against_rows(builds, out / "bench-build-rows.png", ylabel="full build, s",
-                          title="Full build time against collection size (synthetic 384-d)")
-        pictures += [("bench-latency-rows.png", "Query latency against rows"),
-                     ("bench-build-rows.png", "Full build time against rows")]
+        recalls = {
+            b: "recall " + " / ".join(f"{run['results'][b]['recall']:.2f}" for run in synthetic)
+            for b in backends
+        }
+        plot_against_rows(
+            latency,
+            out / "bench-latency-rows.png",
+            ylabel="query p50, ms",
+            title="Query latency against rows (synthetic 384-d)",
+            notes=recalls,
+        )
+        builds = {
+            b: [(run["rows"], run["results"][b]["full_s"]) for run in synthetic] for b in backends
+        }
+        plot_against_rows(
+            builds,
+            out / "bench-build-rows.png",
+            ylabel="full build, s",
+            title="Full build time against collection size (synthetic 384-d)",
+        )
+        pictures += [
+            ("bench-latency-rows.png", "Query latency against rows"),
+            ("bench-build-rows.png", "Full build time against rows"),
+        ]
     lines = [
         "# Benchmarks",
         "",
@@ -211,8 +251,9 @@ def write_record(runs, out: Path, command: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="10000,100000,1000000",
-                        help="synthetic sizes, comma-separated")
+    parser.add_argument(
+        "--rows", default="10000,100000,1000000", help="synthetic sizes, comma-separated"
+    )
     parser.add_argument("--clusters", type=int, default=2000)
     parser.add_argument("--npz", default=str(SHARED) if SHARED.exists() else None)
     parser.add_argument("--database", help="an llm embeddings database to measure too")
@@ -226,10 +267,13 @@ def main() -> None:
         parser.error("--database and --collection go together")
     workdir = Path(tempfile.mkdtemp(prefix="llm-vector-index-bench-"))
     try:
-        runs = [measure_dataset(args, label, vectors, queries, texts, workdir)
-                for label, _, vectors, queries, texts in datasets(args)]
-        path = write_record(runs, Path(args.out), " ".join(["python benchmarks/run.py",
-                                                            *sys.argv[1:]]))
+        runs = [
+            measure_dataset(args, label, vectors, queries, texts, workdir)
+            for label, _, vectors, queries, texts in datasets(args)
+        ]
+        path = write_record(
+            runs, Path(args.out), " ".join(["python benchmarks/run.py", *sys.argv[1:]])
+        )
         print(path.read_text())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

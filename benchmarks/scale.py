@@ -108,8 +108,10 @@ def exact_truth(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.nda
     for start in range(0, len(unit), 100_000):
         scores = q @ unit[start : start + 100_000].T
         merged = np.concatenate([best[0], scores], axis=1)
-        rows = np.concatenate([best[1], np.broadcast_to(
-            np.arange(start, start + scores.shape[1]), scores.shape)], axis=1)
+        rows = np.concatenate(
+            [best[1], np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)],
+            axis=1,
+        )
         top = np.argpartition(-merged, k, axis=1)[:, :k]
         best = np.take_along_axis(merged, top, axis=1), np.take_along_axis(rows, top, axis=1)
     return best[1]
@@ -119,23 +121,33 @@ def load(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if args.npz:
         data = np.load(args.npz)
         vectors = data["vectors"].astype("<f4")[: args.rows]
-        return vectors, data["query_vectors"].astype("<f4")[: args.queries], [
-            str(text) for text in data["texts"][: len(vectors)]]
-    everything = clustered_vectors(args.rows + args.queries, args.dimensions,
-                                   clusters=args.clusters, seed=1)
+        return (
+            vectors,
+            data["query_vectors"].astype("<f4")[: args.queries],
+            [str(text) for text in data["texts"][: len(vectors)]],
+        )
+    everything = clustered_vectors(
+        args.rows + args.queries, args.dimensions, clusters=args.clusters, seed=1
+    )
     return everything[: args.rows], everything[args.rows :], None
 
 
-def prepare(db_path: Path, vectors: np.ndarray, queries: np.ndarray,
-            texts: list[str] | None) -> tuple[Database, list[str], np.ndarray]:
+def prepare(
+    db_path: Path, vectors: np.ndarray, queries: np.ndarray, texts: list[str] | None
+) -> tuple[Database, list[str], np.ndarray]:
     "llm's tables filled as llm fills them; ids, and the exact top 10 of each query."
     ids = [f"row{i:07d}" for i in range(len(vectors))]
     db = Database(db_path)
-    write_embeddings(db, "bench", ids, vectors, model="bench-vectors", contents=texts,
-                     updated=1)
+    write_embeddings(db, "bench", ids, vectors, model="bench-vectors", contents=texts, updated=1)
     write_embeddings(db, "other", ["o0"], vectors[:1], model="bench-vectors", updated=1)
-    write_embeddings(db, "held", [f"q{i}" for i in range(len(queries))], queries,
-                     model="bench-vectors", updated=1)
+    write_embeddings(
+        db,
+        "held",
+        [f"q{i}" for i in range(len(queries))],
+        queries,
+        model="bench-vectors",
+        updated=1,
+    )
     return db, ids, exact_truth(vectors, queries)
 
 
@@ -151,14 +163,23 @@ def brute_force_ms(db: Database, queries: np.ndarray, count: int) -> float:
     return statistics.median(brute)
 
 
-def measure_backend(db: Database, backend: str, ids: list[str], vectors: np.ndarray,
-                    queries: np.ndarray, truth: np.ndarray, texts: list[str] | None = None,
-                    *, cold: bool = True) -> dict:
+def measure_backend(
+    db: Database,
+    backend: str,
+    ids: list[str],
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    texts: list[str] | None = None,
+    *,
+    cold: bool = True,
+) -> dict:
     "Every figure of one backend on the prepared database (see the module's doc)."
     name = f"scale-{backend}"
     collection = llm.Collection("bench", db, create=False)
-    subprocess.run([LLM, "index", "create", name, "bench", "-b", backend],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [LLM, "index", "create", name, "bench", "-b", backend], check=True, capture_output=True
+    )
     full_s, full_rss = whole_process(LLM, "index", "build", name)
     noop_s, _ = whole_process(LLM, "index", "build", name)
     index = Index(name, db)
@@ -168,24 +189,29 @@ def measure_backend(db: Database, backend: str, ids: list[str], vectors: np.ndar
     with threadpool_limits(1):
         raw_ms = timings(raw, queries) if raw else (float("nan"),) * 2
         held_ms = timings(lambda q: index.similar_by_vector(q, 10), queries)
-        coll_ms = timings(lambda q: collection.similar_by_vector(q, 10, index=name),
-                          queries[:50])
+        coll_ms = timings(lambda q: collection.similar_by_vector(q, 10, index=name), queries[:50])
         found = [[int(e.id[3:]) for e in index.similar_by_vector(q, 10)] for q in queries]
     recall = float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
     write_embeddings(db, "other", ["o1"], vectors[1:2], model="bench-vectors")
     start = time.perf_counter()
     index.similar_by_vector(queries[0], 10)
     other_write_ms = (time.perf_counter() - start) * 1000
-    changed = ids[:: 100]
-    write_embeddings(db, "bench", changed, clustered_vectors(
-        len(changed), vectors.shape[1], seed=9), model="bench-vectors")
+    changed = ids[::100]
+    write_embeddings(
+        db,
+        "bench",
+        changed,
+        clustered_vectors(len(changed), vectors.shape[1], seed=9),
+        model="bench-vectors",
+    )
     incr_s, _ = whole_process(LLM, "index", "build", name)
     # Put the changed rows back: the next backend's recall is measured
     # against the truth computed from the original rows.
     positions = list(range(0, len(ids), 100))
     contents = [texts[i] for i in positions] if texts else None
-    write_embeddings(db, "bench", changed, vectors[positions], model="bench-vectors",
-                     contents=contents)
+    write_embeddings(
+        db, "bench", changed, vectors[positions], model="bench-vectors", contents=contents
+    )
     # Last: dropping the page cache would slow every figure after it.
     cli_cold_s = cold_cache(LLM, "index", "similar", name, ids[7], "-n", "10") if cold else None
     version_cold_s = cold_cache(LLM, "--version") if cold else None
@@ -193,13 +219,26 @@ def measure_backend(db: Database, backend: str, ids: list[str], vectors: np.ndar
     close_indexes()
     index = Index(name, db)
     return dict(
-        name=name, kind=index.record.options.get("kind", backend),
-        setting={k: v for k, v in index.record.options.items()
-                 if k in ("ef_search", "ef", "nprobe", "factory", "M", "rerank")},
-        full_s=full_s, full_rss=full_rss, noop_s=noop_s, incr_s=incr_s,
-        disk=disk, cli_s=cli_s, cli_cold_s=cli_cold_s, version_cold_s=version_cold_s,
-        raw=raw_ms, held=held_ms, coll=coll_ms,
-        recall=recall, other_write_ms=other_write_ms,
+        name=name,
+        kind=index.record.options.get("kind", backend),
+        setting={
+            k: v
+            for k, v in index.record.options.items()
+            if k in ("ef_search", "ef", "nprobe", "factory", "M", "rerank")
+        },
+        full_s=full_s,
+        full_rss=full_rss,
+        noop_s=noop_s,
+        incr_s=incr_s,
+        disk=disk,
+        cli_s=cli_s,
+        cli_cold_s=cli_cold_s,
+        version_cold_s=version_cold_s,
+        raw=raw_ms,
+        held=held_ms,
+        coll=coll_ms,
+        recall=recall,
+        other_write_ms=other_write_ms,
     )
 
 
@@ -222,14 +261,20 @@ def main() -> None:
         start = time.perf_counter()
         vectors, queries, texts = load(args)
         db, ids, truth = prepare(db_path, vectors, queries, texts)
-        print(f"{len(vectors):,} rows x {vectors.shape[1]} ({'real' if args.npz else 'synthetic'}"
-              f"), {len(queries)} held-out queries; prepared in {time.perf_counter() - start:.0f}s")
+        print(
+            f"{len(vectors):,} rows x {vectors.shape[1]} ({'real' if args.npz else 'synthetic'}"
+            f"), {len(queries)} held-out queries; prepared in {time.perf_counter() - start:.0f}s"
+        )
         llm_ms = brute_force_ms(db, queries, args.llm_queries)
         version_s = median_of(3, LLM, "--version")
-        rows = {backend: measure_backend(db, backend, ids, vectors, queries, truth, texts)
-                for backend in args.backends.split(",")}
-        print(f"\nllm --version: {version_s:.2f} s; llm brute force: {llm_ms:,.0f} ms a "
-              f"query (median of {args.llm_queries})\n")
+        rows = {
+            backend: measure_backend(db, backend, ids, vectors, queries, truth, texts)
+            for backend in args.backends.split(",")
+        }
+        print(
+            f"\nllm --version: {version_s:.2f} s; llm brute force: {llm_ms:,.0f} ms a "
+            f"query (median of {args.llm_queries})\n"
+        )
         header = ["", *rows]
         lines = [
             ("kind, settings", lambda r: f"{r['kind']} {r['setting']}"),
@@ -237,14 +282,32 @@ def main() -> None:
             ("full build peak RSS MB", lambda r: f"{r['full_rss']:,.0f}"),
             ("index files MB", lambda r: f"{r['disk']:,.0f}"),
             ("build, nothing changed s", lambda r: f"{r['noop_s']:.2f}"),
-            ("build after 1% changed s", lambda r: f"{r['incr_s']:.1f} ({r['incr_s'] / r['full_s']:.0%} of full)"),
+            (
+                "build after 1% changed s",
+                lambda r: f"{r['incr_s']:.1f} ({r['incr_s'] / r['full_s']:.0%} of full)",
+            ),
             ("raw library p50 / p95 ms", lambda r: f"{r['raw'][0]:.3f} / {r['raw'][1]:.3f}"),
-            ("held Index p50 / p95 ms", lambda r: f"{r['held'][0]:.3f} / {r['held'][1]:.3f} ({r['held'][0] / r['raw'][0]:.1f}x raw)"),
-            ("collection.similar_by_vector p50 ms", lambda r: f"{r['coll'][0]:.3f} ({llm_ms / r['coll'][0]:,.0f}x faster than llm)"),
+            (
+                "held Index p50 / p95 ms",
+                lambda r: f"{r['held'][0]:.3f} / {r['held'][1]:.3f} ({r['held'][0] / r['raw'][0]:.1f}x raw)",
+            ),
+            (
+                "collection.similar_by_vector p50 ms",
+                lambda r: f"{r['coll'][0]:.3f} ({llm_ms / r['coll'][0]:,.0f}x faster than llm)",
+            ),
             ("first query after a write elsewhere ms", lambda r: f"{r['other_write_ms']:.1f}"),
-            ("llm index similar NAME ID, whole process s", lambda r: f"{r['cli_s']:.2f} (llm --version + {r['cli_s'] - version_s:.2f})"),
-            ("the same, cold page cache s", lambda r: "n/a (not root)" if r["cli_cold_s"] is None
-             else f"{r['cli_cold_s']:.2f} (llm --version cold: {r['version_cold_s']:.2f})"),
+            (
+                "llm index similar NAME ID, whole process s",
+                lambda r: f"{r['cli_s']:.2f} (llm --version + {r['cli_s'] - version_s:.2f})",
+            ),
+            (
+                "the same, cold page cache s",
+                lambda r: (
+                    "n/a (not root)"
+                    if r["cli_cold_s"] is None
+                    else f"{r['cli_cold_s']:.2f} (llm --version cold: {r['version_cold_s']:.2f})"
+                ),
+            ),
             ("recall@10, held-out vectors", lambda r: f"{r['recall']:.3f}"),
         ]
         print(" | ".join(header))

@@ -99,11 +99,10 @@ def heading(text: str) -> None:
 def llm(*args: str, show: bool = True, echo: bool = True) -> str:
     "Run the real `llm` command (this venv's), printing the command and its output."
     if show:
-        print(f"\n$ llm {shlex.join(shown(a) if a.startswith('/') else a for a in args)}",
-              flush=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "llm", *args], capture_output=True, text=True
-    )
+        print(
+            f"\n$ llm {shlex.join(shown(a) if a.startswith('/') else a for a in args)}", flush=True
+        )
+    result = subprocess.run([sys.executable, "-m", "llm", *args], capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"llm {shlex.join(args)} failed:\n{result.stderr}")
     if echo:
@@ -126,8 +125,10 @@ def embed_corpus(work: Path, size: str | None) -> list[dict]:
     with open(corpus, "w") as out:
         for entry in entries:
             out.write(json.dumps({"id": entry["id"], "content": entry["content"]}) + "\n")
-    print(f"{len(entries):,} docstrings from {stdlib_corpus.sysconfig.get_paths()['stdlib']}"
-          f" (first paragraph of each; DEMO_SIZE={size or 'public'})")
+    print(
+        f"{len(entries):,} docstrings from {stdlib_corpus.sysconfig.get_paths()['stdlib']}"
+        f" (first paragraph of each; DEMO_SIZE={size or 'public'})"
+    )
     started = time.perf_counter()
     llm("embed-multi", COLLECTION, str(corpus), "--format", "nl", "-m", MODEL, "--store")
     seconds = time.perf_counter() - started
@@ -189,13 +190,17 @@ def measure(queries: list[str]) -> list[dict]:
 
 
 def print_table(rows: list[dict], entries: int, queries: int) -> None:
-    print(f"\n{entries:,} docstrings, {queries} held-out queries, median per query, "
-          "recall@10 against llm's brute force")
+    print(
+        f"\n{entries:,} docstrings, {queries} held-out queries, median per query, "
+        "recall@10 against llm's brute force"
+    )
     print(f"\n| {'index':<26} | {'ms/query':>9} | {'recall@10':>9} | {'speed-up':>8} |")
     print(f"|{'-' * 28}|{'-' * 10}:|{'-' * 10}:|{'-' * 9}:|")
     for row in rows:
-        print(f"| {row['name']:<26} | {row['ms']:>9.2f} | {row['recall']:>9.3f} | "
-              f"{row['speedup']:>7.0f}x |")
+        print(
+            f"| {row['name']:<26} | {row['ms']:>9.2f} | {row['recall']:>9.3f} | "
+            f"{row['speedup']:>7.0f}x |"
+        )
 
 
 def json_values(text: str) -> list:
@@ -218,12 +223,28 @@ def hybrid(ids: set[str]) -> None:
             continue  # a small DEMO_SIZE
         places = {}
         for mode in ("vector", "keyword", "hybrid"):
-            found = [row["id"] for row in json_lines(llm(
-                "index", "similar", "stdlib-words", "-c", text, "--mode", mode, "-n", "10",
-                echo=False))]
+            found = [
+                row["id"]
+                for row in json_lines(
+                    llm(
+                        "index",
+                        "similar",
+                        "stdlib-words",
+                        "-c",
+                        text,
+                        "--mode",
+                        mode,
+                        "-n",
+                        "10",
+                        echo=False,
+                    )
+                )
+            ]
             places[mode] = f"#{found.index(meant) + 1}" if meant in found else "not in the top 10"
-        print(f"  {meant}, the entry meant: "
-              + ", ".join(f"{mode} {place}" for mode, place in places.items()))
+        print(
+            f"  {meant}, the entry meant: "
+            + ", ".join(f"{mode} {place}" for mode, place in places.items())
+        )
         assert places["hybrid"] != "not in the top 10", f"hybrid search missed {meant}"
 
 
@@ -236,18 +257,32 @@ def retrieval(ids: set[str]) -> None:
     if "echo" not in llm("models", show=False, echo=False):
         print("(llm-echo is not installed: `make demo` installs it; skipped)")
         return
-    print("(llm-echo stands in for a model, offline: it makes the tool call its prompt asks "
-          "for and repeats what it was given)")
-    call = {"prompt": "How do I run a command and capture its output?", "tool_calls": [
-        {"name": "VectorIndex_search",
-         "arguments": {"query": "run a command and capture its output", "number": 3}}]}
+    print(
+        "(llm-echo stands in for a model, offline: it makes the tool call its prompt asks "
+        "for and repeats what it was given)"
+    )
+    call = {
+        "prompt": "How do I run a command and capture its output?",
+        "tool_calls": [
+            {
+                "name": "VectorIndex_search",
+                "arguments": {"query": "run a command and capture its output", "number": 3},
+            }
+        ],
+    }
     output = llm("-m", "echo", "-T", 'VectorIndex("stdlib-faiss")', json.dumps(call), echo=False)
     [result] = [r for value in json_values(output) for r in value.get("tool_results", [])]
     print("  the tool answered the model with:")
     for hit in json.loads(result["output"]):
         print(f"  {hit['score']:.3f}  {hit['id']:<40} {hit['content']}"[:WIDTH])
-    output = llm("-m", "echo", "-f", "index:stdlib-faiss:3:compare two files line by line",
-                 "Which function should I use?", echo=False)
+    output = llm(
+        "-m",
+        "echo",
+        "-f",
+        "index:stdlib-faiss:3:compare two files line by line",
+        "Which function should I use?",
+        echo=False,
+    )
     print("  the prompt the model received:")
     for line in json_values(output)[0]["prompt"].splitlines():
         print(f"    {line}"[:WIDTH])
@@ -255,9 +290,11 @@ def retrieval(ids: set[str]) -> None:
 
     from llm_vector_index.sql import register
 
-    sql = ("select hit.value ->> 'score', e.id, e.content "
-           "from json_each(vector_index_similar('stdlib-faiss', ?, 3)) hit "
-           "join embeddings e on e.id = hit.value ->> 'id' order by hit.key")
+    sql = (
+        "select hit.value ->> 'score', e.id, e.content "
+        "from json_each(vector_index_similar('stdlib-faiss', ?, 3)) hit "
+        "join embeddings e on e.id = hit.value ->> 'id' order by hit.key"
+    )
     anchor = "subprocess.check_output" if "subprocess.check_output" in ids else sorted(ids)[0]
     print(f"\n$ sqlite3 (with llm_vector_index.sql.register): {sql.replace('?', repr(anchor))}")
     conn = sqlite3.connect(os.environ["LLM_EMBEDDINGS_DB"])
@@ -304,13 +341,35 @@ def main() -> None:
     hits("similar", COLLECTION, "-c", "a queue that threads can share", "-n", "3")
 
     heading("Filters: metadata with --where, ids with --prefix")
-    module = "pathlib" if any(e["metadata"]["module"] == "pathlib" for e in entries) else \
-        entries[0]["metadata"]["module"]
-    hits("index", "similar", "stdlib-hnswlib", "-c", "read a whole file as text",
-         "--where", "module", module, "-n", "3")
+    module = (
+        "pathlib"
+        if any(e["metadata"]["module"] == "pathlib" for e in entries)
+        else entries[0]["metadata"]["module"]
+    )
+    hits(
+        "index",
+        "similar",
+        "stdlib-hnswlib",
+        "-c",
+        "read a whole file as text",
+        "--where",
+        "module",
+        module,
+        "-n",
+        "3",
+    )
     prefix = "shutil." if any(i.startswith("shutil.") for i in ids) else entries[0]["id"][:2]
-    hits("index", "similar", "stdlib-exact", "-c", "copy a directory and everything in it",
-         "--prefix", prefix, "-n", "3")
+    hits(
+        "index",
+        "similar",
+        "stdlib-exact",
+        "-c",
+        "copy a directory and everything in it",
+        "--prefix",
+        prefix,
+        "-n",
+        "3",
+    )
 
     hybrid(ids)
     retrieval(ids)
@@ -320,10 +379,20 @@ def main() -> None:
     deleted = [row["id"] for row in before[:2]]
     changed = "json.dumps" if "json.dumps" in ids else sorted(ids - set(deleted))[0]
     new_text = "Parse a URL into its parts: scheme, host, path, query and fragment."
-    llm("embed", COLLECTION, changed, "-c", new_text, "--store",
-        "--metadata", json.dumps({"module": changed.rsplit(".", 1)[0], "kind": "changed"}))
-    print(f"\n$ sqlite-utils query {shown(os.environ['LLM_EMBEDDINGS_DB'])} "
-          f"\"delete from embeddings where id in ({', '.join(map(repr, deleted))})\"")
+    llm(
+        "embed",
+        COLLECTION,
+        changed,
+        "-c",
+        new_text,
+        "--store",
+        "--metadata",
+        json.dumps({"module": changed.rsplit(".", 1)[0], "kind": "changed"}),
+    )
+    print(
+        f"\n$ sqlite-utils query {shown(os.environ['LLM_EMBEDDINGS_DB'])} "
+        f"\"delete from embeddings where id in ({', '.join(map(repr, deleted))})\""
+    )
     from sqlite_utils import Database
 
     db = Database(os.environ["LLM_EMBEDDINGS_DB"])
@@ -335,8 +404,10 @@ def main() -> None:
     assert not set(deleted) & {row["id"] for row in after}, "a deleted row came back"
     url = hits("similar", COLLECTION, "-c", SHOWN_QUERIES[0], "-n", "3")
     assert changed in [row["id"] for row in url], "the re-embedded entry was not found"
-    print(f"\nDeleted {', '.join(deleted)}: gone. Re-embedded {changed}: now found "
-          "for the URL question, with its new text.")
+    print(
+        f"\nDeleted {', '.join(deleted)}: gone. Re-embedded {changed}: now found "
+        "for the URL question, with its new text."
+    )
 
     heading("Measured here: every backend against llm's brute force")
     rows = measure(MEASURED_QUERIES)
@@ -344,8 +415,10 @@ def main() -> None:
     low = [row["name"] for row in rows if row["recall"] < 0.95]
     if low:
         print(f"\nBelow recall@10 0.95: {', '.join(low)}")
-    print(f"\nEverything is in {shown(work)}/: try\n  LLM_EMBEDDINGS_DB={shown(work)}/embeddings.db "
-          f"LLM_USER_PATH={shown(work)}/llm-user .venv/bin/llm index similar stdlib-faiss -c '...'")
+    print(
+        f"\nEverything is in {shown(work)}/: try\n  LLM_EMBEDDINGS_DB={shown(work)}/embeddings.db "
+        f"LLM_USER_PATH={shown(work)}/llm-user .venv/bin/llm index similar stdlib-faiss -c '...'"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Folders that are not the library's public API: tests, tools, vendored code.
-NOT_PUBLIC = {"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo",
-              "ensurepip", "pydoc_data", "__phello__"}
+NOT_PUBLIC = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "pydoc_data",
+    "__phello__",
+}
 NEVER = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -53,8 +62,11 @@ def _entries_in(tree: ast.Module, module: str) -> Iterator[tuple[str, str, str]]
             yield f"{module}.{node.name}", "class", ast.get_docstring(node) or ""
             for member in node.body:
                 if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    yield (f"{module}.{node.name}.{member.name}", "method",
-                           ast.get_docstring(member) or "")
+                    yield (
+                        f"{module}.{node.name}.{member.name}",
+                        "method",
+                        ast.get_docstring(member) or "",
+                    )
 
 
 def _is_public(name: str, relative: Path) -> bool:

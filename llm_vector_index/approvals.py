@@ -131,9 +131,7 @@ def _read() -> list:
         ) from None
     entries = data.get("approvals") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise VectorIndexError(
-            f"{path} does not hold a list of approvals: fix or delete it"
-        )
+        raise VectorIndexError(f"{path} does not hold a list of approvals: fix or delete it")
     return entries
 
 

@@ -64,9 +64,7 @@ class Option:
                     pass
         elif isinstance(value, self.type):
             return value
-        raise InvalidOptions(
-            f"Option {self.name} must be {self.type.__name__}, got {value!r}"
-        )
+        raise InvalidOptions(f"Option {self.name} must be {self.type.__name__}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -206,8 +204,7 @@ class VectorIndex(abc.ABC):
         if unknown:
             known = ", ".join(declared) or "none"
             raise InvalidOptions(
-                f"Unknown option {unknown[0]!r} for backend {cls.name} "
-                f"(options: {known})"
+                f"Unknown option {unknown[0]!r} for backend {cls.name} " f"(options: {known})"
             )
         settings = {
             name: option.parse(values[name]) if name in values else option.default
@@ -215,9 +212,7 @@ class VectorIndex(abc.ABC):
         }
         for name, option in declared.items():
             if option.minimum is not None and settings[name] < option.minimum:
-                raise InvalidOptions(
-                    f"Option {name} must be at least {option.minimum:g}"
-                )
+                raise InvalidOptions(f"Option {name} must be at least {option.minimum:g}")
             if option.maximum is not None and settings[name] > option.maximum:
                 raise InvalidOptions(f"Option {name} must be at most {option.maximum:g}")
         return settings
@@ -322,8 +317,7 @@ class VectorIndex(abc.ABC):
             from .errors import DimensionMismatch
 
             raise DimensionMismatch(
-                f"Expected vectors of {self.dimensions} dimensions, "
-                f"got shape {array.shape}"
+                f"Expected vectors of {self.dimensions} dimensions, " f"got shape {array.shape}"
             )
         return array
 
@@ -350,9 +344,7 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / norms).astype(np.float32, copy=False)
 
 
-def unique_last(
-    labels: np.ndarray, vectors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def unique_last(labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Drop repeated labels in one batch, keeping the last vector (upsert order)."
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(labels) != len(vectors):

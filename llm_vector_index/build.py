@@ -19,14 +19,22 @@ from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
 from .errors import CannotWrite, DamagedFiles, ModelMismatch, first_line
 from .generations import (
-    build_lock, commit_lock, read_generation, remove_if_empty, remove_retired,
-    saving_ahead, swap_directories, unswap, write_generation,
+    build_lock,
+    commit_lock,
+    read_generation,
+    remove_if_empty,
+    remove_retired,
+    saving_ahead,
+    swap_directories,
+    unswap,
+    write_generation,
 )
 from .storage import load_snapshot
 from .texts import BuildTexts
 
 if TYPE_CHECKING:
     from .index import Index
+
 
 @dataclass
 class BuildReport:
@@ -53,9 +61,7 @@ class Labels:
         self.next_label = next_label
         self.next_held = min(lowest or 0, 0) - 1
 
-    def assign(
-        self, existing: np.ndarray, usable: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, existing: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels for a batch (rows keep a label of the right sign) and the
         labels that must leave the backend (rows that became unrankable)."""
         labels = existing.copy()
@@ -192,7 +198,10 @@ class Build:
                 allocator = Labels(0, None)
                 for collection_id in collection_ids:
                     scan = sync.read_all(
-                        self.db, collection_id, dimensions, self.fingerprint["rowid"],
+                        self.db,
+                        collection_id,
+                        dimensions,
+                        self.fingerprint["rowid"],
                         with_content=text.wanted,
                     )
                     for batch in scan:
@@ -226,8 +235,15 @@ class Build:
                 remove_if_empty(staging.parent)
             rows = allocator.next_label
             try:
-                self._commit(True, [], label_rows, dimensions=dimensions, rows=rows,
-                             next_label=rows, **text.values())
+                self._commit(
+                    True,
+                    [],
+                    label_rows,
+                    dimensions=dimensions,
+                    rows=rows,
+                    next_label=rows,
+                    **text.values(),
+                )
             except (sqlite3.Error, OSError):  # e.g. the disk is full: nothing committed
                 unswap(index.path)
                 raise
@@ -236,12 +252,17 @@ class Build:
             retired.destroy()  # e.g. the old collection on a Chroma server
             retired.close()
         held_back = len(label_rows) - rows
-        return BuildReport(True, rows, 0, rows, index.record.build_seconds or 0.0, held_back,
-                           without_text=text.without_text)
+        return BuildReport(
+            True,
+            rows,
+            0,
+            rows,
+            index.record.build_seconds or 0.0,
+            held_back,
+            without_text=text.without_text,
+        )
 
-    def _incremental(
-        self, collection_ids: list[int], dimensions: int
-    ) -> BuildReport | None:
+    def _incremental(self, collection_ids: list[int], dimensions: int) -> BuildReport | None:
         """Apply what changed since the last build; None when the saved files
         cannot be built on (none, damaged, or not the catalog's generation)."""
         index = self.index
@@ -256,22 +277,42 @@ class Build:
             if not sync.label_map_is_sound(self.db, record.id, record.rows, labels):
                 return None
             if not self.verify and sync.nothing_changed(
-                self.db, record.id, collection_ids, self.fingerprint, record.fingerprint,
+                self.db,
+                record.id,
+                collection_ids,
+                self.fingerprint,
+                record.fingerprint,
                 labels,
             ):
                 changes = sync.Changes()
             else:
                 changes = sync.find_changes(
-                    self.db, record.id, collection_ids, record.watermark,
-                    (record.fingerprint or {}).get("rowid"), verify=self.verify,
+                    self.db,
+                    record.id,
+                    collection_ids,
+                    record.watermark,
+                    (record.fingerprint or {}).get("rowid"),
+                    verify=self.verify,
                 )
             if not changes:
                 self._commit(
-                    False, [], [], new_generation=False, dimensions=dimensions,
-                    rows=record.rows, next_label=record.next_label,
+                    False,
+                    [],
+                    [],
+                    new_generation=False,
+                    dimensions=dimensions,
+                    rows=record.rows,
+                    next_label=record.next_label,
                 )
-                return BuildReport(False, 0, 0, record.rows, index.record.build_seconds or 0.0,
-                                   0, without_text=text.without_text)
+                return BuildReport(
+                    False,
+                    0,
+                    0,
+                    record.rows,
+                    index.record.build_seconds or 0.0,
+                    0,
+                    without_text=text.without_text,
+                )
             backend = index.holder.for_build()
             if backend is None:
                 return None
@@ -325,8 +366,9 @@ class Build:
             backend.remove(np.array(gone, dtype=np.int64))
             text.remove(gone)
         for collection_id, ids in changes.upserts.items():
-            batches = sync.read_rows(self.db, collection_id, ids, dimensions,
-                                     with_content=text.wanted)
+            batches = sync.read_rows(
+                self.db, collection_id, ids, dimensions, with_content=text.wanted
+            )
             for batch in batches:
                 usable = sync.rankable(batch.vectors)
                 labels, gone = allocator.assign(self._labels_for(collection_id, batch.ids), usable)
@@ -343,8 +385,9 @@ class Build:
         faults.point("scanned")
         if backend.capabilities.atomic_save:
             committing.enter_context(commit_lock(index))
-        with saving_ahead(index.path, record.generation + 1, index.identity,
-                          undo=backend.capabilities.atomic_save) as ahead:
+        with saving_ahead(
+            index.path, record.generation + 1, index.identity, undo=backend.capabilities.atomic_save
+        ) as ahead:
             backend.save()
             if text.wanted:
                 # The vectors are saved: if the keywords cannot be, the files
@@ -354,14 +397,23 @@ class Build:
         faults.point("saved")
         rows = backend.count()
         self._commit(
-            False, changes.deleted_labels, label_rows,
-            dimensions=dimensions, rows=rows, next_label=allocator.next_label,
+            False,
+            changes.deleted_labels,
+            label_rows,
+            dimensions=dimensions,
+            rows=rows,
+            next_label=allocator.next_label,
             **text.values(),
         )
         index.holder.adopt(backend)  # saved and committed: queries may use it now
         return BuildReport(
-            False, len(label_rows) - held_back, len(changes.deleted_labels), rows,
-            index.record.build_seconds or 0.0, held_back, without_text=text.without_text,
+            False,
+            len(label_rows) - held_back,
+            len(changes.deleted_labels),
+            rows,
+            index.record.build_seconds or 0.0,
+            held_back,
+            without_text=text.without_text,
         )
 
     def _lowest_label(self) -> int | None:
@@ -381,9 +433,7 @@ class Build:
         )
         return np.array([known.get(id, NEW) for id in ids], dtype=np.int64)
 
-    def _commit(
-        self, replace_all, deleted, label_rows, new_generation=True, **values
-    ) -> None:
+    def _commit(self, replace_all, deleted, label_rows, new_generation=True, **values) -> None:
         finished = time.time()
         catalog.commit_build(
             self.db,
@@ -400,8 +450,11 @@ class Build:
                 "built": finished,
                 "build_seconds": finished - self.started,
                 "fingerprint": json.dumps(self.fingerprint),
-                **({"options": json.dumps(self.new_options, sort_keys=True)}
-                   if self.new_options is not None else {}),
+                **(
+                    {"options": json.dumps(self.new_options, sort_keys=True)}
+                    if self.new_options is not None
+                    else {}
+                ),
             },
         )
         faults.point("committed")

@@ -64,9 +64,7 @@ def m001_create_tables(db: Database) -> None:
         pk=("index_id", "label"),
         foreign_keys=[("index_id", "vector_indexes", "id")],
     )
-    db["vector_index_labels"].create_index(
-        ["index_id", "collection_id", "id"], unique=True
-    )
+    db["vector_index_labels"].create_index(["index_id", "collection_id", "id"], unique=True)
     db["vector_index_defaults"].create(
         {"collection": str, "index_id": int},
         pk="collection",
@@ -123,15 +121,17 @@ def ensure_schema(db: Database) -> None:
     # Its entries end with the rowid: a collection's max(rowid), which the
     # freshness check reads on every query, is one lookup, not a range scan.
     db.execute(
-        "create index if not exists idx_embeddings_collection "
-        "on embeddings (collection_id)"
+        "create index if not exists idx_embeddings_collection " "on embeddings (collection_id)"
     )
 
 
 def has_catalog(db: Database) -> bool:
-    return db.execute(
-        "select 1 from sqlite_master where type = 'table' and name = 'vector_indexes'"
-    ).fetchone() is not None
+    return (
+        db.execute(
+            "select 1 from sqlite_master where type = 'table' and name = 'vector_indexes'"
+        ).fetchone()
+        is not None
+    )
 
 
 def get_record(db: Database, name: str) -> IndexRecord | None:
@@ -327,8 +327,13 @@ def record_migration(
     db: Database, target: str, collection_id: int, watermark: int, rows: int, when: float
 ) -> None:
     db["vector_index_migrations"].upsert(
-        {"target": target, "collection_id": collection_id, "watermark": watermark,
-         "last_run": when, "rows": rows},
+        {
+            "target": target,
+            "collection_id": collection_id,
+            "watermark": watermark,
+            "last_run": when,
+            "rows": rows,
+        },
         pk=("target", "collection_id"),
     )
 

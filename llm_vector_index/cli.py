@@ -17,7 +17,13 @@ from . import catalog
 from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_evaluate import index_evaluate
 from .cli_output import (
-    backends_listing, build_line, describe, describe_backend, describe_server, echo_entries, progress_bar,
+    backends_listing,
+    build_line,
+    describe,
+    describe_backend,
+    describe_server,
+    echo_entries,
+    progress_bar,
 )
 from .errors import BackendUnavailable
 from .filters import where_option
@@ -36,29 +42,44 @@ def index_group():
 @click.argument("name")
 @click.argument("collections", nargs=-1, required=True)
 @click.option(
-    "-b", "--backend", default=DEFAULT_BACKEND, show_default=True,
+    "-b",
+    "--backend",
+    default=DEFAULT_BACKEND,
+    show_default=True,
     help="Backend to use: see 'llm index backends'",
 )
 @click.option(
-    "options", "-o", "--option", type=(str, str), multiple=True,
+    "options",
+    "-o",
+    "--option",
+    type=(str, str),
+    multiple=True,
     help="Backend option, e.g. -o factory HNSW32",
 )
 @click.option("--build", "build_now", is_flag=True, help="Build the index right away")
 @click.option(
-    "--default", "make_default", is_flag=True,
+    "--default",
+    "make_default",
+    is_flag=True,
     help="Make it the default index of its collections (used by llm similar)",
 )
 @click.option(
-    "--refresh", type=click.Choice(["auto", "manual"]), default="auto", show_default=True,
+    "--refresh",
+    type=click.Choice(["auto", "manual"]),
+    default="auto",
+    show_default=True,
     help="auto: a query first brings a stale index up to date; manual: it warns",
 )
 @click.option(
-    "--keywords", "with_keywords", is_flag=True,
+    "--keywords",
+    "with_keywords",
+    is_flag=True,
     help="Keep a keyword index of the stored text too: queries then fuse both (hybrid)",
 )
 @database_option
-def index_create(name, collections, backend, options, build_now, make_default, refresh,
-                 with_keywords, database):
+def index_create(
+    name, collections, backend, options, build_now, make_default, refresh, with_keywords, database
+):
     """
     Create a vector index over one or more collections
 
@@ -72,8 +93,14 @@ def index_create(name, collections, backend, options, build_now, make_default, r
     """
     db = open_database(database)
     index = Index.create(
-        name, collections, db, backend=backend, options=dict(options),
-        refresh=refresh, default=make_default, keywords=with_keywords,
+        name,
+        collections,
+        db,
+        backend=backend,
+        options=dict(options),
+        refresh=refresh,
+        default=make_default,
+        keywords=with_keywords,
     )
     click.echo(
         f"Created index {name} ({backend}) over {', '.join(index.collections)}",
@@ -87,12 +114,14 @@ def index_create(name, collections, backend, options, build_now, make_default, r
 @click.argument("name")
 @click.option("--full", is_flag=True, help="Rebuild from scratch")
 @click.option(
-    "--verify", is_flag=True,
+    "--verify",
+    is_flag=True,
     help="Also compare every stored vector with what was indexed (finds rows "
     "changed by a plain SQL UPDATE; reads every vector, embeds nothing)",
 )
 @click.option(
-    "--target-recall", type=float,
+    "--target-recall",
+    type=float,
     help="Tune the search setting to the cheapest that gives this recall@10 "
     "(default 0.95; measured on probes like new text); kept and re-tuned as the "
     "index grows",
@@ -135,7 +164,9 @@ def _build(
 @click.argument("name")
 @click.argument("id", required=False)
 @click.option(
-    "-i", "--input", type=click.Path(exists=True, readable=True, allow_dash=True),
+    "-i",
+    "--input",
+    type=click.Path(exists=True, readable=True, allow_dash=True),
     help="File to embed for comparison",
 )
 @click.option("-c", "--content", help="Content to embed for comparison")
@@ -144,13 +175,31 @@ def _build(
 @click.option("-p", "--plain", is_flag=True, help="Output in plain text format")
 @click.option("--prefix", default="", help="Just IDs with this prefix")
 @click.option(
-    "wheres", "-w", "--where", type=(str, str), multiple=True,
+    "wheres",
+    "-w",
+    "--where",
+    type=(str, str),
+    multiple=True,
     help="Just rows whose metadata KEY equals VALUE (a.b for nested keys)",
 )
 @fusion_options
 @database_option
-def index_similar(name, id, input, content, binary, number, plain, prefix, wheres, mode,
-                  fusion, weight, depth, database):
+def index_similar(
+    name,
+    id,
+    input,
+    content,
+    binary,
+    number,
+    plain,
+    prefix,
+    wheres,
+    mode,
+    fusion,
+    weight,
+    depth,
+    database,
+):
     """
     Return the top N most similar rows, like 'llm similar', from an index
 
@@ -165,13 +214,17 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
     if not id and not content and not input:
         raise click.ClickException("Must provide content or an ID for the comparison")
     where = where_option(wheres)
-    settings = {key: value for key, value in
-                [("fusion", fusion), ("weight", weight), ("depth", depth)] if value is not None}
+    settings = {
+        key: value
+        for key, value in [("fusion", fusion), ("weight", weight), ("depth", depth)]
+        if value is not None
+    }
     with Index(name, open_database(database)) as index:
         if id:
             if mode not in (None, "vector") or settings:
                 raise click.ClickException(
-                    "A query by ID is a vector query: --mode and fusion settings need -c or -i")
+                    "A query by ID is a vector query: --mode and fusion settings need -c or -i"
+                )
             results = index.similar_by_id(id, number, prefix=prefix, where=where)
         else:
             if not content:
@@ -182,8 +235,9 @@ def index_similar(name, id, input, content, binary, number, plain, prefix, where
                         content = f.read()
             if not content:
                 raise click.ClickException("No content provided")
-            results = index.similar(content, number, prefix=prefix, where=where, mode=mode,
-                                    **settings)
+            results = index.similar(
+                content, number, prefix=prefix, where=where, mode=mode, **settings
+            )
     echo_entries(results, plain)
 
 
@@ -195,11 +249,19 @@ def index_list(json_, database):
     db = open_database(database)
     records = catalog.list_records(db)
     if json_:
-        click.echo(json.dumps([
-            {"name": record.name, "damaged": record.problem}
-            if isinstance(record, catalog.DamagedRecord) else describe(record, db)
-            for record in records
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    (
+                        {"name": record.name, "damaged": record.problem}
+                        if isinstance(record, catalog.DamagedRecord)
+                        else describe(record, db)
+                    )
+                    for record in records
+                ],
+                indent=2,
+            )
+        )
         return
     for record in records:
         if isinstance(record, catalog.DamagedRecord):
@@ -207,15 +269,19 @@ def index_list(json_, database):
             continue
         state = f"{record.rows} rows" if record.built else "not built"
         keywords = " + keywords" if record.keywords else ""
-        click.echo(f"{record.name}: {record.backend}{keywords} over "
-                   f"{', '.join(record.collections)}")
+        click.echo(
+            f"{record.name}: {record.backend}{keywords} over " f"{', '.join(record.collections)}"
+        )
         defaults = catalog.defaults_of(db, record.id)
         default = f", default for {', '.join(defaults)}" if defaults else ""
         click.echo(f"  {state}, {record.model}{default}")
         server = describe_server(record, db)
         if server:
-            approved = "approved" if server["approved"] else (
-                f"NOT approved here: see llm index approve {record.name}")
+            approved = (
+                "approved"
+                if server["approved"]
+                else (f"NOT approved here: see llm index approve {record.name}")
+            )
             click.echo(f"  server {server['server']}, {approved}")
 
 
@@ -230,16 +296,19 @@ def index_show(name, database):
         backend = index.backend() if details.get("approved", True) else None
         if backend is not None:
             details.update(backend.describe())
-        details["disk_bytes"] = sum(
-            path.stat().st_size for path in index.path.rglob("*") if path.is_file()
-        ) if index.path.exists() else 0
+        details["disk_bytes"] = (
+            sum(path.stat().st_size for path in index.path.rglob("*") if path.is_file())
+            if index.path.exists()
+            else 0
+        )
     click.echo(json.dumps(details, indent=2))
 
 
 @index_group.command(name="drop")
 @click.argument("name")
 @click.option(
-    "--keep-remote", is_flag=True,
+    "--keep-remote",
+    is_flag=True,
     help="Do not contact the backend's server: leave its data there (e.g. when it is down)",
 )
 @database_option
@@ -284,8 +353,14 @@ def index_approve(name, withdraw, database):
     index = Index(name, open_database(database))
     if withdraw:
         had = index.withdraw_approval()
-        click.echo(f"Withdrew the approval of index {name}" if had
-                   else f"Index {name} was not approved here", err=True)
+        click.echo(
+            (
+                f"Withdrew the approval of index {name}"
+                if had
+                else f"Index {name} was not approved here"
+            ),
+            err=True,
+        )
         return
     remote = index.approve()
     click.echo(f"Approved index {name}: it may contact the {remote.describe()}", err=True)
@@ -294,8 +369,11 @@ def index_approve(name, withdraw, database):
 @index_group.command(name="keywords")
 @click.argument("name")
 @click.option("--drop", is_flag=True, help="Remove the keyword index (its files go)")
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS),
-              help=f"How text is split into terms (default {DEFAULT_TOKENIZER})")
+@click.option(
+    "--tokenizer",
+    type=click.Choice(TOKENIZERS),
+    help=f"How text is split into terms (default {DEFAULT_TOKENIZER})",
+)
 @fusion_options
 @database_option
 def index_keywords(name, drop, tokenizer, mode, fusion, weight, depth, database):
@@ -318,15 +396,28 @@ def index_keywords(name, drop, tokenizer, mode, fusion, weight, depth, database)
             index.set_keywords(False)
             click.echo(f"Dropped the keyword index of {name}", err=True)
             return
-        settings = {**(index.record.keywords or {}), **{
-            key: value for key, value in [("tokenizer", tokenizer), ("fusion", fusion),
-                                          ("weight", weight), ("depth", depth)]
-            if value is not None}}
+        settings = {
+            **(index.record.keywords or {}),
+            **{
+                key: value
+                for key, value in [
+                    ("tokenizer", tokenizer),
+                    ("fusion", fusion),
+                    ("weight", weight),
+                    ("depth", depth),
+                ]
+                if value is not None
+            },
+        }
         index.set_keywords(settings)
-        state = ("fill it: run llm index build " + name
-                 if index.record.keyword_rows is None else "it is built")
-        described = ", ".join(f"{k} {'max(4 x N, 50)' if v is None else v}"
-                              for k, v in index.record.keywords.items())
+        state = (
+            "fill it: run llm index build " + name
+            if index.record.keyword_rows is None
+            else "it is built"
+        )
+        described = ", ".join(
+            f"{k} {'max(4 x N, 50)' if v is None else v}" for k, v in index.record.keywords.items()
+        )
         click.echo(f"Keywords of {name}: {described} ({state})", err=True)
 
 
@@ -365,20 +456,38 @@ def index_default(collection, name, clear, database):
 
 @index_group.command(name="migrate-chroma")
 @click.argument("collections", nargs=-1, required=True)
-@click.option("--path", type=click.Path(file_okay=False, path_type=Path),
-              help="A local Chroma directory (PersistentClient)")
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A local Chroma directory (PersistentClient)",
+)
 @click.option("--host", help="A Chroma server's host")
 @click.option("--port", type=int, default=8000, show_default=True, help="The server's port")
 @click.option("--ssl", is_flag=True, help="Connect to the server over https")
-@click.option("headers", "--header", type=(str, str), multiple=True,
-              help="HTTP header for the server, e.g. --header Authorization 'Bearer T'")
+@click.option(
+    "headers",
+    "--header",
+    type=(str, str),
+    multiple=True,
+    help="HTTP header for the server, e.g. --header Authorization 'Bearer T'",
+)
 @click.option("--chroma-collection", help="Chroma collection name (default: from the collections)")
 @click.option("--batch-size", type=int, help="Records per request (at most the server's limit)")
-@click.option("--sync-deletes", is_flag=True, help="Also delete Chroma records whose llm row is gone")
+@click.option(
+    "--sync-deletes", is_flag=True, help="Also delete Chroma records whose llm row is gone"
+)
 @database_option
 def index_migrate_chroma(
-    collections, path, host, port, ssl, headers, chroma_collection, batch_size,
-    sync_deletes, database,
+    collections,
+    path,
+    host,
+    port,
+    ssl,
+    headers,
+    chroma_collection,
+    batch_size,
+    sync_deletes,
+    database,
 ):
     """
     Copy llm collections into Chroma, or bring an earlier copy up to date
@@ -396,13 +505,22 @@ def index_migrate_chroma(
     db = open_database(database)
     with progress_bar("Migrating") as progress:
         report = migrate_to_chroma(
-            db, list(collections), path=path, host=host or "", port=port, ssl=ssl,
-            headers=dict(headers), chroma_collection=chroma_collection,
-            batch_size=batch_size, sync_deletes=sync_deletes, progress=progress,
+            db,
+            list(collections),
+            path=path,
+            host=host or "",
+            port=port,
+            ssl=ssl,
+            headers=dict(headers),
+            chroma_collection=chroma_collection,
+            batch_size=batch_size,
+            sync_deletes=sync_deletes,
+            progress=progress,
         )
     held = (
         f"Held back {report.held_back} rows with NaN, infinite, all-zero or odd-width vectors\n"
-        if report.held_back else ""
+        if report.held_back
+        else ""
     )
     click.echo(
         f"Migrated to Chroma collection {report.chroma_collection}: {report.sent} sent, "

@@ -18,24 +18,53 @@ from .relevance import load as load_judged
 @click.command(name="evaluate")
 @click.argument("names", nargs=-1, required=True)
 @click.option("-n", "--number", type=int, default=10, show_default=True, help="k in recall@k")
-@click.option("--queries", type=int, default=100, show_default=True,
-              help="How many queries (probes, or rows of --queries-from)")
-@click.option("--queries-from", metavar="COLLECTION",
-              help="Use the vectors of this collection (same model) as queries")
-@click.option("--queries-file", type=click.File("r"),
-              help="Use these texts as queries, one a line, embedded with the model")
-@click.option("--sweep", "sweep_", is_flag=True,
-              help="Measure every value of each index's tunable setting")
+@click.option(
+    "--queries",
+    type=int,
+    default=100,
+    show_default=True,
+    help="How many queries (probes, or rows of --queries-from)",
+)
+@click.option(
+    "--queries-from",
+    metavar="COLLECTION",
+    help="Use the vectors of this collection (same model) as queries",
+)
+@click.option(
+    "--queries-file",
+    type=click.File("r"),
+    help="Use these texts as queries, one a line, embedded with the model",
+)
+@click.option(
+    "--sweep", "sweep_", is_flag=True, help="Measure every value of each index's tunable setting"
+)
 @click.option("--plot", type=click.Path(dir_okay=False), help="With --sweep: draw it in this PNG")
-@click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
-              help="Judge relevance instead: labelled queries, JSON lines "
-              '{"query": TEXT, "relevant": [ID, ...]} (or TREC qrels with --qrels-queries)')
-@click.option("--qrels-queries", type=click.Path(exists=True, dir_okay=False),
-              help="With TREC --qrels: the queries, QID<TAB>TEXT lines")
+@click.option(
+    "--qrels",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Judge relevance instead: labelled queries, JSON lines "
+    '{"query": TEXT, "relevant": [ID, ...]} (or TREC qrels with --qrels-queries)',
+)
+@click.option(
+    "--qrels-queries",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With TREC --qrels: the queries, QID<TAB>TEXT lines",
+)
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 @database_option
-def index_evaluate(names, number, queries, queries_from, queries_file, sweep_, plot, qrels,
-                   qrels_queries, json_, database):
+def index_evaluate(
+    names,
+    number,
+    queries,
+    queries_from,
+    queries_file,
+    sweep_,
+    plot,
+    qrels,
+    qrels_queries,
+    json_,
+    database,
+):
     """
     Compare indexes: recall@k against an exact scan, and query latency
 
@@ -110,8 +139,12 @@ def _judge(db, names, judged, sweep_, plot, json_) -> None:
 
         plot_fusion_sweep(results, plot)
     if json_:
-        click.echo(json.dumps({name: [r.to_dict() for r in rs] for name, rs in results.items()},
-                              indent=2))
+        click.echo(
+            json.dumps({name: [r.to_dict() for r in rs] for name, rs in results.items()}, indent=2)
+        )
         return
-    click.echo("\n\n".join(f"{name} ({len(judged)} queries)\n{judgement_table(rs)}"
-                            for name, rs in results.items()))
+    click.echo(
+        "\n\n".join(
+            f"{name} ({len(judged)} queries)\n{judgement_table(rs)}" for name, rs in results.items()
+        )
+    )

@@ -27,9 +27,7 @@ class IndexGroup(DefaultGroup):
             # e.g. a read-only database file: SQLite refuses before anything is written
             raise click.ClickException(f"Database error: {error}") from None
         except PermissionError as error:
-            raise click.ClickException(
-                f"Permission denied: {error.filename or error}"
-            ) from None
+            raise click.ClickException(f"Permission denied: {error.filename or error}") from None
         except BrokenPipeError:
             raise  # output piped to a command that stopped reading: not ours to report
         except OSError as error:  # a full disk, a read-only mount, anywhere
@@ -49,16 +47,30 @@ def database_option(function):
 
 def fusion_options(function):
     "``--mode`` and the fusion settings of a keyword or hybrid query."
-    for option in reversed([
-        click.option("--mode", type=click.Choice(MODES),
-                     help="vector, keyword or hybrid (default: hybrid with keywords)"),
-        click.option("--fusion", type=click.Choice(FUSIONS),
-                     help="How hybrid fuses the two rankings (default: convex)"),
-        click.option("--weight", type=click.FloatRange(0, 1),
-                     help="The vector side's share in hybrid (default 0.4; 0.5: alike)"),
-        click.option("--depth", type=click.IntRange(1, 10_000),
-                     help="Candidates from each side (default: max(4 x N, 50))"),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--mode",
+                type=click.Choice(MODES),
+                help="vector, keyword or hybrid (default: hybrid with keywords)",
+            ),
+            click.option(
+                "--fusion",
+                type=click.Choice(FUSIONS),
+                help="How hybrid fuses the two rankings (default: convex)",
+            ),
+            click.option(
+                "--weight",
+                type=click.FloatRange(0, 1),
+                help="The vector side's share in hybrid (default 0.4; 0.5: alike)",
+            ),
+            click.option(
+                "--depth",
+                type=click.IntRange(1, 10_000),
+                help="Candidates from each side (default: max(4 x N, 50))",
+            ),
+        ]
+    ):
         function = option(function)
     return function
 

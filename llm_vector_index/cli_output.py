@@ -49,11 +49,13 @@ def build_line(name: str, report: BuildReport) -> str:
     kind = "Full build" if report.full else "Build"
     held = (
         f", {report.held_back} held back (NaN, infinite, all-zero or odd-width vectors)"
-        if report.held_back else ""
+        if report.held_back
+        else ""
     )
     untexted = (
         f", {report.without_text} without stored text (not in the keyword index)"
-        if report.without_text else ""
+        if report.without_text
+        else ""
     )
     return (
         f"{kind} of {name}: {report.added} indexed, {report.deleted} removed, "
@@ -100,27 +102,52 @@ def _ranks(entry: IndexEntry) -> str:
 
 def sweep_table(sweep: Sweep) -> str:
     "One index's recall/latency curve, a row a setting."
-    lines = [f"{sweep.index} ({sweep.backend}), {sweep.queries} queries",
-             f"{sweep.option:>10}  recall@{sweep.k}  recall@1  p50 ms  p95 ms"]
+    lines = [
+        f"{sweep.index} ({sweep.backend}), {sweep.queries} queries",
+        f"{sweep.option:>10}  recall@{sweep.k}  recall@1  p50 ms  p95 ms",
+    ]
     for point in sweep.points:
-        lines.append(f"{point.value!s:>10}  {point.recall:9.3f}  {point.recall_at_1:8.3f}  "
-                     f"{point.p50_ms:6.3f}  {point.p95_ms:6.3f}")
+        lines.append(
+            f"{point.value!s:>10}  {point.recall:9.3f}  {point.recall_at_1:8.3f}  "
+            f"{point.p50_ms:6.3f}  {point.p95_ms:6.3f}"
+        )
     return "\n".join(lines)
 
 
 def evaluation_table(results: Sequence[Evaluation]) -> str:
     "Evaluations side by side, one row an index, for a terminal."
     k = results[0].k if results else 10
-    header = ["index", "backend", "rows", f"recall@{k}", "recall@1", "p50 ms", "p95 ms",
-              "queries/s", "disk MB", "open MB", "build s", "settings"]
+    header = [
+        "index",
+        "backend",
+        "rows",
+        f"recall@{k}",
+        "recall@1",
+        "p50 ms",
+        "p95 ms",
+        "queries/s",
+        "disk MB",
+        "open MB",
+        "build s",
+        "settings",
+    ]
     rows = [
-        [r.index, r.backend, f"{r.rows:,}", f"{r.recall:.3f}", f"{r.recall_at_1:.3f}",
-         f"{r.p50_ms:.3f}",
-         f"{r.p95_ms:.3f}", f"{r.queries_per_second:,.0f}", f"{r.disk_mb:.1f}",
-         "-" if r.open_mb is None else f"{r.open_mb:.1f}",
-         "-" if r.build_seconds is None else f"{r.build_seconds:.2f}",
-         " ".join(f"{key}={value}" for key, value in r.settings.items()
-                  if key not in ("reason",))]
+        [
+            r.index,
+            r.backend,
+            f"{r.rows:,}",
+            f"{r.recall:.3f}",
+            f"{r.recall_at_1:.3f}",
+            f"{r.p50_ms:.3f}",
+            f"{r.p95_ms:.3f}",
+            f"{r.queries_per_second:,.0f}",
+            f"{r.disk_mb:.1f}",
+            "-" if r.open_mb is None else f"{r.open_mb:.1f}",
+            "-" if r.build_seconds is None else f"{r.build_seconds:.2f}",
+            " ".join(
+                f"{key}={value}" for key, value in r.settings.items() if key not in ("reason",)
+            ),
+        ]
         for r in results
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
@@ -133,7 +160,9 @@ def evaluation_table(results: Sequence[Evaluation]) -> str:
         ).rstrip()
 
     queries = results[0].queries if results else 0
-    return "\n".join([line(header), *map(line, rows), f"({queries} queries, the same for every index)"])
+    return "\n".join(
+        [line(header), *map(line, rows), f"({queries} queries, the same for every index)"]
+    )
 
 
 def iso_time(seconds: float | None) -> str | None:
@@ -148,8 +177,7 @@ def describe_server(index_record: catalog.IndexRecord, db: Database) -> dict | N
     it keeps to its folder, or its backend is not installed to say)."""
     try:
         backend_class = get_backend(index_record.backend).cls
-        remote = approvals.remote_of(backend_class, index_record.options,
-                                     index_record.dimensions)
+        remote = approvals.remote_of(backend_class, index_record.options, index_record.dimensions)
     except VectorIndexError:
         return None
     if remote is None:
@@ -179,13 +207,22 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
         "build_seconds": index_record.build_seconds,
         "generation": index_record.generation,
         "target_recall": index_record.target_recall,
-        "keywords": {**index_record.keywords, "rows": index_record.keyword_rows}
-        if index_record.keywords else None,
-        "tuning": {**index_record.tuning, "when": iso_time(index_record.tuning.get("when"))}
-        if index_record.tuning else None,
+        "keywords": (
+            {**index_record.keywords, "rows": index_record.keyword_rows}
+            if index_record.keywords
+            else None
+        ),
+        "tuning": (
+            {**index_record.tuning, "when": iso_time(index_record.tuning.get("when"))}
+            if index_record.tuning
+            else None
+        ),
         # Shown, never used: a name read from the database may not be a valid one.
-        "path": str(indexes_directory(db) / index_record.name)
-        if is_valid_name(index_record.name) else None,
+        "path": (
+            str(indexes_directory(db) / index_record.name)
+            if is_valid_name(index_record.name)
+            else None
+        ),
         **server,
     }
 
@@ -205,7 +242,8 @@ def describe_backend(info) -> dict:
                 "minimum": option.minimum,
                 "maximum": option.maximum,
             }
-            for option in info.cls.options if not option.internal
+            for option in info.cls.options
+            if not option.internal
         ],
     }
 
@@ -222,6 +260,8 @@ def backends_listing(backends: Sequence[dict]) -> str:
                 for word, key in (("at least", "minimum"), ("at most", "maximum"))
                 if option[key] is not None
             )
-            lines.append(f"  -o {option['name']} {option['type']} "
-                         f"(default {option['default']}{bounds}): {option['help']}")
+            lines.append(
+                f"  -o {option['name']} {option['type']} "
+                f"(default {option['default']}{bounds}): {option['help']}"
+            )
     return "\n".join(lines)

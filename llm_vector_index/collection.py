@@ -26,8 +26,7 @@ from llm.embeddings import Collection, Entry
 from .errors import IdNotFound, VectorIndexError, first_line
 
 ORIGINALS = {
-    name: getattr(Collection, name)
-    for name in ("similar", "similar_by_id", "similar_by_vector")
+    name: getattr(Collection, name) for name in ("similar", "similar_by_id", "similar_by_vector")
 }
 
 
@@ -64,8 +63,11 @@ def _through_index(
     except Exception as error:
         if where:
             raise
-        reason = str(error) if isinstance(error, VectorIndexError) else (
-            f"{type(error).__name__}: {first_line(error)}")
+        reason = (
+            str(error)
+            if isinstance(error, VectorIndexError)
+            else (f"{type(error).__name__}: {first_line(error)}")
+        )
         click.echo(
             f"Warning: default index of {collection.name!r} not used ({reason}); "
             "answering with llm's brute-force scan",
@@ -93,13 +95,19 @@ def similar_by_vector(
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
     "llm's similar_by_vector, through an index when there is one (see module)."
-    return _through_index(self, index, where, lambda chosen: _plain(
-        chosen.similar_by_vector(
-            vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
-        )
-    ), lambda: ORIGINALS["similar_by_vector"](
-        self, vector, number, skip_id=skip_id, prefix=prefix
-    ))
+    return _through_index(
+        self,
+        index,
+        where,
+        lambda chosen: _plain(
+            chosen.similar_by_vector(
+                vector, number, skip_id=skip_id, prefix=prefix, collection=self.name, where=where
+            )
+        ),
+        lambda: ORIGINALS["similar_by_vector"](
+            self, vector, number, skip_id=skip_id, prefix=prefix
+        ),
+    )
 
 
 def similar_by_id(
@@ -162,10 +170,25 @@ def similar(
             raise ValueError(f"mode={mode!r} needs an index with keywords: pass index='name'")
         return ORIGINALS["similar_by_vector"](self, vector, number, prefix=prefix)
 
-    return _through_index(self, index, where, lambda chosen: _plain(hybrid.answer(
-        chosen, value, number, mode, lambda: vector, prefix=prefix, collection=self.name,
-        where=where, settings=fusion_settings,
-    )), brute_force)
+    return _through_index(
+        self,
+        index,
+        where,
+        lambda chosen: _plain(
+            hybrid.answer(
+                chosen,
+                value,
+                number,
+                mode,
+                lambda: vector,
+                prefix=prefix,
+                collection=self.name,
+                where=where,
+                settings=fusion_settings,
+            )
+        ),
+        brute_force,
+    )
 
 
 def install() -> None:

@@ -83,8 +83,13 @@ class Measurement:
 
 
 def evaluate(
-    indexes: Index | Sequence[Index], queries: int = 100, k: int = 10, seed: int = 0,
-    *, queries_from: str | None = None, query_texts: Sequence[str] | None = None,
+    indexes: Index | Sequence[Index],
+    queries: int = 100,
+    k: int = 10,
+    seed: int = 0,
+    *,
+    queries_from: str | None = None,
+    query_texts: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation | list[Evaluation]:
     """Recall@k against an exact scan, and latency, of one index or of several
@@ -129,8 +134,9 @@ def evaluate(
     return results[0] if single else results
 
 
-def _query_set(index: Index, count: int, seed: int, queries_from: str | None,
-               query_texts: Sequence[str] | None) -> tuple[list[Key], np.ndarray]:
+def _query_set(
+    index: Index, count: int, seed: int, queries_from: str | None, query_texts: Sequence[str] | None
+) -> tuple[list[Key], np.ndarray]:
     "The queries every index of an evaluation answers (see ``evaluate``)."
     if queries_from is not None and query_texts is not None:
         raise VectorIndexError("Use probes, another collection or texts as queries, not two")
@@ -167,8 +173,13 @@ class Sweep:
 
 
 def sweep(
-    index: Index, queries: int = 100, k: int = 10, seed: int = 0, *,
-    queries_from: str | None = None, query_texts: Sequence[str] | None = None,
+    index: Index,
+    queries: int = 100,
+    k: int = 10,
+    seed: int = 0,
+    *,
+    queries_from: str | None = None,
+    query_texts: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Sweep:
     """The recall/latency curve over every value of the backend's tunable
@@ -194,10 +205,16 @@ def sweep(
     points = []
     original = backend.settings[tunable.option]
     try:
-        for value, measured in curve(index, backend, held_out, tunable.option,
-                                     tunable.values):
-            points.append(SweepPoint(value, measured.recall, measured.recall_at_1,
-                                     _ms(measured.timings, 50), _ms(measured.timings, 95)))
+        for value, measured in curve(index, backend, held_out, tunable.option, tunable.values):
+            points.append(
+                SweepPoint(
+                    value,
+                    measured.recall,
+                    measured.recall_at_1,
+                    _ms(measured.timings, 50),
+                    _ms(measured.timings, 95),
+                )
+            )
             if progress:
                 progress(1, len(tunable.values))
     finally:
@@ -208,8 +225,9 @@ def sweep(
     return Sweep(index.name, record.backend, tunable.option, len(keys), k, points)
 
 
-def curve(index: Index, backend: VectorIndex, held_out: HeldOut, option: str,
-          values: Sequence[Any]) -> Iterator[tuple[Any, Measurement]]:
+def curve(
+    index: Index, backend: VectorIndex, held_out: HeldOut, option: str, values: Sequence[Any]
+) -> Iterator[tuple[Any, Measurement]]:
     "(value, what the backend did) for each value of ``option``, in order."
     for value in values:
         backend.set_search_option(option, value)
@@ -233,17 +251,26 @@ def _evaluation(index: Index, held_out: HeldOut, measured: Measurement) -> Evalu
     record = index.record
     timings = measured.timings
     mean = float(np.mean(timings)) if timings else 0.0
-    disk = sum(path.stat().st_size for path in index.path.rglob("*") if path.is_file()) \
-        if index.path.exists() else 0
+    disk = (
+        sum(path.stat().st_size for path in index.path.rglob("*") if path.is_file())
+        if index.path.exists()
+        else 0
+    )
     return Evaluation(
-        index=index.name, backend=record.backend,
+        index=index.name,
+        backend=record.backend,
         settings=masked_options(
             record.backend, index.backend_class.settings_in_use(index.settings)
         ),
-        rows=record.rows or 0, queries=len(held_out.keys), k=held_out.k,
-        recall=measured.recall, recall_at_1=measured.recall_at_1,
-        p50_ms=_ms(timings, 50), p95_ms=_ms(timings, 95),
-        queries_per_second=1 / mean if mean else 0.0, disk_mb=disk / 1e6,
+        rows=record.rows or 0,
+        queries=len(held_out.keys),
+        k=held_out.k,
+        recall=measured.recall,
+        recall_at_1=measured.recall_at_1,
+        p50_ms=_ms(timings, 50),
+        p95_ms=_ms(timings, 95),
+        queries_per_second=1 / mean if mean else 0.0,
+        disk_mb=disk / 1e6,
         build_seconds=record.build_seconds,
     )
 
@@ -277,15 +304,20 @@ def _collection_sample(
             f"Collection {collection!r} uses {row['model']}, index {index.name!r} "
             f"uses {index.record.model}: queries must come from the same model"
         )
-    ids = [r[0] for r in index.db.execute(
-        "select id from embeddings where collection_id = ? order by id", [row["id"]])]
+    ids = [
+        r[0]
+        for r in index.db.execute(
+            "select id from embeddings where collection_id = ? order by id", [row["id"]]
+        )
+    ]
     chosen = sorted(np.random.default_rng(seed).permutation(len(ids))[: 2 * count + 20].tolist())
     rows = []
     for start in range(0, len(chosen), 500):
         chunk = [ids[position] for position in chosen[start : start + 500]]
         rows += index.db.execute(
             "select id, embedding from embeddings where collection_id = ? "
-            f"and id in ({','.join('?' * len(chunk))})", [row["id"], *chunk],
+            f"and id in ({','.join('?' * len(chunk))})",
+            [row["id"], *chunk],
         ).fetchall()
     width = 4 * (index.record.dimensions or 0)
     rows = [r for r in rows if r[1] is not None and len(r[1]) == width]
@@ -293,8 +325,9 @@ def _collection_sample(
         raise VectorIndexError(
             f"Collection {collection!r} has no vectors of {index.record.dimensions} dimensions"
         )
-    vectors = sync.vectors_from_blobs([r[0] for r in rows], [r[1] for r in rows],
-                                      index.record.dimensions)
+    vectors = sync.vectors_from_blobs(
+        [r[0] for r in rows], [r[1] for r in rows], index.record.dimensions
+    )
     keys, vectors = _usable([(row["id"], r[0]) for r in rows], vectors)
     return keys[:count], vectors[:count]
 
@@ -359,17 +392,20 @@ def probe_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
     too_near = [n for n in range(len(rows)) if tops[n] > near[n] + 1e-5]
     if too_near:
         farther = np.concatenate([step(near * share)[too_near] for share in PROBE_STEPS])
-        more = exact_neighbours(index, [(-1, f"step {n}") for n in range(len(farther))],
-                                farther, k)
+        more = exact_neighbours(index, [(-1, f"step {n}") for n in range(len(farther))], farther, k)
         for n, position in enumerate(too_near):
             tries = range(n, len(farther), len(too_near))
             chosen = next((t for t in tries if more[2][t] <= near[position] + 1e-5), tries[-1])
             probes[position] = farther[chosen]
             truth[position], floors[position], tops[position] = (
-                more[0][chosen], more[1][chosen], more[2][chosen])
+                more[0][chosen],
+                more[1][chosen],
+                more[2][chosen],
+            )
     usable = sync.rankable(probes)
     return HeldOut(
-        [key for key, ok in zip(keys, usable) if ok], probes[usable],
+        [key for key, ok in zip(keys, usable) if ok],
+        probes[usable],
         *([value for value, ok in zip(values, usable) if ok] for values in (truth, floors, tops)),
         k,
     )
@@ -394,8 +430,9 @@ def stored_sample(index: Index, count: int, seed: int = 0) -> tuple[list[Key], n
     rows = [row for row in rows if row[3] is not None and len(row[3]) == width]
     if not rows:
         return [], np.empty((0, record.dimensions or 0), np.float32)
-    vectors = sync.vectors_from_blobs([row[2] for row in rows], [row[3] for row in rows],
-                                      record.dimensions)
+    vectors = sync.vectors_from_blobs(
+        [row[2] for row in rows], [row[3] for row in rows], record.dimensions
+    )
     keys, vectors = _usable([(row[1], row[2]) for row in rows], vectors)
     return keys[:count], vectors[:count]
 
@@ -453,8 +490,10 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> Measuremen
     # A stored row asks for one more, which is dropped: itself. Anything else
     # gets what a query gets, or the extra candidate would flatter it.
     covered = set(index.collection_ids())
-    wanted = [backend.candidates(k + 1 if collection_id in covered else k)
-              for collection_id, _ in held_out.keys]
+    wanted = [
+        backend.candidates(k + 1 if collection_id in covered else k)
+        for collection_id, _ in held_out.keys
+    ]
     for vector, count in zip(held_out.vectors[:WARM_UP], wanted):
         backend.search(vector[None], count)
     for vector, count in zip(held_out.vectors, wanted):
@@ -483,15 +522,22 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> Measuremen
 def _rows_of(index: Index, labels: set[int]) -> dict[int, tuple[Key, np.ndarray]]:
     "Label -> (row, unit vector as stored in llm's table now)."
     width = 4 * (index.record.dimensions or 0)
-    rows = [row for row in _labelled_rows(index, sorted(labels))
-            if row[3] is not None and len(row[3]) == width]
+    rows = [
+        row
+        for row in _labelled_rows(index, sorted(labels))
+        if row[3] is not None and len(row[3]) == width
+    ]
     if not rows:
         return {}
-    vectors = normalize(sync.vectors_from_blobs([row[2] for row in rows],
-                                                [row[3] for row in rows],
-                                                index.record.dimensions))
-    return {label: ((collection_id, id), vector)
-            for (label, collection_id, id, _), vector in zip(rows, vectors)}
+    vectors = normalize(
+        sync.vectors_from_blobs(
+            [row[2] for row in rows], [row[3] for row in rows], index.record.dimensions
+        )
+    )
+    return {
+        label: ((collection_id, id), vector)
+        for (label, collection_id, id, _), vector in zip(rows, vectors)
+    }
 
 
 def _labelled_rows(index: Index, labels: Sequence[int]) -> list[tuple]:

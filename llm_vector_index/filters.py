@@ -40,7 +40,7 @@ ROW_COLUMNS = "e.collection_id, c.name, e.id, e.content, e.metadata, e.embedding
 
 
 def json_path(key: str) -> str:
-    "``a.b`` -> ``$.\"a\".\"b\"``: quoted, so keys with '-' work as themselves."
+    '``a.b`` -> ``$."a"."b"``: quoted, so keys with \'-\' work as themselves.'
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):  # "$" lets "a\n" pass
         raise VectorIndexError(
             f"Invalid metadata key {key!r}: use letters, digits, '_' and '-', "
@@ -134,9 +134,15 @@ class Filter:
             params += [json_path(key), sql_value(value)]
         return " and ".join(clauses), params
 
-    def _select(self, columns: str, joins: str = "", extra: str = "",
-                extra_params: tuple = (), table: str = "embeddings e",
-                row: str = "e") -> tuple[str, list[Any]]:
+    def _select(
+        self,
+        columns: str,
+        joins: str = "",
+        extra: str = "",
+        extra_params: tuple = (),
+        table: str = "embeddings e",
+        row: str = "e",
+    ) -> tuple[str, list[Any]]:
         """SQL for ``columns`` of the matching rows (``e``: embeddings), with
         ``extra`` conditions. An id prefix reads only its part of the index on
         (collection_id, id): one range for each way of writing its first
@@ -150,8 +156,10 @@ class Filter:
             return f"select {columns} from {table} {joins} where {clauses}", params
         selects, all_params = [], []
         for low, high in ranges:  # disjoint: no row comes twice
-            selects.append(f"select {columns} from {table} {joins} where {clauses} "
-                           f"and {row}.id >= ? and {row}.id < cast(? as text)")
+            selects.append(
+                f"select {columns} from {table} {joins} where {clauses} "
+                f"and {row}.id >= ? and {row}.id < cast(? as text)"
+            )
             all_params += [*params, low, high]
         return " union all ".join(selects), all_params
 
@@ -175,10 +183,17 @@ class Filter:
                 "l.label",
                 "cross join vector_index_labels l on l.collection_id = e.collection_id "
                 "and l.id = e.id",
-                held, (index_id,))
+                held,
+                (index_id,),
+            )
         else:
-            sql, params = self._select("l.label", extra=held, extra_params=(index_id,),
-                                       table="vector_index_labels l", row="l")
+            sql, params = self._select(
+                "l.label",
+                extra=held,
+                extra_params=(index_id,),
+                table="vector_index_labels l",
+                row="l",
+            )
         rows = self._query(db, sql, params)
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 

@@ -60,8 +60,9 @@ def check(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise VectorIndexError(f"weight must be a number from 0 to 1, not {weight!r}")
     depth = values["depth"]
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
-                              or not 1 <= depth <= MAX_DEPTH):
+    if depth is not None and (
+        isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH
+    ):
         raise VectorIndexError(f"depth must be a whole number from 1 to {MAX_DEPTH}, not {depth!r}")
     values["weight"] = float(weight)
     return values

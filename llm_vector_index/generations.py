@@ -44,9 +44,7 @@ def build_lock(index: Index) -> Iterator[None]:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise IndexBusy(
-                f"Index {index.name!r} is being built by another process"
-            ) from None
+            raise IndexBusy(f"Index {index.name!r} is being built by another process") from None
         try:
             yield
         finally:
@@ -96,9 +94,7 @@ def write_generation(directory: Path, generation: int, owner: str) -> None:
     """Record which catalog generation, of which index (``Index.identity``),
     the files in ``directory`` belong to: files copied in from another index
     are then detected, not searched with this index's label map."""
-    atomic_write(
-        directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode())
-    )
+    atomic_write(directory / GENERATION_FILE, lambda f: f.write(f"{generation} {owner}".encode()))
 
 
 def read_generation(directory: Path, owner: str) -> int | None:

@@ -136,7 +136,8 @@ class Holder:
                 raise self.mismatch()
             try:
                 opened = keywords.KeywordIndex.open(
-                    index.path / keywords.FOLDER, record.keywords["tokenizer"])
+                    index.path / keywords.FOLDER, record.keywords["tokenizer"]
+                )
             except DamagedFiles as error:
                 raise self._damaged(str(error)) from None
             if opened.count() != record.keyword_rows:
@@ -207,7 +208,8 @@ class Holder:
                     raise self.mismatch()
                 if shared:
                     backend = open_indexes.get(
-                        self._shared_key(), self._shared_version(),
+                        self._shared_key(),
+                        self._shared_version(),
                         lambda: index.new_backend(path, dimensions, read_only=True),
                     )
                 else:

@@ -63,12 +63,20 @@ def answer(
         mode = "vector"
     mode = mode_for(index, mode)
     if mode != "vector":
-        return search(index, text, number, mode, embed, prefix=prefix, collection=collection,
-                      where=where, settings=settings)
+        return search(
+            index,
+            text,
+            number,
+            mode,
+            embed,
+            prefix=prefix,
+            collection=collection,
+            where=where,
+            settings=settings,
+        )
     if settings:
         raise VectorIndexError(f"{', '.join(settings)}: fusion settings need --mode hybrid")
-    return query.search(index, embed(), number, prefix=prefix, collection=collection,
-                        where=where)
+    return query.search(index, embed(), number, prefix=prefix, collection=collection, where=where)
 
 
 def search(
@@ -106,8 +114,9 @@ def search(
         # row is read until the winners are known.
         vector_side = query.nearest_labels(index, vector, depth, restricted)
         keyword_side = _keyword_labels(index, text, depth, restricted, all_ties=False)
-        fused = fusion.fused_order(_pairs(*vector_side), _pairs(*keyword_side),
-                                   chosen["fusion"], chosen["weight"])
+        fused = fusion.fused_order(
+            _pairs(*vector_side), _pairs(*keyword_side), chosen["fusion"], chosen["weight"]
+        )
         keyword_scores = dict(_pairs(*keyword_side))
         entries = _winners(index, fused, number, vector, keyword_scores, show_collection)
         exhausted = len(vector_side[1]) < depth and len(keyword_side[1]) < depth
@@ -128,7 +137,11 @@ def _pairs(scores: np.ndarray, labels: np.ndarray) -> list[tuple[int, float]]:
 
 
 def _keyword_labels(
-    index: Index, text: str, k: int, restricted: Restriction | None, all_ties: bool = True,
+    index: Index,
+    text: str,
+    k: int,
+    restricted: Restriction | None,
+    all_ties: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(BM25 scores, labels) of the best ``k`` rows among ``restricted``
     (None: all), best first (see KeywordIndex.search for ``all_ties``)."""
@@ -155,7 +168,10 @@ TEXT_COLUMNS = ROW_COLUMNS.replace("e.embedding", "null")
 
 
 def _keyword_entries(
-    index: Index, text: str, number: int, restricted: Restriction | None,
+    index: Index,
+    text: str,
+    number: int,
+    restricted: Restriction | None,
     show_collection: bool,
 ) -> list[IndexEntry]:
     record = index.record
@@ -168,10 +184,13 @@ def _keyword_entries(
         by_label = {row[-1]: row for row in rows}
         entries = [
             IndexEntry(
-                id=row[2], score=None, content=row[3],
+                id=row[2],
+                score=None,
+                content=row[3],
                 metadata=json.loads(row[4]) if row[4] else None,
                 collection=row[1] if show_collection else None,
-                keyword_rank=rank, keyword_score=score,
+                keyword_rank=rank,
+                keyword_score=score,
             )
             for rank, (score, label) in enumerate(zip(scores.tolist(), labels.tolist()), 1)
             if (row := by_label.get(label)) is not None  # (deleted since the build)
@@ -183,8 +202,12 @@ def _keyword_entries(
 
 
 def _winners(
-    index: Index, fused: Iterator[fusion.Fused], number: int, vector: np.ndarray,
-    keyword_scores: dict[int, float], show_collection: bool,
+    index: Index,
+    fused: Iterator[fusion.Fused],
+    number: int,
+    vector: np.ndarray,
+    keyword_scores: dict[int, float],
+    show_collection: bool,
 ) -> list[IndexEntry]:
     """The first ``number`` fused labels whose rows are still there, read
     whole and scored by llm's cosine (rank()'s arithmetic), in fused order."""
@@ -204,11 +227,17 @@ def _winners(
             row, score = scored.get(item.key, (None, math.nan))
             if row is None or not math.isfinite(score):
                 continue  # deleted since the build, or changed to what cannot be ranked
-            entries.append(IndexEntry(
-                id=row[2], score=score, content=row[3],
-                metadata=json.loads(row[4]) if row[4] else None,
-                collection=row[1] if show_collection else None,
-                fused=item.value, vector_rank=item.vector_rank,
-                keyword_rank=item.keyword_rank, keyword_score=keyword_scores.get(item.key),
-            ))
+            entries.append(
+                IndexEntry(
+                    id=row[2],
+                    score=score,
+                    content=row[3],
+                    metadata=json.loads(row[4]) if row[4] else None,
+                    collection=row[1] if show_collection else None,
+                    fused=item.value,
+                    vector_rank=item.vector_rank,
+                    keyword_rank=item.keyword_rank,
+                    keyword_score=keyword_scores.get(item.key),
+                )
+            )
     return entries

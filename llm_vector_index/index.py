@@ -212,9 +212,7 @@ class Index:
 
     def remote(self) -> Remote | None:
         "The server the catalog row names (a host to contact, secrets to read), if any."
-        return approvals.remote_of(
-            self.backend_class, self.record.options, self.record.dimensions
-        )
+        return approvals.remote_of(self.backend_class, self.record.options, self.record.dimensions)
 
     def close(self) -> None:
         """Let go of the open backend; the next use opens it again. A backend
@@ -279,9 +277,7 @@ class Index:
         database, they are checked as strictly as options typed here."""
         return self.backend_class.validate_options(self.record.options, self.record.dimensions)
 
-    def new_backend(
-        self, path: Path, dimensions: int, *, read_only: bool = False
-    ) -> VectorIndex:
+    def new_backend(self, path: Path, dimensions: int, *, read_only: bool = False) -> VectorIndex:
         """A backend of this index's kind and options, opening what is in
         ``path``; refused before it is constructed if the options name a
         server this machine has not approved for this index (approvals.py)."""
@@ -348,14 +344,15 @@ class Index:
     def collection_ids(self, only: str | None = None) -> list[int]:
         "Ids of the covered collections that exist now (or just ``only``)."
         if only is not None and only not in self.collections:
-            raise VectorIndexError(
-                f"Index {self.name!r} does not cover collection {only!r}"
-            )
+            raise VectorIndexError(f"Index {self.name!r} does not cover collection {only!r}")
         names = [only] if only is not None else self.collections
         try:
-            ids = dict(self.db.execute(
-                f"select name, id from collections where name in ({','.join('?' * len(names))})",
-                names).fetchall())
+            ids = dict(
+                self.db.execute(
+                    f"select name, id from collections where name in ({','.join('?' * len(names))})",
+                    names,
+                ).fetchall()
+            )
         except sqlite3.OperationalError as error:
             if "no such table" not in str(error):
                 raise
@@ -387,8 +384,11 @@ class Index:
         if freshness.is_current(self.record.fingerprint, state):
             return
         failed = ""
-        if (self.may_build and self.record.refresh == "auto"
-                and catalog.is_writable(self.db, self.record.id)):
+        if (
+            self.may_build
+            and self.record.refresh == "auto"
+            and catalog.is_writable(self.db, self.record.id)
+        ):
             try:
                 self.build()
                 return
@@ -400,7 +400,10 @@ class Index:
         if key not in _warned:
             _warned.add(key)
             changes = sync.find_changes(
-                self.db, self.record.id, state.collection_ids, self.record.watermark,
+                self.db,
+                self.record.id,
+                state.collection_ids,
+                self.record.watermark,
                 (self.record.fingerprint or {}).get("rowid"),
             )
             click.echo(
@@ -444,14 +447,10 @@ class Index:
         over one collection): ``collection.similar()`` and ``llm similar`` use it."""
         if collection is None:
             if len(self.collections) > 1:
-                raise VectorIndexError(
-                    f"Index {self.name!r} covers several collections: name one"
-                )
+                raise VectorIndexError(f"Index {self.name!r} covers several collections: name one")
             collection = self.collections[0]
         if collection not in self.collections:
-            raise VectorIndexError(
-                f"Index {self.name!r} does not cover collection {collection!r}"
-            )
+            raise VectorIndexError(f"Index {self.name!r} does not cover collection {collection!r}")
         catalog.set_default(self.db, collection, self.record.id)
 
     def defaults(self) -> list[str]:
@@ -486,8 +485,15 @@ class Index:
         an index with keywords; ``fusion``, ``weight``, ``depth`` override
         the index's fusion settings for this query (see fusion.py)."""
         return hybrid.answer(
-            self, value, number, mode, lambda: self._embed(value), prefix=prefix,
-            collection=collection, where=where, settings=fusion_settings,
+            self,
+            value,
+            number,
+            mode,
+            lambda: self._embed(value),
+            prefix=prefix,
+            collection=collection,
+            where=where,
+            settings=fusion_settings,
         )
 
     def _embed(self, value: str | bytes) -> Any:
@@ -520,8 +526,13 @@ class Index:
         unless ``collection`` names one (and restricts the results to it)."""
         row = self._stored_row(id, collection)
         return query.search(
-            self, np.frombuffer(row[5], dtype="<f4"), number, prefix=prefix,
-            skip=frozenset({(row[0], id)}), collection=collection, where=where,
+            self,
+            np.frombuffer(row[5], dtype="<f4"),
+            number,
+            prefix=prefix,
+            skip=frozenset({(row[0], id)}),
+            collection=collection,
+            where=where,
         )
 
     def get(self, id: str, collection: str | None = None) -> IndexEntry:
@@ -529,7 +540,9 @@ class Index:
         collection holding it, or from ``collection``."""
         row = self._stored_row(id, collection)
         return IndexEntry(
-            id=id, score=None, content=row[3],
+            id=id,
+            score=None,
+            content=row[3],
             metadata=json.loads(row[4]) if row[4] else None,
             collection=row[1] if len(self.collections) > 1 else None,
         )
@@ -537,9 +550,7 @@ class Index:
     def _stored_row(self, id: str, collection: str | None) -> tuple:
         "(see filters.ROW_COLUMNS) of row ``id``, or IdNotFound."
         if collection is not None and collection not in self.collections:
-            raise VectorIndexError(
-                f"Index {self.name!r} does not cover collection {collection!r}"
-            )
+            raise VectorIndexError(f"Index {self.name!r} does not cover collection {collection!r}")
         for name in [collection] if collection else self.collections:
             row = self.db.execute(
                 f"select {ROW_COLUMNS} from embeddings e "
@@ -566,7 +577,12 @@ class Index:
         whose metadata has these values (``{"a.b": 1}`` reaches into nested)."""
         skip = frozenset({(None, skip_id)}) if skip_id is not None else frozenset()
         return query.search(
-            self, vector, number, prefix=prefix, skip=skip, collection=collection,
+            self,
+            vector,
+            number,
+            prefix=prefix,
+            skip=skip,
+            collection=collection,
             where=where,
         )
 

@@ -150,8 +150,11 @@ class KeywordIndex:
         builder = tantivy.SchemaBuilder()
         builder.add_integer_field(LABEL, indexed=True, fast=True)
         for field in fields:
-            builder.add_text_field(field, tokenizer_name=_FIELDS[field][0],
-                                   index_option="freq" if field == "text" else "basic")
+            builder.add_text_field(
+                field,
+                tokenizer_name=_FIELDS[field][0],
+                index_option="freq" if field == "text" else "basic",
+            )
         paths.mark(folder)  # the plugin's: removable by paths.remove_tree
         with _writes():
             index = tantivy.Index(builder.build(), path=str(folder), reuse=False)
@@ -183,8 +186,9 @@ class KeywordIndex:
                 self._writer = self._index.writer(_WRITER_HEAP, _WRITER_THREADS)
         return self._writer
 
-    def add(self, labels: Sequence[int] | np.ndarray, texts: Sequence[str | None],
-            replace: bool = True) -> int:
+    def add(
+        self, labels: Sequence[int] | np.ndarray, texts: Sequence[str | None], replace: bool = True
+    ) -> int:
         """Index each text under its label (replacing what the label had,
         unless ``replace`` is False: a new index). Labels whose text is None
         or empty only lose what they had. Returns how many texts were added."""
@@ -255,7 +259,12 @@ class KeywordIndex:
         return found
 
     def search(
-        self, text: str, k: int, allowed: np.ndarray | None = None, *, all_ties: bool = True,
+        self,
+        text: str,
+        k: int,
+        allowed: np.ndarray | None = None,
+        *,
+        all_ties: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for ``text`` by BM25 as (scores, labels), best
         first, ties by label; with ``allowed``, only among those labels.
@@ -272,7 +281,8 @@ class KeywordIndex:
                 scores, labels = self._top(searcher, query, k, all_ties)
             else:
                 scores, labels = self._top_allowed(
-                    searcher, query, k, np.asarray(allowed, dtype=np.int64), all_ties)
+                    searcher, query, k, np.asarray(allowed, dtype=np.int64), all_ties
+                )
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as error:  # damage the checks could not see: a panic
@@ -285,10 +295,13 @@ class KeywordIndex:
     def _query(self, terms: dict[str, list[str]]):
         "The terms OR-ed, each in its own field."
         tantivy = tantivy_module()
-        return tantivy.Query.boolean_query([
-            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, term))
-            for field, field_terms in terms.items() for term in field_terms
-        ])
+        return tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, term))
+                for field, field_terms in terms.items()
+                for term in field_terms
+            ]
+        )
 
     def _top(self, searcher, query, k: int, all_ties: bool) -> tuple[np.ndarray, np.ndarray]:
         """(scores, labels) of the best ``k`` and every row tied with the k-th
@@ -304,14 +317,23 @@ class KeywordIndex:
         # with the k-th, and order ties by label, so that the same rows
         # always give the same answer (up to a bound: a word in every row,
         # each as long, ties them all).
-        while all_ties and len(hits) == fetched and hits[-1][0] == hits[k - 1][0] \
-                and fetched < min(searcher.num_docs, MAX_TIED):
+        while (
+            all_ties
+            and len(hits) == fetched
+            and hits[-1][0] == hits[k - 1][0]
+            and fetched < min(searcher.num_docs, MAX_TIED)
+        ):
             fetched *= 2
             hits = searcher.search(query, fetched, count=False).hits
         return self._scored_labels(searcher, hits)
 
     def _top_allowed(
-        self, searcher, query, k: int, allowed: np.ndarray, all_ties: bool,
+        self,
+        searcher,
+        query,
+        k: int,
+        allowed: np.ndarray,
+        all_ties: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         """As _top, among the ``allowed`` labels. A few are matched in the
         query itself; many, by reading the unfiltered ranking deep enough to
@@ -331,24 +353,29 @@ class KeywordIndex:
                 kept = scores[keep]
                 if len(hits) < fetched:  # every matching row read
                     return kept, labels[keep]
-                if len(kept) >= k and (not all_ties or scores[-1] < kept[k - 1]
-                                       or fetched >= MAX_TIED):
+                if len(kept) >= k and (
+                    not all_ties or scores[-1] < kept[k - 1] or fetched >= MAX_TIED
+                ):
                     return kept, labels[keep]
                 if fetched * 2 > DEEP_PER_ALLOWED * len(allowed):
                     break  # the allowed rows rank low: the filter in the query costs less
                 fetched *= 2
         tantivy = tantivy_module()
         if len(allowed) <= UNION_LIMIT:
-            only = tantivy.Query.boolean_query([
-                (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, LABEL, label))
-                for label in allowed.tolist()
-            ])
+            only = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, LABEL, label))
+                    for label in allowed.tolist()
+                ]
+            )
         else:
             only = tantivy.Query.term_set_query(self._schema, LABEL, allowed.tolist())
-        restricted = tantivy.Query.boolean_query([
-            (tantivy.Occur.Must, query),
-            (tantivy.Occur.Must, tantivy.Query.const_score_query(only, 0.0)),
-        ])
+        restricted = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.const_score_query(only, 0.0)),
+            ]
+        )
         return self._top(searcher, restricted, k, all_ties)
 
     @staticmethod
@@ -356,8 +383,10 @@ class KeywordIndex:
         if not hits:
             return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
         labels = searcher.fast_field_values(LABEL, [address for _, address in hits])
-        return (np.array([score for score, _ in hits], dtype=np.float64),
-                np.array(labels, dtype=np.int64))
+        return (
+            np.array([score for score, _ in hits], dtype=np.float64),
+            np.array(labels, dtype=np.int64),
+        )
 
     def close(self) -> None:
         self.rollback()
@@ -382,8 +411,11 @@ def _writes() -> Iterator[None]:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir()
-                  if path.name not in _NOT_DATA and not path.name.startswith(f".{CHECKS}."))
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.name not in _NOT_DATA and not path.name.startswith(f".{CHECKS}.")
+    )
 
 
 def _record_checks(folder: Path) -> None:

@@ -143,8 +143,10 @@ def migrate_to_chroma(
     name = chroma_collection or derive_name("-".join(collections))
     if not is_valid_name(name):
         raise InvalidOptions(f"Invalid Chroma collection name {name!r}: use {NAME_RULE}")
-    client = connect(path=Path(path) if path else None, host=host, port=port, ssl=ssl, headers=headers)
-    target = (f"{'https' if ssl else 'http'}://{host}:{port}" if host else str(Path(path).resolve()))
+    client = connect(
+        path=Path(path) if path else None, host=host, port=port, ssl=ssl, headers=headers
+    )
+    target = f"{'https' if ssl else 'http'}://{host}:{port}" if host else str(Path(path).resolve())
     try:
         with server_errors(host, port):  # a server that dies mid-way: one line
             dimensions = sync.peek_dimensions(db, collections)
@@ -170,7 +172,9 @@ def migrate_to_chroma(
                 total = db.execute(
                     "select count(*) from embeddings where collection_id = ?", [collection_id]
                 ).fetchone()[0]
-                catalog.record_migration(db, report.target, collection_id, run_started, total, time.time())
+                catalog.record_migration(
+                    db, report.target, collection_id, run_started, total, time.time()
+                )
             _verify(db, chroma, collections, rows, prefixed, report, sample)
     finally:
         client.close()
@@ -216,8 +220,8 @@ class _CollectionMigration:
     def send_changed(self, watermark: int | None) -> int:
         # A first run into an empty collection cannot meet stale records.
         self.replace = watermark is not None or self.chroma.count() > 0
-        condition, params = ("1", []) if watermark is None else (
-            "updated >= ? or updated is null", [watermark]
+        condition, params = (
+            ("1", []) if watermark is None else ("updated >= ? or updated is null", [watermark])
         )
         total = self.db.execute(
             f"select count(*) from embeddings where collection_id = ? and ({condition})",
@@ -245,8 +249,12 @@ class _CollectionMigration:
                 "select id, embedding, content, content_blob is not null, metadata, updated "
                 f"from embeddings where collection_id = ? and ({condition}) {after} "
                 "order by id limit ?",
-                [self.collection_id, *params, *([last] if last is not None else []),
-                 self.batch_size],
+                [
+                    self.collection_id,
+                    *params,
+                    *([last] if last is not None else []),
+                    self.batch_size,
+                ],
             ).fetchall()
             if not page:
                 return
@@ -303,8 +311,10 @@ class _CollectionMigration:
         unchanged = {
             row[0]
             for row, id, vector, document, metadata in zip(hot, ids, vectors, documents, metadatas)
-            if id in by_id and same_vector(by_id[id][0], vector)
-            and by_id[id][1] == document and by_id[id][2] == metadata
+            if id in by_id
+            and same_vector(by_id[id][0], vector)
+            and by_id[id][1] == document
+            and by_id[id][2] == metadata
         }
         return [row for row in batch if row[0] not in unchanged]
 
@@ -314,8 +324,10 @@ class _CollectionMigration:
         offset = 0
         while True:
             page = self.chroma.get(
-                where={"llm_collection": self.collection}, include=[],
-                limit=self.batch_size, offset=offset,
+                where={"llm_collection": self.collection},
+                include=[],
+                limit=self.batch_size,
+                offset=offset,
             )["ids"]
             in_chroma.update(page)
             if len(page) < self.batch_size:
@@ -331,9 +343,11 @@ class _CollectionMigration:
         for start in range(0, len(gone), self.batch_size):
             self.chroma.delete(ids=gone[start : start + self.batch_size])
         missing = [
-            row[0] for row in self.db.execute(
+            row[0]
+            for row in self.db.execute(
                 "select id from embeddings where collection_id = ?", [self.collection_id]
-            ) if self.chroma_id(row[0]) not in in_chroma
+            )
+            if self.chroma_id(row[0]) not in in_chroma
         ]
         sent = 0
         for start in range(0, len(missing), self.batch_size):

@@ -34,8 +34,7 @@ def _png(path: str | Path) -> Path:
 
 
 @contextmanager
-def _figure(path: str | Path, *, xlabel: str, ylabel: str, title: str,
-            legend: str) -> Iterator:
+def _figure(path: str | Path, *, xlabel: str, ylabel: str, title: str, legend: str) -> Iterator:
     """Axes to draw on; labelled, saved to ``path`` (a PNG) and closed after."""
     path = _png(path)
     pyplot = _pyplot()
@@ -64,18 +63,24 @@ def _plain_log_axis(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
-                points: Mapping[str, tuple[float, float]] | None = None,
-                title: str | None = None) -> Path:
+def plot_sweeps(
+    sweeps: Sequence[Sweep],
+    path: str | Path,
+    points: Mapping[str, tuple[float, float]] | None = None,
+    title: str | None = None,
+) -> Path:
     """Recall against p50 latency, one curve an index, each point its setting;
     ``points``: label -> (ms, recall) of things with one setting (exact
     search, llm's brute force)."""
     k = sweeps[0].k if sweeps else 10
     queries = sweeps[0].queries if sweeps else 0
-    with _figure(path, xlabel="query p50, ms (one thread, log scale)",
-                 ylabel=f"recall@{k}",
-                 title=title or f"Recall against latency, {queries} queries",
-                 legend="lower right") as axes:
+    with _figure(
+        path,
+        xlabel="query p50, ms (one thread, log scale)",
+        ylabel=f"recall@{k}",
+        title=title or f"Recall against latency, {queries} queries",
+        legend="lower right",
+    ) as axes:
         for label, (ms, recall) in (points or {}).items():
             axes.plot([ms], [recall], marker="s", linestyle="none", label=label)
         labelled: list[tuple[float, float]] = []
@@ -87,8 +92,13 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
                 if _crowded(labelled, point.p50_ms, point.recall):
                     continue
                 labelled.append((point.p50_ms, point.recall))
-                axes.annotate(str(point.value), (point.p50_ms, point.recall), fontsize=7,
-                              textcoords="offset points", xytext=(3, -9))
+                axes.annotate(
+                    str(point.value),
+                    (point.p50_ms, point.recall),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, -9),
+                )
         axes.set_xscale("log")
         _plain_log_axis(axes.xaxis)
     return Path(path)
@@ -97,21 +107,32 @@ def plot_sweeps(sweeps: Sequence[Sweep], path: str | Path,
 def _crowded(labelled: Sequence[tuple[float, float]], ms: float, recall: float) -> bool:
     """Would a label here sit on one already drawn? (Where curves meet near
     recall 1.0, every setting's number would print on top of the others.)"""
-    return any(abs(math.log10(ms / other_ms)) < 0.08 and abs(recall - other_recall) < 0.005
-               for other_ms, other_recall in labelled)
+    return any(
+        abs(math.log10(ms / other_ms)) < 0.08 and abs(recall - other_recall) < 0.005
+        for other_ms, other_recall in labelled
+    )
 
 
-def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,
-                      *, ylabel: str, title: str,
-                      notes: Mapping[str, str] | None = None) -> Path:
+def plot_against_rows(
+    series: Mapping[str, Sequence[tuple[int, float]]],
+    path: str | Path,
+    *,
+    ylabel: str,
+    title: str,
+    notes: Mapping[str, str] | None = None,
+) -> Path:
     """label -> [(rows, value), ...] on log-log axes, a line each; ``notes``:
     label -> text added to its legend entry (e.g. the recall at each size)."""
     with _figure(path, xlabel="rows", ylabel=ylabel, title=title, legend="upper left") as axes:
         for label, values in series.items():
             values = sorted(values)
             note = (notes or {}).get(label)
-            axes.plot([rows for rows, _ in values], [value for _, value in values],
-                      marker="o", label=f"{label} ({note})" if note else label)
+            axes.plot(
+                [rows for rows, _ in values],
+                [value for _, value in values],
+                marker="o",
+                label=f"{label} ({note})" if note else label,
+            )
         axes.set_xscale("log")
         axes.set_yscale("log")
         _plain_log_axis(axes.xaxis)
@@ -119,22 +140,34 @@ def plot_against_rows(series: Mapping[str, Sequence[tuple[int, float]]], path: s
     return Path(path)
 
 
-def plot_fusion_sweep(results: Mapping[str, Sequence], path: str | Path,
-                      title: str | None = None) -> Path:
+def plot_fusion_sweep(
+    results: Mapping[str, Sequence], path: str | Path, title: str | None = None
+) -> Path:
     """nDCG@10 against the vector side's weight in hybrid, one curve per
     index and fusion, with the single modes as flat lines
     (``results``: index name -> relevance.Judgement list with a sweep)."""
-    with _figure(path, xlabel="weight of the vector side (0: keywords only, 1: vectors only)",
-                 ylabel="nDCG@10", title=title or "Hybrid relevance against fusion weight",
-                 legend="lower center") as axes:
+    with _figure(
+        path,
+        xlabel="weight of the vector side (0: keywords only, 1: vectors only)",
+        ylabel="nDCG@10",
+        title=title or "Hybrid relevance against fusion weight",
+        legend="lower center",
+    ) as axes:
         for name, judged in results.items():
             for fusion in ("rrf", "convex"):
-                points = sorted((r.settings["weight"], r.scores["ndcg@10"]) for r in judged
-                                if r.settings.get("fusion") == fusion)
+                points = sorted(
+                    (r.settings["weight"], r.scores["ndcg@10"])
+                    for r in judged
+                    if r.settings.get("fusion") == fusion
+                )
                 if points:
                     axes.plot(*zip(*points), marker="o", label=f"{name}: {fusion}")
             for single in judged:
                 if single.mode in ("vector", "keyword"):
-                    axes.axhline(single.scores["ndcg@10"], linestyle="--", linewidth=0.8,
-                                 label=f"{name}: {single.mode} only")
+                    axes.axhline(
+                        single.scores["ndcg@10"],
+                        linestyle="--",
+                        linewidth=0.8,
+                        label=f"{name}: {single.mode} only",
+                    )
     return Path(path)

@@ -73,12 +73,22 @@ def search(
     check_count(number, "number")
     query = query_vector(vector)
     collection, show_collection = begin(index, collection)
-    return ranked(index, query, number, skip, show_collection,
-                  lambda: restriction(index, collection, prefix, where))
+    return ranked(
+        index,
+        query,
+        number,
+        skip,
+        show_collection,
+        lambda: restriction(index, collection, prefix, where),
+    )
 
 
 def ranked(
-    index: Index, query: np.ndarray, number: int, skip: Skip, show_collection: bool,
+    index: Index,
+    query: np.ndarray,
+    number: int,
+    skip: Skip,
+    show_collection: bool,
     restricted: Callable[[], Restriction | None],
 ) -> list[IndexEntry]:
     """The ``number`` rows nearest ``query`` among ``restricted()`` (None:
@@ -89,8 +99,7 @@ def ranked(
     subset = restricted()
     if subset is not None:
         if subset.rowids is not None:  # few: exact over just those rows
-            return rank(Filter.rows(index.db, subset.rowids), query, skip, show_collection,
-                        number)
+            return rank(Filter.rows(index.db, subset.rowids), query, skip, show_collection, number)
         allowed = subset.labels(index)
     return _backend_search(index, query, number, skip, allowed, show_collection)
 
@@ -157,9 +166,7 @@ def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
     their collection."""
     record = index.record
     if collection is not None and collection not in record.collections:
-        raise VectorIndexError(
-            f"Index {record.name!r} does not cover collection {collection!r}"
-        )
+        raise VectorIndexError(f"Index {record.name!r} does not cover collection {collection!r}")
     index.ensure_fresh()
     record = index.record
     if record.built is None:
@@ -268,11 +275,15 @@ def check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None
         problem = f"it maps a label to row {stray[2]!r} of collection {stray[1]!r}"
     elif len({(row[0], row[2]) for row in rows}) != len(rows):
         problem = "it maps two labels to one row"
-    elif len(labels) and not rows and not index.db.execute(
-        "select 1 from vector_index_labels where index_id = ? and label in "
-        f"({','.join('?' * len(labels))}) limit 1",
-        [index.record.id, *labels.tolist()],
-    ).fetchone():
+    elif (
+        len(labels)
+        and not rows
+        and not index.db.execute(
+            "select 1 from vector_index_labels where index_id = ? and label in "
+            f"({','.join('?' * len(labels))}) limit 1",
+            [index.record.id, *labels.tolist()],
+        ).fetchone()
+    ):
         problem = "none of the labels its backend found are in it"
     if problem:
         raise DamagedFiles(
@@ -282,7 +293,10 @@ def check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None
 
 
 def rank(
-    rows: list[tuple], query: np.ndarray, skip: Skip, show_collection: bool,
+    rows: list[tuple],
+    query: np.ndarray,
+    skip: Skip,
+    show_collection: bool,
     limit: int | None = None,
 ) -> list[IndexEntry]:
     """The best ``limit`` rows (see filters.ROW_COLUMNS) as entries, scored as
@@ -292,8 +306,10 @@ def rank(
     returned. Only the winners' metadata is parsed."""
     width = 4 * len(query)
     rows = [
-        row for row in rows
-        if row[5] is not None and len(row[5]) == width
+        row
+        for row in rows
+        if row[5] is not None
+        and len(row[5]) == width
         and not (skip and ((row[0], row[2]) in skip or (None, row[2]) in skip))
     ]
     if not rows:

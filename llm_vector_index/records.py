@@ -20,6 +20,7 @@ from .errors import DamagedCatalog, VectorIndexError
 # to 8,192): a value read from a database is bounded before numpy sees it.
 MAX_DIMENSIONS = 65_536
 
+
 @dataclass
 class IndexRecord:
     "One row of ``vector_indexes`` plus its collections, in creation order."
@@ -80,8 +81,12 @@ class IndexRecord:
 
 # Columns that hold whole numbers, with the range each may take.
 _WHOLE_NUMBERS = (
-    ("dimensions", 1, MAX_DIMENSIONS), ("rows", 0, None), ("next_label", 0, None),
-    ("generation", 0, None), ("watermark", None, None), ("keyword_rows", 0, None),
+    ("dimensions", 1, MAX_DIMENSIONS),
+    ("rows", 0, None),
+    ("next_label", 0, None),
+    ("generation", 0, None),
+    ("watermark", None, None),
+    ("keyword_rows", 0, None),
 )
 
 

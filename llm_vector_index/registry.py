@@ -76,9 +76,7 @@ def get_backend(name: str) -> BackendInfo:
         return backends[name]
     except KeyError:
         available = ", ".join(sorted(backends))
-        raise UnknownBackend(
-            f"Unknown backend {name!r}; available: {available}"
-        ) from None
+        raise UnknownBackend(f"Unknown backend {name!r}; available: {available}") from None
 
 
 def masked_options(backend: str, options: Mapping[str, Any]) -> dict:
@@ -87,5 +85,4 @@ def masked_options(backend: str, options: Mapping[str, Any]) -> dict:
         secret = {o.name for o in get_backend(backend).cls.options if o.secret}
     except VectorIndexError:  # its plugin is not installed any more
         secret = set()
-    return {key: "********" if key in secret and value else value
-            for key, value in options.items()}
+    return {key: "********" if key in secret and value else value for key, value in options.items()}

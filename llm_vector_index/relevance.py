@@ -76,7 +76,9 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise VectorIndexError(f"Cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        raise VectorIndexError(
+            f"Cannot read {path}: {getattr(error, 'strerror', None) or error}"
+        ) from None
     return [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -89,9 +91,15 @@ def _json_line(path: Path, number: int, line: str) -> Judged:
     relevant = value.get("relevant") if isinstance(value, dict) else None
     if isinstance(relevant, list) and all(isinstance(id, str) for id in relevant):
         relevant = dict.fromkeys(relevant, 1.0)
-    if not (isinstance(query, str) and query.strip() and isinstance(relevant, dict)
-            and all(isinstance(g, (int, float)) and not isinstance(g, bool)
-                    and math.isfinite(g) for g in relevant.values())):
+    if not (
+        isinstance(query, str)
+        and query.strip()
+        and isinstance(relevant, dict)
+        and all(
+            isinstance(g, (int, float)) and not isinstance(g, bool) and math.isfinite(g)
+            for g in relevant.values()
+        )
+    ):
         raise VectorIndexError(
             f'{path}:{number}: expected {{"query": TEXT, "relevant": [ID, ...]}}'
         )
@@ -141,8 +149,14 @@ class Judgement:
     queries: int
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "mode": self.mode, "settings": self.settings,
-                **self.scores, "p50_ms": self.p50_ms, "queries": self.queries}
+        return {
+            "label": self.label,
+            "mode": self.mode,
+            "settings": self.settings,
+            **self.scores,
+            "p50_ms": self.p50_ms,
+            "queries": self.queries,
+        }
 
 
 SWEEP_WEIGHTS = tuple(round(0.1 * step, 1) for step in range(11))
@@ -175,9 +189,13 @@ def judge(
         plans += [("keyword", "keyword", {}), (_label("hybrid", own), "hybrid", {})]
         if sweep:
             plans += [
-                (_label("hybrid", {**own, "fusion": name, "weight": weight}), "hybrid",
-                 {"fusion": name, "weight": weight})
-                for name in fusion.FUSIONS for weight in SWEEP_WEIGHTS
+                (
+                    _label("hybrid", {**own, "fusion": name, "weight": weight}),
+                    "hybrid",
+                    {"fusion": name, "weight": weight},
+                )
+                for name in fusion.FUSIONS
+                for weight in SWEEP_WEIGHTS
             ]
     results = []
     for label, mode, settings in plans:
@@ -186,18 +204,26 @@ def judge(
         tops, deep, timings = [], [], []
         for text, vector in zip(texts, vectors):
             started = time.perf_counter()
-            entries = hybrid.answer(index, text, 10, mode, lambda: vector,
-                                    settings=settings or None)
+            entries = hybrid.answer(
+                index, text, 10, mode, lambda: vector, settings=settings or None
+            )
             timings.append((time.perf_counter() - started) * 1000)
             tops.append([entry.id for entry in entries])
-            deep.append([entry.id for entry in hybrid.answer(
-                index, text, DEPTH, mode, lambda: vector, settings=settings or None)])
+            deep.append(
+                [
+                    entry.id
+                    for entry in hybrid.answer(
+                        index, text, DEPTH, mode, lambda: vector, settings=settings or None
+                    )
+                ]
+            )
         if progress:
             progress(1, len(plans))
         scores = mean_scores(tops, judged)
         scores["recall@100"] = mean_scores(deep, judged)["recall@100"]
-        results.append(Judgement(label, mode, settings, scores,
-                                 statistics.median(timings), len(judged)))
+        results.append(
+            Judgement(label, mode, settings, scores, statistics.median(timings), len(judged))
+        )
     return results
 
 
@@ -211,6 +237,8 @@ def judgement_table(results: Sequence[Judgement]) -> str:
     lines = [header, "|---|---|---|---|---|---|"]
     for result in results:
         s = result.scores
-        lines.append(f"| {result.label} | {s['ndcg@10']:.3f} | {s['mrr@10']:.3f} | "
-                     f"{s['recall@10']:.3f} | {s['recall@100']:.3f} | {result.p50_ms:.2f} |")
+        lines.append(
+            f"| {result.label} | {s['ndcg@10']:.3f} | {s['mrr@10']:.3f} | "
+            f"{s['recall@10']:.3f} | {s['recall@100']:.3f} | {result.p50_ms:.2f} |"
+        )
     return "\n".join(lines)

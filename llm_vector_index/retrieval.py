@@ -50,7 +50,7 @@ def open_index(name: str, database: str | None = None) -> Index:
     from .index import Index
 
     if not isinstance(name, str) or not name:
-        raise VectorIndexError("An index name is needed, e.g. VectorIndex(\"docs-idx\")")
+        raise VectorIndexError('An index name is needed, e.g. VectorIndex("docs-idx")')
     return Index(name, open_embeddings(database))
 
 
@@ -63,8 +63,9 @@ class VectorIndex(llm.Toolbox):
     """Search an llm embeddings index by meaning: the stored entries most
     similar to a text, and any one entry in full."""
 
-    def __init__(self, name: str, database: Optional[str] = None,
-                 max_chars: int = DEFAULT_MAX_CHARS):
+    def __init__(
+        self, name: str, database: Optional[str] = None, max_chars: int = DEFAULT_MAX_CHARS
+    ):
         self.index_name = name
         self.database = database
         self.max_chars = max_chars
@@ -80,8 +81,13 @@ class VectorIndex(llm.Toolbox):
             self._index = open_index(self.index_name, self.database)
         return self._index
 
-    def search(self, query: str, number: int = DEFAULT_NUMBER,
-               where: Optional[dict] = None, mode: Optional[str] = None) -> list[dict]:
+    def search(
+        self,
+        query: str,
+        number: int = DEFAULT_NUMBER,
+        where: Optional[dict] = None,
+        mode: Optional[str] = None,
+    ) -> list[dict]:
         """Find the stored entries closest in meaning to the query text. Returns
         up to `number` hits (1-50), best first, each with its id, score (cosine
         similarity), content (trimmed; `truncated` says so) and metadata.
@@ -97,8 +103,9 @@ class VectorIndex(llm.Toolbox):
         if mode is not None and not isinstance(mode, str):
             raise VectorIndexError('mode must be "vector", "keyword" or "hybrid"')
         index = self._opened()
-        hits = index.similar(query, check_count(number, "number", MAX_NUMBER), where=where,
-                             mode=mode)
+        hits = index.similar(
+            query, check_count(number, "number", MAX_NUMBER), where=where, mode=mode
+        )
         return [self._hit(index, entry) for entry in hits]
 
     def get(self, id: str) -> dict:
@@ -152,10 +159,7 @@ def load_fragments(argument: str) -> list[llm.Fragment]:
         raise VectorIndexError(f"No query text after index:{argument}")
     index = open_index(name)
     hits = index.similar(rest, check_count(number, "number", MAX_NUMBER), mode=mode)
-    fragments = [
-        llm.Fragment(entry.content, _source(entry))
-        for entry in hits if entry.content
-    ]
+    fragments = [llm.Fragment(entry.content, _source(entry)) for entry in hits if entry.content]
     if hits and not fragments:
         raise VectorIndexError(
             f"Index {name!r} found {len(hits)} entries but none has stored content: "

@@ -90,13 +90,21 @@ class _Functions:
             number = check_count(k, "k", MAX_K)
             index = self._index(name)
             entries = run(index, number)
-            return json.dumps([
-                {"id": entry.id, "score": entry.score,
-                 "collection": entry.collection or index.collections[0],
-                 **{key: getattr(entry, key) for key in HYBRID_FIELDS
-                    if entry.keyword_rank is not None or entry.fused is not None}}
-                for entry in entries
-            ])
+            return json.dumps(
+                [
+                    {
+                        "id": entry.id,
+                        "score": entry.score,
+                        "collection": entry.collection or index.collections[0],
+                        **{
+                            key: getattr(entry, key)
+                            for key in HYBRID_FIELDS
+                            if entry.keyword_rank is not None or entry.fused is not None
+                        },
+                    }
+                    for entry in entries
+                ]
+            )
         except VectorIndexError as error:
             return json.dumps({"error": str(error)})
 
@@ -128,7 +136,9 @@ def _vector(embedding: Any, dimensions: int | None) -> Any:
                 f"({4 * dimensions} bytes), got {len(embedding)} bytes"
             )
         if len(embedding) % 4:
-            raise VectorIndexError(f"embedding blob of {len(embedding)} bytes is not float32 values")
+            raise VectorIndexError(
+                f"embedding blob of {len(embedding)} bytes is not float32 values"
+            )
         return np.frombuffer(embedding, dtype="<f4")
     if isinstance(embedding, str):
         try:

@@ -108,8 +108,11 @@ class Snapshot:
 
 
 def save_snapshot(
-    directory: Path, files: Mapping[str, Writer], meta: Mapping[str, Any] | None = None,
-    *, keep: Collection[str] = (),
+    directory: Path,
+    files: Mapping[str, Writer],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    keep: Collection[str] = (),
 ) -> None:
     """Write ``files`` (key -> writer) and ``meta`` as the directory's new
     snapshot. ``keep`` names keys of the previous snapshot whose files carry
@@ -219,8 +222,12 @@ def verify_file(directory: Path, name: str, check: dict | None) -> None:
 
 def file_identity(path: Path) -> dict[str, int]:
     info = os.stat(path)
-    return {"inode": info.st_ino, "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-            "ctime_ns": info.st_ctime_ns}
+    return {
+        "inode": info.st_ino,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "ctime_ns": info.st_ctime_ns,
+    }
 
 
 def _crc32(fileobj) -> int:

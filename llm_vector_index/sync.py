@@ -123,13 +123,18 @@ def find_changes(
         ]
         if verify:
             ids += _changed_rows(
-                db, index_id, collection_id,
-                "select rowid from embeddings where collection_id = :collection", {},
+                db,
+                index_id,
+                collection_id,
+                "select rowid from embeddings where collection_id = :collection",
+                {},
             )
         elif watermark is not None:
             # Two range lookups (the updated index, the rowid b-tree), not a scan.
             ids += _changed_rows(
-                db, index_id, collection_id,
+                db,
+                index_id,
+                collection_id,
                 "select rowid from embeddings "
                 "where collection_id = :collection and updated >= :watermark "
                 "union select rowid from embeddings "
@@ -160,8 +165,12 @@ def find_changes(
 
 
 def nothing_changed(
-    db: Database, index_id: int, collection_ids: list[int], fingerprint: dict | None,
-    saved_fingerprint: dict | None, labels: int | None = None,
+    db: Database,
+    index_id: int,
+    collection_ids: list[int],
+    fingerprint: dict | None,
+    saved_fingerprint: dict | None,
+    labels: int | None = None,
 ) -> bool:
     """A quick proof that ``find_changes`` would find nothing, in three
     covering-index scans instead of its two anti-joins over every row (about
@@ -242,7 +251,10 @@ def _changed_rows(
 
 
 def read_all(
-    db: Database, collection_id: int, dimensions: int | None, up_to_rowid: int | None = None,
+    db: Database,
+    collection_id: int,
+    dimensions: int | None,
+    up_to_rowid: int | None = None,
     with_content: bool = False,
 ) -> Iterator[Batch]:
     """Every row of a collection, in batches (a full build).
@@ -272,7 +284,10 @@ def read_all(
 
 
 def read_rows(
-    db: Database, collection_id: int, ids: Iterable[str], dimensions: int | None,
+    db: Database,
+    collection_id: int,
+    ids: Iterable[str],
+    dimensions: int | None,
     with_content: bool = False,
 ) -> Iterator[Batch]:
     """These rows of a collection, in batches. Rows deleted since the scan are
@@ -344,8 +359,9 @@ def collection_row(db: Database, name: str) -> dict | None:
 def row_count(db: Database, collection_ids: Sequence[int]) -> int:
     "Rows in llm's table for these collections (one index lookup each)."
     return sum(
-        db.execute("select count(*) from embeddings where collection_id = ?",
-                   [collection_id]).fetchone()[0]
+        db.execute(
+            "select count(*) from embeddings where collection_id = ?", [collection_id]
+        ).fetchone()[0]
         for collection_id in collection_ids
     )
 

@@ -29,7 +29,10 @@ from .base import VectorIndex
 
 
 def clustered_vectors(
-    count: int, dimensions: int = 384, clusters: int = 50, seed: int = 0,
+    count: int,
+    dimensions: int = 384,
+    clusters: int = 50,
+    seed: int = 0,
     spread: float = 0.35,
 ) -> np.ndarray:
     "Gaussian clusters around random centres: float32 (count, dimensions)."
@@ -106,9 +109,19 @@ def chroma_server(directory: Path, timeout: float = 60, port: int | None = None)
     chroma = Path(sys.executable).parent / "chroma"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(chroma), "run", "--path", str(directory / "db"),
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(chroma),
+                "run",
+                "--path",
+                str(directory / "db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + timeout

@@ -27,7 +27,8 @@ class BuildTexts:
     def create(self, folder: Path) -> None:
         if self.wanted:
             self.keyword_index = keywords.KeywordIndex.create(
-                folder / keywords.FOLDER, self.settings["tokenizer"])
+                folder / keywords.FOLDER, self.settings["tokenizer"]
+            )
 
     def open_current(self, folder: Path, rows: int | None) -> bool:
         """Open the saved keyword index to change it; False if it cannot be
@@ -38,7 +39,8 @@ class BuildTexts:
             return False  # keywords added since the last build: fill them
         try:
             self.keyword_index = keywords.KeywordIndex.open(
-                folder / keywords.FOLDER, self.settings["tokenizer"])
+                folder / keywords.FOLDER, self.settings["tokenizer"]
+            )
         except DamagedFiles:
             return False
         if self.keyword_index.count() != rows:
@@ -47,8 +49,7 @@ class BuildTexts:
         self.rows = rows
         return True
 
-    def add(self, batch: sync.Batch, labels: np.ndarray, usable: np.ndarray,
-            replace: bool) -> None:
+    def add(self, batch: sync.Batch, labels: np.ndarray, usable: np.ndarray, replace: bool) -> None:
         """Index the text of the batch's rankable rows (a row whose vector
         cannot be ranked is never returned, so it is not indexed either)."""
         if self.keyword_index is None:

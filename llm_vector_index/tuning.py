@@ -77,8 +77,14 @@ def check_target(target: Any) -> float:
     return float(target)
 
 
-def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES,
-         k: int = K, seed: int = 0) -> Tuning:
+def tune(
+    index: Index,
+    target: float = DEFAULT_TARGET,
+    *,
+    queries: int = QUERIES,
+    k: int = K,
+    seed: int = 0,
+) -> Tuning:
     """Measure recall@k of probes for each value of the backend's tunable
     option, cheapest first; keep the first that reaches ``target`` (or, if
     none does, the value with the best recall, reported as not met)."""
@@ -107,8 +113,14 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
         else:  # nothing to trade: one measurement as it is
             points = iter([(None, evaluate.measure(index, backend, probes))])
         for value, measured in points:
-            curve.append([value, round(measured.recall, 4), round(measured.recall_at_1, 4),
-                          round(float(np.median(measured.timings)) * 1000, 3)])
+            curve.append(
+                [
+                    value,
+                    round(measured.recall, 4),
+                    round(measured.recall_at_1, 4),
+                    round(float(np.median(measured.timings)) * 1000, 3),
+                ]
+            )
             if measured.recall >= target:
                 break
         best = next((point for point in curve if point[1] >= target), None)
@@ -119,10 +131,18 @@ def tune(index: Index, target: float = DEFAULT_TARGET, *, queries: int = QUERIES
     finally:
         backend.close()
     tuning = Tuning(
-        target=target, option=tunable.option if tunable else None, chosen=best[0],
-        met=best[1] >= target, recall=best[1], recall_at_1=best[2], rows=record.rows,
-        queries=len(probes.keys), k=k, curve=curve,
-        seconds=round(time.perf_counter() - started, 2), when=time.time(),
+        target=target,
+        option=tunable.option if tunable else None,
+        chosen=best[0],
+        met=best[1] >= target,
+        recall=best[1],
+        recall_at_1=best[2],
+        rows=record.rows,
+        queries=len(probes.keys),
+        k=k,
+        curve=curve,
+        seconds=round(time.perf_counter() - started, 2),
+        when=time.time(),
     )
     options = dict(record.options)
     if tunable:
@@ -143,8 +163,10 @@ def needs_tuning(index: Index) -> bool:
         return False  # nothing to trade: exact search
     last = record.tuning
     if (
-        not last or last.get("target") != record.target_recall
-        or last.get("option") != tunable.option or not last.get("rows")
+        not last
+        or last.get("target") != record.target_recall
+        or last.get("option") != tunable.option
+        or not last.get("rows")
     ):
         return True
     return abs(record.rows - last["rows"]) > RETUNE_SHARE * last["rows"]

@@ -77,8 +77,10 @@ WORDS = (
 @pytest.fixture
 def texts():
     "Stored text rows embedded with the hash model through llm itself."
-    return {f"doc-{i:03d}": f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} {i}"
-            for i in range(120)}
+    return {
+        f"doc-{i:03d}": f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} {i}"
+        for i in range(120)
+    }
 
 
 @pytest.fixture
@@ -108,8 +110,15 @@ def vectors_collection(db):
 
     vectors = clustered_vectors(200, 24, clusters=8, seed=4)
     ids = [f"v{i:03d}" for i in range(200)]
-    write_embeddings(db, "vecs", ids, vectors, contents=[f"row {i}" for i in range(200)],
-                     metadatas=[{"i": i} if i % 2 else None for i in range(200)], updated=1000)
+    write_embeddings(
+        db,
+        "vecs",
+        ids,
+        vectors,
+        contents=[f"row {i}" for i in range(200)],
+        metadatas=[{"i": i} if i % 2 else None for i in range(200)],
+        updated=1000,
+    )
     return ids, vectors
 
 
@@ -129,9 +138,16 @@ def forkserver():
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.workers", "llm_vector_index.backends.faiss",
-                                    "llm_vector_index.backends.hnswlib", "faiss", "hnswlib",
-                                    "chromadb"])
+    context.set_forkserver_preload(
+        [
+            "tests.workers",
+            "llm_vector_index.backends.faiss",
+            "llm_vector_index.backends.hnswlib",
+            "faiss",
+            "hnswlib",
+            "chromadb",
+        ]
+    )
     return context
 
 

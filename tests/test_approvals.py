@@ -75,8 +75,14 @@ def listener():
 def arrived(db_path, db, text_collection, chroma_server, user_path, tmp_path, monkeypatch):
     """A database from elsewhere: its default index was made on another
     machine (another llm user directory) against a real Chroma server."""
-    Index.create("shared", ["docs"], db, backend="chroma", default=True, options={
-        "host": chroma_server["host"], "port": chroma_server["port"]}).build()
+    Index.create(
+        "shared",
+        ["docs"],
+        db,
+        backend="chroma",
+        default=True,
+        options={"host": chroma_server["host"], "port": chroma_server["port"]},
+    ).build()
     here = tmp_path / "this-machine"
     here.mkdir()
     monkeypatch.setenv("LLM_USER_PATH", str(here))
@@ -109,15 +115,18 @@ def crafted(arrived, listener):
     return arrived
 
 
-REFUSAL = ("Error: Index 'shared' names a chroma server http://127.0.0.1:{port} with the "
-           "secret in $SECRET_API_KEY, which this machine has not approved for it: if you "
-           "trust it, run llm index approve shared\n")
+REFUSAL = (
+    "Error: Index 'shared' names a chroma server http://127.0.0.1:{port} with the "
+    "secret in $SECRET_API_KEY, which this machine has not approved for it: if you "
+    "trust it, run llm index approve shared\n"
+)
 
 
 def test_llm_similar_answers_by_brute_force_and_sends_nothing(crafted, listener):
     before = files(crafted)
-    result = CliRunner().invoke(llm_cli, ["similar", "docs", "-c", "http client", "-n", "3",
-                                          "-d", str(crafted)])
+    result = CliRunner().invoke(
+        llm_cli, ["similar", "docs", "-c", "http client", "-n", "3", "-d", str(crafted)]
+    )
     assert result.exit_code == 0, result.output
     db = Database(crafted)
     brute_force = integration.ORIGINALS["similar"](llm.Collection("docs", db), "http client", 3)
@@ -133,11 +142,17 @@ def test_llm_similar_answers_by_brute_force_and_sends_nothing(crafted, listener)
     assert files(crafted) == before
 
 
-@pytest.mark.parametrize("command", [
-    ["similar", "shared", "-c", "http client"], ["similar", "shared", "doc-001"],
-    ["build", "shared"], ["build", "shared", "--full"], ["evaluate", "shared"],
-    ["build", "shared", "--target-recall", "0.9"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["similar", "shared", "-c", "http client"],
+        ["similar", "shared", "doc-001"],
+        ["build", "shared"],
+        ["build", "shared", "--full"],
+        ["evaluate", "shared"],
+        ["build", "shared", "--target-recall", "0.9"],
+    ],
+)
 def test_every_command_refuses_in_one_line_and_sends_nothing(crafted, listener, command):
     before = files(crafted)
     result = run(*command, "-d", crafted)
@@ -153,8 +168,10 @@ def test_a_select_sends_nothing(crafted, listener):
     conn = sqlite3.connect(f"file:{crafted}?mode=ro", uri=True)
     sql.register(conn)
     blob = conn.execute("select embedding from embeddings where id = 'doc-001'").fetchone()[0]
-    for query, args in [("select vector_index_search('shared', ?, 5)", [blob]),
-                        ("select vector_index_similar('shared', 'doc-001', 5)", [])]:
+    for query, args in [
+        ("select vector_index_search('shared', ?, 5)", [blob]),
+        ("select vector_index_similar('shared', 'doc-001', 5)", []),
+    ]:
         answer = json.loads(conn.execute(query, args).fetchone()[0])
         assert answer == {"error": REFUSAL.format(port=listener.port)[7:-1]}
     conn.close()
@@ -170,8 +187,10 @@ def test_show_and_list_say_it_is_not_approved_and_send_nothing(crafted, listener
     assert details["secrets"] == ["SECRET_API_KEY"] and details["approved"] is False
     assert "chroma_collection" not in details  # the backend was never opened
     listed = run("list", "-d", crafted)
-    assert (f"  server http://127.0.0.1:{listener.port}, NOT approved here: see "
-            "llm index approve shared\n") in listed.output
+    assert (
+        f"  server http://127.0.0.1:{listener.port}, NOT approved here: see "
+        "llm index approve shared\n"
+    ) in listed.output
     assert SECRET not in shown.output + listed.output
     assert listener.connections == 0 and listener.received == b""
 
@@ -208,10 +227,15 @@ def test_an_approval_lets_it_work_and_names_what_it_approved(arrived, chroma_ser
     assert run("similar", "shared", "doc-001", "-d", arrived).exit_code == 1
 
 
-@pytest.mark.parametrize("edit", [
-    {"port": "listener"}, {"token_env": "SECRET_API_KEY"}, {"ssl": True},
-    {"host": "localhost"},
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"port": "listener"},
+        {"token_env": "SECRET_API_KEY"},
+        {"ssl": True},
+        {"host": "localhost"},
+    ],
+)
 def test_a_row_edited_after_its_approval_is_not_approved(arrived, listener, edit):
     assert run("approve", "shared", "-d", arrived).exit_code == 0
     point_at(arrived, **{k: listener.port if v == "listener" else v for k, v in edit.items()})
@@ -227,21 +251,37 @@ def test_an_approval_is_for_one_database_file(arrived, tmp_path, chroma_server):
     copy = tmp_path / "copy" / "embeddings.db"
     copy.parent.mkdir()
     copy.write_bytes(arrived.read_bytes())
-    shutil.copytree(arrived.parent / "embeddings.db.vector-indexes",
-                    copy.parent / "embeddings.db.vector-indexes")
+    shutil.copytree(
+        arrived.parent / "embeddings.db.vector-indexes",
+        copy.parent / "embeddings.db.vector-indexes",
+    )
     result = run("similar", "shared", "doc-001", "-d", copy)
     assert result.exit_code == 1 and "has not approved" in result.stderr
     assert run("similar", "shared", "doc-001", "-d", arrived).exit_code == 0
 
 
-def test_creating_it_here_is_the_approval(db_path, db, text_collection, chroma_server,
-                                          user_path):
-    created = run("create", "mine", "docs", "-b", "chroma", "-o", "host", chroma_server["host"],
-                  "-o", "port", chroma_server["port"], "--build", "-d", db_path)
+def test_creating_it_here_is_the_approval(db_path, db, text_collection, chroma_server, user_path):
+    created = run(
+        "create",
+        "mine",
+        "docs",
+        "-b",
+        "chroma",
+        "-o",
+        "host",
+        chroma_server["host"],
+        "-o",
+        "port",
+        chroma_server["port"],
+        "--build",
+        "-d",
+        db_path,
+    )
     assert created.exit_code == 0, created.output
     approved = json.loads((user_path / "vector-index-approvals.json").read_text())["approvals"]
     assert [(a["index"], a["address"], a["secrets"]) for a in approved] == [
-        ("mine", f"http://127.0.0.1:{chroma_server['port']}", [])]
+        ("mine", f"http://127.0.0.1:{chroma_server['port']}", [])
+    ]
     assert approved[0]["database"] == str(db_path.resolve())
     assert run("similar", "mine", "doc-001", "-d", db_path).exit_code == 0
     assert run("drop", "mine", "-d", db_path).exit_code == 0
@@ -252,8 +292,9 @@ def test_an_index_without_a_server_has_nothing_to_approve(db_path, db, text_coll
     Index.create("local", ["docs"], db, backend="exact")
     result = run("approve", "local", "-d", db_path)
     assert result.exit_code == 1
-    assert result.stderr == ("Error: Index 'local' (exact) contacts no server: there is "
-                             "nothing to approve\n")
+    assert result.stderr == (
+        "Error: Index 'local' (exact) contacts no server: there is " "nothing to approve\n"
+    )
 
 
 def test_a_damaged_approvals_file_approves_nothing(arrived, listener):

@@ -82,9 +82,11 @@ def test_auto_switches_kinds_up_and_down(db):
     db.conn.commit()
     report = index.build()
     assert report.full and index.record.options == {
-        "exact_limit": LIMIT, "max_memory": "", "kind": "exact",
+        "exact_limit": LIMIT,
+        "max_memory": "",
+        "kind": "exact",
         "reason": "100 rows x 16 dimensions is less than half of exact_limit 4000: "
-                  "exact search is fast enough",
+        "exact search is fast enough",
     }
     assert isinstance(Index("ix", db).backend(), ExactIndex)
     answers_exactly(db, Index("ix", db))
@@ -96,8 +98,9 @@ def test_a_switch_killed_part_way_leaves_the_old_kind_answering(db_path, db, use
     add_rows(db, 200, 100, seed=2)
     for point in ["scanned", "saved", "swapped", "committing"]:
         ready = forkserver.Event()
-        child = forkserver.Process(target=workers.build, args=(
-            str(db_path), "ix", False, str(user_path), point, ready))
+        child = forkserver.Process(
+            target=workers.build, args=(str(db_path), "ix", False, str(user_path), point, ready)
+        )
         child.start()
         child.join(60)
         assert child.exitcode == -9, point  # killed at that point

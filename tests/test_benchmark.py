@@ -12,9 +12,25 @@ RUN = Path(__file__).parents[1] / "benchmarks" / "run.py"
 def test_the_record_is_written(tmp_path):
     out = tmp_path / "docs"
     result = subprocess.run(
-        [sys.executable, str(RUN), "--rows", "2000,3000", "--backends", "auto,faiss",
-         "--queries", "20", "--llm-queries", "1", "--npz", "", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(RUN),
+            "--rows",
+            "2000,3000",
+            "--backends",
+            "auto,faiss",
+            "--queries",
+            "20",
+            "--llm-queries",
+            "1",
+            "--npz",
+            "",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     record = (out / "benchmarks.md").read_text()
@@ -32,14 +48,32 @@ def test_the_record_is_written(tmp_path):
 def test_the_graph_study_prints_a_row_per_ef_construction():
     "graph_quality.py (the efConstruction table in docs/backends.md) at a tiny size."
     result = subprocess.run(
-        [sys.executable, str(RUN.parent / "graph_quality.py"), "--rows", "3000",
-         "--clusters", "30", "--queries", "20", "--factory", "HNSW32",
-         "--ef-construction", "16,80", "--ef-search", "16,256"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(RUN.parent / "graph_quality.py"),
+            "--rows",
+            "3000",
+            "--clusters",
+            "30",
+            "--queries",
+            "20",
+            "--factory",
+            "HNSW32",
+            "--ef-construction",
+            "16,80",
+            "--ef-search",
+            "16,256",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.split("|") for line in result.stdout.splitlines()
-            if line.startswith(("| 16 |", "| 80 |"))]
+    rows = [
+        line.split("|")
+        for line in result.stdout.splitlines()
+        if line.startswith(("| 16 |", "| 80 |"))
+    ]
     assert len(rows) == 2
     recalls = [[float(cell) for cell in row[3:5]] for row in rows]
     assert all(0.0 <= recall <= 1.0 for row in recalls for recall in row)
@@ -52,11 +86,16 @@ def test_the_identifier_set_asks_for_each_name_only_one_document_has(tmp_path):
     from relevance_sets import identifiers_set, stdlib_set
 
     rest = "Some more words, so that the rest of this docstring is long enough to be a document."
-    for module, names in {"alpha": ["check_output", "run", "read_all"],
-                          "beta": ["read_all", "get_terminal_size"]}.items():
-        (tmp_path / f"{module}.py").write_text("".join(
-            f'def {name}():\n    """Do what {name} does, once and well.\n\n    {rest}"""\n\n\n'
-            for name in names))
+    for module, names in {
+        "alpha": ["check_output", "run", "read_all"],
+        "beta": ["read_all", "get_terminal_size"],
+    }.items():
+        (tmp_path / f"{module}.py").write_text(
+            "".join(
+                f'def {name}():\n    """Do what {name} does, once and well.\n\n    {rest}"""\n\n\n'
+                for name in names
+            )
+        )
     stdlib = stdlib_set(tmp_path)
     identifiers = identifiers_set(stdlib)
     assert identifiers.documents == stdlib.documents and identifiers.corpus == "stdlib"

@@ -20,8 +20,9 @@ def run(*args):
 
 
 def server_collections(server):
-    client = chromadb.HttpClient(host=server["host"], port=server["port"],
-                                 settings=Settings(anonymized_telemetry=False))
+    client = chromadb.HttpClient(
+        host=server["host"], port=server["port"], settings=Settings(anonymized_telemetry=False)
+    )
     try:
         return {collection.name for collection in client.list_collections()}
     finally:
@@ -34,8 +35,21 @@ def test_unreachable_server_is_one_line_and_writes_nothing(db_path, vectors_coll
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     before = snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes")
-    result = run("create", "remote", "vecs", "-b", "chroma", "-o", "host", "127.0.0.1",
-                 "-o", "port", port, "-d", db_path)
+    result = run(
+        "create",
+        "remote",
+        "vecs",
+        "-b",
+        "chroma",
+        "-o",
+        "host",
+        "127.0.0.1",
+        "-o",
+        "port",
+        port,
+        "-d",
+        db_path,
+    )
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: Cannot reach Chroma server at 127.0.0.1:{port}")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -51,20 +65,55 @@ def test_collection_names_are_valid_for_chroma(name):
     assert collection_name(name) != derived  # unique per index
 
 
-def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, chroma_server,
-                                                 monkeypatch):
+def test_server_index_show_drop_and_full_rebuild(
+    db_path, vectors_collection, chroma_server, monkeypatch
+):
     server = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
-    refused = run("create", "remote", "vecs", "-b", "chroma", *server,
-                  "-o", "token", "s3cret-token", "-d", db_path)
+    refused = run(
+        "create",
+        "remote",
+        "vecs",
+        "-b",
+        "chroma",
+        *server,
+        "-o",
+        "token",
+        "s3cret-token",
+        "-d",
+        db_path,
+    )
     assert refused.exit_code == 1
     assert "Tokens are never stored in the database" in refused.stderr
-    missing = run("create", "remote", "vecs", "-b", "chroma", *server,
-                  "-o", "token_env", "TEST_CHROMA_TOKEN", "-d", db_path)
+    missing = run(
+        "create",
+        "remote",
+        "vecs",
+        "-b",
+        "chroma",
+        *server,
+        "-o",
+        "token_env",
+        "TEST_CHROMA_TOKEN",
+        "-d",
+        db_path,
+    )
     assert missing.exit_code == 1
     assert "Environment variable TEST_CHROMA_TOKEN (token_env) is not set" in missing.stderr
     monkeypatch.setenv("TEST_CHROMA_TOKEN", "s3cret-token")
-    created = run("create", "remote", "vecs", "-b", "chroma", *server,
-                  "-o", "token_env", "TEST_CHROMA_TOKEN", "--build", "-d", db_path)
+    created = run(
+        "create",
+        "remote",
+        "vecs",
+        "-b",
+        "chroma",
+        *server,
+        "-o",
+        "token_env",
+        "TEST_CHROMA_TOKEN",
+        "--build",
+        "-d",
+        db_path,
+    )
     assert created.exit_code == 0, created.output
     assert b"s3cret-token" not in db_path.read_bytes()
     folder = db_path.parent / "embeddings.db.vector-indexes"
@@ -82,7 +131,11 @@ def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, ch
     second = json.loads(run("show", "remote", "-d", db_path).output)["chroma_collection"]
     assert second != first
     assert first not in server_collections(chroma_server)  # the old one was removed
-    assert len(json.loads(run("similar", "remote", "v001", "-n", "300", "-d", db_path).output.splitlines()[0]))
+    assert len(
+        json.loads(
+            run("similar", "remote", "v001", "-n", "300", "-d", db_path).output.splitlines()[0]
+        )
+    )
 
     assert run("drop", "remote", "-d", db_path).exit_code == 0
     assert second not in server_collections(chroma_server)
@@ -91,15 +144,22 @@ def test_server_index_show_drop_and_full_rebuild(db_path, vectors_collection, ch
 def test_local_chroma_lives_beside_the_database(db_path, vectors_collection):
     assert run("create", "local", "vecs", "-b", "chroma", "--build", "-d", db_path).exit_code == 0
     details = json.loads(run("show", "local", "-d", db_path).output)
-    assert details["chroma"].startswith(str(db_path.parent / "embeddings.db.vector-indexes" / "local"))
+    assert details["chroma"].startswith(
+        str(db_path.parent / "embeddings.db.vector-indexes" / "local")
+    )
     assert details["rows"] == 200
 
 
-def test_failed_full_rebuild_leaves_no_collection_behind(db_path, db, vectors_collection, chroma_server):
+def test_failed_full_rebuild_leaves_no_collection_behind(
+    db_path, db, vectors_collection, chroma_server
+):
     from llm_vector_index import Index
 
     server = ["-o", "host", chroma_server["host"], "-o", "port", chroma_server["port"]]
-    assert run("create", "flaky", "vecs", "-b", "chroma", *server, "--build", "-d", db_path).exit_code == 0
+    assert (
+        run("create", "flaky", "vecs", "-b", "chroma", *server, "--build", "-d", db_path).exit_code
+        == 0
+    )
     before = server_collections(chroma_server)
 
     def fail_after_the_first_batch(done, total):
@@ -125,8 +185,9 @@ def test_a_new_ef_search_reaches_searches_in_the_same_process(db):
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(4000, 48)).astype(np.float32)  # no clusters: a hard graph
     write_embeddings(db, "c", [f"r{i}" for i in range(4000)], vectors)
-    write_embeddings(db, "held", [f"q{i}" for i in range(40)],
-                     rng.normal(size=(40, 48)).astype(np.float32))
+    write_embeddings(
+        db, "held", [f"q{i}" for i in range(40)], rng.normal(size=(40, 48)).astype(np.float32)
+    )
     Index.create("ch", ["c"], db, backend="chroma", options={"ef_search": 10}).build()
     held = Index("ch", db)
     before = [hit.id for hit in held.similar_by_id("r1", number=5)]  # its graph is loaded

@@ -53,13 +53,21 @@ def rows(db):
 
 
 def catalog_state(db):
-    return (db.execute("select generation, rows, built from vector_indexes").fetchall(),
-            db.execute("select count(*) from vector_index_labels").fetchone()[0])
+    return (
+        db.execute("select generation, rows, built from vector_indexes").fetchall(),
+        db.execute("select count(*) from vector_index_labels").fetchone()[0],
+    )
 
 
 def test_drop_while_the_server_is_down(db_path, db, rows, server):
-    Index.create("ix", ["c"], db, backend="chroma", default=True,
-                 options={"host": "127.0.0.1", "port": server.port}).build()
+    Index.create(
+        "ix",
+        ["c"],
+        db,
+        backend="chroma",
+        default=True,
+        options={"host": "127.0.0.1", "port": server.port},
+    ).build()
     server.stop()
     folder = db_path.parent / "embeddings.db.vector-indexes"
     before = snapshot(db_path, folder)
@@ -81,8 +89,9 @@ def test_drop_while_the_server_is_down(db_path, db, rows, server):
 
 def test_server_dies_mid_build_then_comes_back(db_path, db, rows, server, monkeypatch):
     monkeypatch.setattr(sync, "BATCH_SIZE", 50)
-    index = Index.create("ix", ["c"], db, backend="chroma",
-                         options={"host": "127.0.0.1", "port": server.port})
+    index = Index.create(
+        "ix", ["c"], db, backend="chroma", options={"host": "127.0.0.1", "port": server.port}
+    )
     index.build()
     write_embeddings(db, "c", [f"new{i}" for i in range(120)], -rows[:120])
     before = catalog_state(db)
@@ -120,10 +129,13 @@ def test_server_dies_mid_migration_then_comes_back(db, rows, server):
             killed.append(done)
 
     with pytest.raises(BackendUnavailable, match="failed|Cannot reach"):
-        migrate_to_chroma(db, ["c"], host="127.0.0.1", port=server.port, batch_size=50,
-                          progress=kill_once)
-    assert not db["vector_index_migrations"].exists() or \
-        db.execute("select count(*) from vector_index_migrations").fetchone()[0] == 0
+        migrate_to_chroma(
+            db, ["c"], host="127.0.0.1", port=server.port, batch_size=50, progress=kill_once
+        )
+    assert (
+        not db["vector_index_migrations"].exists()
+        or db.execute("select count(*) from vector_index_migrations").fetchone()[0] == 0
+    )
     server.start()
     report = migrate_to_chroma(db, ["c"], host="127.0.0.1", port=server.port, batch_size=50)
     assert (report.llm_rows, report.chroma_rows, report.mismatches) == (300, 300, [])

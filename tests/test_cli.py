@@ -33,7 +33,9 @@ def built_cli(db_path, vectors_collection):
     return db_path
 
 
-@pytest.mark.parametrize("extra", [[], ["-n", "3"], ["--prefix", "v1"], ["-n", "50", "--prefix", "V0"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["-n", "3"], ["--prefix", "v1"], ["-n", "50", "--prefix", "V0"]]
+)
 def test_similar_output_matches_llm_similar(built_cli, extra):
     ours = run("similar", "ix", "v042", *extra, "-d", built_cli)
     theirs = CliRunner().invoke(llm_cli, ["similar", "vecs", "v042", *extra, "-d", str(built_cli)])
@@ -49,7 +51,9 @@ def test_similar_output_matches_llm_similar(built_cli, extra):
 def test_similar_by_content_and_plain(db_path, text_collection):
     assert run("create", "t", "docs", "--build", "-d", db_path).exit_code == 0
     ours = run("similar", "t", "-c", "cat dog", "-n", "4", "-d", db_path)
-    theirs = CliRunner().invoke(llm_cli, ["similar", "docs", "-c", "cat dog", "-n", "4", "-d", str(db_path)])
+    theirs = CliRunner().invoke(
+        llm_cli, ["similar", "docs", "-c", "cat dog", "-n", "4", "-d", str(db_path)]
+    )
     assert [row["id"] for row in lines(ours.output)] == [row["id"] for row in lines(theirs.output)]
     plain = run("similar", "t", "-c", "cat dog", "-n", "1", "--plain", "-d", db_path)
     first = lines(ours.output)[0]
@@ -99,31 +103,76 @@ def bad_input_setup(db_path, db, vectors_collection):
 
 BAD_INPUT = [
     (["create", "new", "nope"], "Collection 'nope' does not exist"),
-    (["create", "new", "vecs", "other"],
-     "Collections must share an embedding model: 'vecs' uses test-model, 'other' uses other-model"),
-    (["create", "new", "vecs", "-b", "nope"], "Unknown backend 'nope'; available: auto, chroma, exact, faiss, hnswlib"),
-    (["create", "new", "vecs", "-b", "faiss", "-o", "bogus", "1"], "Unknown option 'bogus' for backend faiss"),
-    (["create", "new", "vecs", "-b", "faiss", "-o", "ef_search", "many"], "Option ef_search must be int, got 'many'"),
-    (["create", "new", "vecs", "-b", "faiss", "-o", "ef_search", "0"], "Option ef_search must be at least 1"),
-    (["create", "new", "vecs", "-b", "faiss", "-o", "factory", "HNSW-banana"], "Invalid faiss factory string 'HNSW-banana'"),
-    (["create", "new", "vecs", "-o", "bogus", "1"],
-     "Unknown option 'bogus' for backend auto (options: exact_limit, max_memory)"),
+    (
+        ["create", "new", "vecs", "other"],
+        "Collections must share an embedding model: 'vecs' uses test-model, 'other' uses other-model",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "nope"],
+        "Unknown backend 'nope'; available: auto, chroma, exact, faiss, hnswlib",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "faiss", "-o", "bogus", "1"],
+        "Unknown option 'bogus' for backend faiss",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "faiss", "-o", "ef_search", "many"],
+        "Option ef_search must be int, got 'many'",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "faiss", "-o", "ef_search", "0"],
+        "Option ef_search must be at least 1",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "faiss", "-o", "factory", "HNSW-banana"],
+        "Invalid faiss factory string 'HNSW-banana'",
+    ),
+    (
+        ["create", "new", "vecs", "-o", "bogus", "1"],
+        "Unknown option 'bogus' for backend auto (options: exact_limit, max_memory)",
+    ),
     (["create", "new", "vecs", "-o", "exact_limit", "-5"], "Option exact_limit must be at least 0"),
-    (["create", "new", "vecs", "-o", "kind", "hnswlib"],
-     "Option kind of backend auto is set by builds, not by users (options: exact_limit, max_memory)"),
-    (["create", "new", "vecs", "-o", "kind", "faiss"],
-     "Option kind of backend auto is set by builds, not by users (options: exact_limit, max_memory)"),
-    (["create", "new", "vecs", "-o", "reason", "mine"],
-     "Option reason of backend auto is set by builds, not by users (options: exact_limit, max_memory)"),
-    (["create", "new", "vecs", "-b", "exact", "-o", "factory", "Flat"], "Unknown option 'factory' for backend exact"),
+    (
+        ["create", "new", "vecs", "-o", "kind", "hnswlib"],
+        "Option kind of backend auto is set by builds, not by users (options: exact_limit, max_memory)",
+    ),
+    (
+        ["create", "new", "vecs", "-o", "kind", "faiss"],
+        "Option kind of backend auto is set by builds, not by users (options: exact_limit, max_memory)",
+    ),
+    (
+        ["create", "new", "vecs", "-o", "reason", "mine"],
+        "Option reason of backend auto is set by builds, not by users (options: exact_limit, max_memory)",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "exact", "-o", "factory", "Flat"],
+        "Unknown option 'factory' for backend exact",
+    ),
     (["create", "new", "vecs", "-b", "hnswlib", "-o", "M", "1"], "Option M must be at least 2"),
-    (["create", "new", "vecs", "-b", "hnswlib", "-o", "ef", "lots"], "Option ef must be int, got 'lots'"),
-    (["create", "new", "vecs", "-b", "hnswlib", "-o", "nprobe", "3"], "Unknown option 'nprobe' for backend hnswlib"),
-    (["create", "new", "vecs", "-b", "chroma", "-o", "port", "eighty"], "Option port must be int, got 'eighty'"),
-    (["create", "new", "vecs", "-b", "chroma", "-o", "ssl", "maybe"], "Option ssl must be bool, got 'maybe'"),
-    (["create", "new", "vecs", "-b", "chroma", "-o", "ef", "9"], "Unknown option 'ef' for backend chroma"),
-    (["create", "new", "vecs", "-b", "chroma", "-o", "token", "t0k"],
-     "Tokens are never stored in the database: put it in an environment variable"),
+    (
+        ["create", "new", "vecs", "-b", "hnswlib", "-o", "ef", "lots"],
+        "Option ef must be int, got 'lots'",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "hnswlib", "-o", "nprobe", "3"],
+        "Unknown option 'nprobe' for backend hnswlib",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "chroma", "-o", "port", "eighty"],
+        "Option port must be int, got 'eighty'",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "chroma", "-o", "ssl", "maybe"],
+        "Option ssl must be bool, got 'maybe'",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "chroma", "-o", "ef", "9"],
+        "Unknown option 'ef' for backend chroma",
+    ),
+    (
+        ["create", "new", "vecs", "-b", "chroma", "-o", "token", "t0k"],
+        "Tokens are never stored in the database: put it in an environment variable",
+    ),
     (["create", "ix", "vecs"], "Index 'ix' already exists"),
     (["create", "", "vecs"], "Invalid index name ''"),
     (["create", "../x", "vecs"], "Invalid index name '../x'"),
@@ -138,8 +187,10 @@ BAD_INPUT = [
     (["similar", "ix"], "Must provide content or an ID for the comparison"),
     (["similar", "ix", "zzz"], "ID 'zzz' not found in index 'ix'"),
     (["similar", "ix", "o1"], "ID 'o1' not found in index 'ix'"),
-    (["similar", "ix", "-c", "hello"],
-     "Embedding model 'test-model' of index 'ix' is not installed"),
+    (
+        ["similar", "ix", "-c", "hello"],
+        "Embedding model 'test-model' of index 'ix' is not installed",
+    ),
     (["similar", "ix", "v001", "-n", "0"], "number must be a whole number of at least 1, got 0"),
     (["similar", "ix", "v001", "-n", "-2"], "number must be a whole number of at least 1, got -2"),
 ]
@@ -159,7 +210,9 @@ def test_bad_input_one_line_and_nothing_changed(bad_input_setup, args, message):
     assert snapshot(db_path, folder) == before
 
 
-@pytest.mark.parametrize("command", [["list"], ["build", "ix"], ["similar", "ix", "1"], ["show", "ix"]])
+@pytest.mark.parametrize(
+    "command", [["list"], ["build", "ix"], ["similar", "ix", "1"], ["show", "ix"]]
+)
 def test_missing_database_is_not_created(tmp_path, command):
     missing = tmp_path / "missing.db"
     result = run(*command, "-d", missing)
@@ -184,15 +237,21 @@ def test_show_an_index_never_built(tmp_path, backend):
 
     db_path = tmp_path / "fresh.db"
     write_embeddings(Database(db_path), "docs", ["a", "b"], np.eye(2, 8, dtype=np.float32))
-    assert CliRunner().invoke(index_group, ["create", "i-new", "docs", "-b", backend,
-                                            "-d", str(db_path)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(index_group, ["create", "i-new", "docs", "-b", backend, "-d", str(db_path)])
+        .exit_code
+        == 0
+    )
     shown = CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)])
     assert shown.exit_code == 0, shown.output
     details = json.loads(shown.output)
     assert (details["state"], details["built"], details["rows"]) == ("not built yet", None, 0)
     assert details["backend"] == backend and details["collections"] == ["docs"]
     assert CliRunner().invoke(index_group, ["build", "i-new", "-d", str(db_path)]).exit_code == 0
-    built = json.loads(CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)]).output)
+    built = json.loads(
+        CliRunner().invoke(index_group, ["show", "i-new", "-d", str(db_path)]).output
+    )
     assert built["state"] == "built" and built["rows"] == 2
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", built["built"])
 
@@ -220,30 +279,44 @@ def test_a_missing_api_key_is_one_line(db_path, tmp_path, monkeypatch):
             register(KeyedEmbedding())
 
     monkeypatch.delenv("KEYED_API_KEY", raising=False)
-    write_embeddings(Database(db_path), "paid", ["a", "b"], np.eye(2, 8, dtype=np.float32),
-                     model="keyed-8")
+    write_embeddings(
+        Database(db_path), "paid", ["a", "b"], np.eye(2, 8, dtype=np.float32), model="keyed-8"
+    )
     pm.register(Plugin(), name="test-keyed")
     try:
-        assert CliRunner().invoke(index_group, ["create", "paid-ix", "paid", "--build",
-                                                "-d", str(db_path)]).exit_code == 0
+        assert (
+            CliRunner()
+            .invoke(index_group, ["create", "paid-ix", "paid", "--build", "-d", str(db_path)])
+            .exit_code
+            == 0
+        )
         before = snapshot(db_path)
-        result = CliRunner().invoke(index_group, ["similar", "paid-ix", "-c", "hello",
-                                                  "-d", str(db_path)])
+        result = CliRunner().invoke(
+            index_group, ["similar", "paid-ix", "-c", "hello", "-d", str(db_path)]
+        )
         assert result.exit_code == 1
         assert result.stderr.startswith("Error: Embedding the query with keyed-8 failed: ")
         assert "KEYED_API_KEY" in result.stderr and len(result.stderr.splitlines()) == 1
         assert snapshot(db_path) == before
         monkeypatch.setenv("KEYED_API_KEY", "k")
-        assert CliRunner().invoke(index_group, ["similar", "paid-ix", "-c", "hello",
-                                                "-d", str(db_path)]).exit_code == 0
+        assert (
+            CliRunner()
+            .invoke(index_group, ["similar", "paid-ix", "-c", "hello", "-d", str(db_path)])
+            .exit_code
+            == 0
+        )
     finally:
         pm.unregister(name="test-keyed")
 
 
 def test_a_bad_faiss_factory_string_says_what_works(db_path, vectors_collection):
-    result = CliRunner().invoke(index_group, ["create", "x", "vecs", "-b", "faiss", "-o", "factory",
-                                              "Flatt", "-d", str(db_path)])
+    result = CliRunner().invoke(
+        index_group,
+        ["create", "x", "vecs", "-b", "faiss", "-o", "factory", "Flatt", "-d", str(db_path)],
+    )
     assert result.exit_code == 1
-    assert result.stderr == ("Error: Invalid faiss factory string 'Flatt' (could not parse index "
-                             "string Flatt): try Flat, HNSW32, HNSW32,SQ8, IVF1024,Flat or "
-                             "IVF1024,PQ48\n")
+    assert result.stderr == (
+        "Error: Invalid faiss factory string 'Flatt' (could not parse index "
+        "string Flatt): try Flat, HNSW32, HNSW32,SQ8, IVF1024,Flat or "
+        "IVF1024,PQ48\n"
+    )

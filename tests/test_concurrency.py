@@ -20,27 +20,43 @@ DIMENSIONS = 16
 
 @pytest.mark.parametrize("backend", ["exact", "hnswlib"])
 def test_writers_builders_and_queriers_at_once(db_path, db, backend, user_path, forkserver):
-    write_embeddings(db, "c", [f"r{i:03d}" for i in range(300)],
-                     clustered_vectors(300, DIMENSIONS, clusters=4, seed=1))
+    write_embeddings(
+        db,
+        "c",
+        [f"r{i:03d}" for i in range(300)],
+        clustered_vectors(300, DIMENSIONS, clusters=4, seed=1),
+    )
     Index.create("ix", ["c"], db, backend=backend, refresh="manual").build()
     context = forkserver
     results = context.Queue()
     deadline = time.time() + SECONDS
-    workers = [context.Process(target=target, args=(str(db_path), str(user_path), seed,
-                                                     deadline, results))
-               for seed, target in enumerate([workers_module.writer, workers_module.writer,
-                                              workers_module.builder, workers_module.builder,
-                                              workers_module.querier, workers_module.querier])]
+    workers = [
+        context.Process(target=target, args=(str(db_path), str(user_path), seed, deadline, results))
+        for seed, target in enumerate(
+            [
+                workers_module.writer,
+                workers_module.writer,
+                workers_module.builder,
+                workers_module.builder,
+                workers_module.querier,
+                workers_module.querier,
+            ]
+        )
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(SECONDS + 120)
     assert [worker.exitcode for worker in workers] == [0] * len(workers)
     done = [results.get(timeout=5) for _ in workers]
-    totals = {kind: sum(r[1] for r in done if r[0] == kind) for kind in ("writer", "builder", "querier")}
+    totals = {
+        kind: sum(r[1] for r in done if r[0] == kind) for kind in ("writer", "builder", "querier")
+    }
     assert all(totals.values()), totals
-    print(f"{backend}: {SECONDS}s, {totals['writer']} writes, {totals['builder']} builds "
-          f"({sum(r[2] for r in done)} refused as busy), {totals['querier']} queries")
+    print(
+        f"{backend}: {SECONDS}s, {totals['writer']} writes, {totals['builder']} builds "
+        f"({sum(r[2] for r in done)} refused as busy), {totals['querier']} queries"
+    )
     # Then one build brings the index to exactly llm's rows.
     with Index("ix", db) as index:
         report = index.build()

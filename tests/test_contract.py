@@ -31,7 +31,6 @@ class TestHnswlib(VectorIndexContract):
     backend_class = HnswlibIndex
 
 
-
 class TestChromaLocal(VectorIndexContract):
     backend_class = ChromaIndex
 

@@ -74,8 +74,9 @@ def build_index(db_path, db, reference, kind):
 
 def answers(db_path, name, query="r007"):
     result = cli(index_group, "similar", name, query, "-n", "5", "-d", db_path)
-    return result, [json.loads(line)["id"] for line in result.output.splitlines()
-                    if line.startswith("{")]
+    return result, [
+        json.loads(line)["id"] for line in result.output.splitlines() if line.startswith("{")
+    ]
 
 
 @pytest.mark.parametrize("kind", list(BACKENDS))
@@ -90,8 +91,11 @@ def test_every_file_every_damage(db_path, db, reference, kind):
             trials += 1
             Index("ix", db).build(full=True)  # a clean index to damage
             # Names carry a generation (and Chroma a segment uuid): the same file now.
-            target = next(p for p in root.rglob("*") if p.is_file() and same_file(
-                str(p.relative_to(root)), name))
+            target = next(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and same_file(str(p.relative_to(root)), name)
+            )
             damage(target, how, seed=trials)
             where = f"{kind}: {target.relative_to(root)} {how}"
             result, found = answers(db_path, "ix")
@@ -114,8 +118,10 @@ def test_every_file_every_damage(db_path, db, reference, kind):
             result, found = answers(db_path, "ix")
             assert result.exit_code == 0 and found == truth, where + result.output
     assert trials == len(names) * len(DAMAGE) >= 10 and outcomes > 0
-    print(f"{kind}: {trials} damaged files, {outcomes} refused in one line, "
-          f"{trials - outcomes} answered right")
+    print(
+        f"{kind}: {trials} damaged files, {outcomes} refused in one line, "
+        f"{trials - outcomes} answered right"
+    )
 
 
 @pytest.mark.parametrize("kind", ["exact", "faiss", "hnswlib"])
@@ -148,10 +154,12 @@ TANTIVY_LOCKS = {".tantivy-meta.lock", ".tantivy-writer.lock"}
 
 
 def keyword_answers(db_path, word="cedar"):
-    result = cli(index_group, "similar", "ix", "-c", word, "--mode", "keyword", "-n", "300",
-                 "-d", db_path)
-    return result, [json.loads(line)["id"] for line in result.output.splitlines()
-                    if line.startswith("{")]
+    result = cli(
+        index_group, "similar", "ix", "-c", word, "--mode", "keyword", "-n", "300", "-d", db_path
+    )
+    return result, [
+        json.loads(line)["id"] for line in result.output.splitlines() if line.startswith("{")
+    ]
 
 
 def test_every_keyword_file_every_damage(db_path, db, reference):
@@ -167,8 +175,9 @@ def test_every_keyword_file_every_damage(db_path, db, reference):
     def kind(path):  # segment files are named by a new uuid on every full build
         return path.suffix if len(path.stem) == 32 else path.name
 
-    kinds = sorted({kind(p) for p in folder.iterdir()
-                    if p.is_file() and p.name not in SKIP | TANTIVY_LOCKS})
+    kinds = sorted(
+        {kind(p) for p in folder.iterdir() if p.is_file() and p.name not in SKIP | TANTIVY_LOCKS}
+    )
     _, truth = keyword_answers(db_path)
     assert len(truth) > 50 and len(kinds) >= 6, kinds  # meta.json, checks, segment files
     trials = refused = 0
@@ -196,8 +205,7 @@ def test_every_keyword_file_every_damage(db_path, db, reference):
     assert refused == trials, "every damage is seen: the checks cover every file"
 
 
-def test_a_crafted_keyword_folder_whose_checks_match_is_refused_in_one_line(db_path, db,
-                                                                            reference):
+def test_a_crafted_keyword_folder_whose_checks_match_is_refused_in_one_line(db_path, db, reference):
     "Checks recorded again over a damaged folder: tantivy's own error, as one line."
     from llm_vector_index import keywords
 
@@ -211,7 +219,8 @@ def test_a_crafted_keyword_folder_whose_checks_match_is_refused_in_one_line(db_p
     result, found = keyword_answers(db_path)
     assert result.exit_code == 1 and found == [], result.output
     assert result.stderr.startswith(
-        "Error: Index 'ix' cannot be searched, its keyword files are damaged")
+        "Error: Index 'ix' cannot be searched, its keyword files are damaged"
+    )
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.endswith("run llm index build ix --full to rebuild them\n")
     assert cli(index_group, "build", "ix", "--full", "-d", db_path).exit_code == 0

@@ -47,9 +47,14 @@ def backend_uninstalled(db_path):
 def not_covering(db_path):
     "A default that names an index over another collection."
     write_embeddings(Database(db_path), "other", ["o1"], np.ones((1, 24), np.float32))
-    assert run("create", "elsewhere", "other", "-b", "exact", "--build", "-d", db_path).exit_code == 0
-    edit(db_path, "update vector_index_defaults set index_id = "
-                  "(select id from vector_indexes where name = 'elsewhere')")
+    assert (
+        run("create", "elsewhere", "other", "-b", "exact", "--build", "-d", db_path).exit_code == 0
+    )
+    edit(
+        db_path,
+        "update vector_index_defaults set index_id = "
+        "(select id from vector_indexes where name = 'elsewhere')",
+    )
     return "elsewhere"
 
 
@@ -75,8 +80,16 @@ def symlink_loop(db_path):
     folder.symlink_to(folder)
 
 
-STATES = [unbuilt, backend_uninstalled, not_covering, options_of_the_wrong_type,
-          options_unknown, dimensions_absurd, dimensions_negative, symlink_loop]
+STATES = [
+    unbuilt,
+    backend_uninstalled,
+    not_covering,
+    options_of_the_wrong_type,
+    options_unknown,
+    dimensions_absurd,
+    dimensions_negative,
+    symlink_loop,
+]
 # (Damaged and missing files: tests/test_corruption.py.)
 
 
@@ -91,26 +104,35 @@ def with_default(db_path, db, vectors_collection):
 
 def brute_force_lines(db_path, id, number):
     entries = integration.ORIGINALS["similar_by_id"](
-        llm.Collection("vecs", Database(db_path)), id, number)
-    return [{"id": e.id, "score": e.score, "content": e.content, "metadata": e.metadata}
-            for e in entries]
+        llm.Collection("vecs", Database(db_path)), id, number
+    )
+    return [
+        {"id": e.id, "score": e.score, "content": e.content, "metadata": e.metadata}
+        for e in entries
+    ]
 
 
 @pytest.mark.parametrize("state", STATES, ids=[s.__name__ for s in STATES])
 def test_llm_similar_answers_by_brute_force_whatever_the_default_s_state(with_default, state):
     named = state(with_default) or "ix"
-    result = CliRunner().invoke(llm_cli, ["similar", "vecs", "v003", "-n", "4",
-                                          "-d", str(with_default)])
+    result = CliRunner().invoke(
+        llm_cli, ["similar", "vecs", "v003", "-n", "4", "-d", str(with_default)]
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == brute_force_lines(
-        with_default, "v003", 4)
+        with_default, "v003", 4
+    )
     warning = result.stderr.splitlines()
-    assert len(warning) == 1 and warning[0].startswith("Warning: default index of 'vecs' not used (")
+    assert len(warning) == 1 and warning[0].startswith(
+        "Warning: default index of 'vecs' not used ("
+    )
     assert warning[0].endswith("); answering with llm's brute-force scan")
     assert "Traceback" not in result.stderr
     # Python callers of llm's API get the same.
     entries = llm.Collection("vecs", Database(with_default)).similar_by_id("v003", 4)
-    assert [e.id for e in entries] == [line["id"] for line in brute_force_lines(with_default, "v003", 4)]
+    assert [e.id for e in entries] == [
+        line["id"] for line in brute_force_lines(with_default, "v003", 4)
+    ]
 
     # Named, the index's state is the caller's business: one line.
     before = snapshot(with_default, folder_of(with_default))
@@ -121,8 +143,9 @@ def test_llm_similar_answers_by_brute_force_whatever_the_default_s_state(with_de
 
 
 def test_a_number_llm_accepts_and_the_index_does_not(with_default):
-    result = CliRunner().invoke(llm_cli, ["similar", "vecs", "v003", "-n", "0",
-                                          "-d", str(with_default)])
+    result = CliRunner().invoke(
+        llm_cli, ["similar", "vecs", "v003", "-n", "0", "-d", str(with_default)]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "number must be a whole number of at least 1, got 0" in result.stderr
@@ -145,8 +168,11 @@ def test_an_unbuilt_default_in_a_fresh_database(db_path, db, vectors_collection)
     assert run("create", "d-def", "vecs", "--default", "-d", db_path).exit_code == 0
     result = CliRunner().invoke(llm_cli, ["similar", "vecs", "v003", "-n", "2", "-d", str(db_path)])
     assert result.exit_code == 0, result.output
-    assert result.stderr == ("Warning: default index of 'vecs' not used (Index 'd-def' has not "
-                             "been built: run llm index build d-def); answering with llm's "
-                             "brute-force scan\n")
+    assert result.stderr == (
+        "Warning: default index of 'vecs' not used (Index 'd-def' has not "
+        "been built: run llm index build d-def); answering with llm's "
+        "brute-force scan\n"
+    )
     assert [json.loads(line) for line in result.stdout.splitlines()] == brute_force_lines(
-        db_path, "v003", 2)
+        db_path, "v003", 2
+    )

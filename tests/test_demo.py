@@ -29,7 +29,10 @@ def test_demo_runs_end_to_end(tmp_path):
     environment = {**os.environ, "DEMO_SIZE": "200", "DEMO_DIR": str(tmp_path / "demo")}
     result = subprocess.run(
         [*offline_prefix(), sys.executable, str(ROOT / "examples" / "demo.py")],
-        env=environment, capture_output=True, text=True, timeout=600,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = result.stdout
     assert result.returncode == 0, output[-3000:] + result.stderr[-3000:]

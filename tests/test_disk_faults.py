@@ -37,7 +37,10 @@ class Result:
 
     def __init__(self, invoked):
         self.returncode, self.stdout, self.stderr = (
-            invoked.exit_code, invoked.stdout, invoked.stderr)
+            invoked.exit_code,
+            invoked.stdout,
+            invoked.stderr,
+        )
 
 
 def llm(db_path, *args):
@@ -60,8 +63,12 @@ def setup_index(db_path, backend):
     write_embeddings(db, "vecs", [f"v{i:04d}" for i in range(3000)], vectors)
     Index.create("ix", ["vecs"], db, backend=backend, default=True).build()
     # Rows the next build must add: a query would build first.
-    write_embeddings(db, "vecs", [f"m{i:04d}" for i in range(1000)],
-                     clustered_vectors(1000, 64, clusters=8, seed=2))
+    write_embeddings(
+        db,
+        "vecs",
+        [f"m{i:04d}" for i in range(1000)],
+        clustered_vectors(1000, 64, clusters=8, seed=2),
+    )
     db.conn.close()
 
 
@@ -103,7 +110,8 @@ def test_a_full_disk(small_disk, backend):
         assert result.returncode == 0, result.stderr
         assert result.stderr.startswith(
             "Warning: index 'ix' is behind its collections (1000 rows added or changed, "
-            "0 deleted since its last build; bringing it up to date failed: Cannot build ")
+            "0 deleted since its last build; bringing it up to date failed: Cannot build "
+        )
         assert len(lines(result.stdout)) == 3
         assert all(hit["id"].startswith("v") for hit in lines(result.stdout))  # the last build
     assert snapshot(folder) == before
@@ -148,8 +156,7 @@ def test_a_read_only_mount(read_only_folder):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_save_that_fails_keeps_the_files_the_catalog_describes(db_path, db, backend,
-                                                                   monkeypatch):
+def test_a_save_that_fails_keeps_the_files_the_catalog_describes(db_path, db, backend, monkeypatch):
     "Wherever the disk fills during a save: a stand-in that fails fsync with ENOSPC."
     import errno
 
@@ -187,14 +194,19 @@ def test_a_full_disk_when_only_the_keywords_do_not_fit(small_disk):
     words = [f"w{i}" for i in range(5000)]
     rng = random.Random(1)
     vectors = clustered_vectors(310, 16, clusters=4, seed=1)
-    write_embeddings(db, "notes", [f"n{i:03d}" for i in range(300)], vectors[:300],
-                     contents=[f"note {i} {rng.choice(words)}" for i in range(300)])
+    write_embeddings(
+        db,
+        "notes",
+        [f"n{i:03d}" for i in range(300)],
+        vectors[:300],
+        contents=[f"note {i} {rng.choice(words)}" for i in range(300)],
+    )
     Index.create("ix", ["notes"], db, backend="exact", keywords=True, default=True).build()
     # Ten rows: 640 bytes of vectors, and 200,000 words never seen before to index.
-    long_texts = [" ".join(f"x{rng.getrandbits(40):x}" for _ in range(20_000))
-                  for _ in range(10)]
-    write_embeddings(db, "notes", [f"long{i}" for i in range(10)], vectors[300:],
-                     contents=long_texts)
+    long_texts = [" ".join(f"x{rng.getrandbits(40):x}" for _ in range(20_000)) for _ in range(10)]
+    write_embeddings(
+        db, "notes", [f"long{i}" for i in range(10)], vectors[300:], contents=long_texts
+    )
     db.conn.close()
     fill(small_disk, leave=256 * 1024)
     tables = snapshot(db_path)
@@ -202,21 +214,35 @@ def test_a_full_disk_when_only_the_keywords_do_not_fit(small_disk):
     assert result.returncode == 1, result.stderr
     assert result.stderr == "Error: Cannot build index 'ix': No space left on device\n"
     after = Database(db_path)
-    assert after.execute("select generation, keyword_rows from vector_indexes").fetchone() \
-        == (1, 300)
+    assert after.execute("select generation, keyword_rows from vector_indexes").fetchone() == (
+        1,
+        300,
+    )
     after.conn.close()
     found = llm(db_path, "index", "similar", "ix", "n001", "-n", "3")
     # Its refresh fails as the build did, said once; then the files are refused.
     warning, error = found.stderr.splitlines()
     assert found.returncode == 1 and "No space left on device" in warning, found.stderr
-    assert error == ("Error: Index 'ix' files do not match its catalog (an interrupted "
-                     "build?): run llm index build ix")
+    assert error == (
+        "Error: Index 'ix' files do not match its catalog (an interrupted "
+        "build?): run llm index build ix"
+    )
     theirs = llm(db_path, "similar", "notes", "n001", "-n", "3")
     assert theirs.returncode == 0 and len(lines(theirs.stdout)) == 3, theirs.stderr
     (small_disk / "filler").unlink()
     assert llm(db_path, "index", "build", "ix").returncode == 0
-    found = llm(db_path, "index", "similar", "ix", "-c", long_texts[3].split()[7],
-                "--mode", "keyword", "-n", "20")
+    found = llm(
+        db_path,
+        "index",
+        "similar",
+        "ix",
+        "-c",
+        long_texts[3].split()[7],
+        "--mode",
+        "keyword",
+        "-n",
+        "20",
+    )
     assert found.returncode == 0, found.stderr
     assert "long3" in [hit["id"] for hit in lines(found.stdout)]
     assert snapshot(db_path) != tables  # (the build committed)

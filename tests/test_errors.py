@@ -34,21 +34,24 @@ def folder_of(db_path):
     return db_path.parent / "embeddings.db.vector-indexes"
 
 
-@pytest.mark.parametrize("vector,message", [
-    ("a string", "must be a sequence of numbers, not text"),
-    (b"bytes", "must be a sequence of numbers, not text"),
-    ([[1, 2], [3]], "must be a flat sequence of numbers"),
-    ({"a": 1}, "must be a flat sequence of numbers"),
-    ([[1.0] * 12, [1.0] * 12], "must be a flat sequence of numbers"),  # nested: not flattened
-    ([True] * 24, "must be a flat sequence of numbers"),
-    ([10**400] + [1.0] * 23, "must be a flat sequence of numbers"),
-    (["1.0"] * 24, "must be a flat sequence of numbers"),
-    ([float("nan")] * 24, "NaN or infinite"),
-    ([1.0] * 23 + [float("inf")], "NaN or infinite"),
-    ([1e39] * 24, "NaN or infinite"),  # overflows float32
-    ([0.0] * 24, "all zeros"),
-    ([1.0] * 5, "5 dimensions"),
-])
+@pytest.mark.parametrize(
+    "vector,message",
+    [
+        ("a string", "must be a sequence of numbers, not text"),
+        (b"bytes", "must be a sequence of numbers, not text"),
+        ([[1, 2], [3]], "must be a flat sequence of numbers"),
+        ({"a": 1}, "must be a flat sequence of numbers"),
+        ([[1.0] * 12, [1.0] * 12], "must be a flat sequence of numbers"),  # nested: not flattened
+        ([True] * 24, "must be a flat sequence of numbers"),
+        ([10**400] + [1.0] * 23, "must be a flat sequence of numbers"),
+        (["1.0"] * 24, "must be a flat sequence of numbers"),
+        ([float("nan")] * 24, "NaN or infinite"),
+        ([1.0] * 23 + [float("inf")], "NaN or infinite"),
+        ([1e39] * 24, "NaN or infinite"),  # overflows float32
+        ([0.0] * 24, "all zeros"),
+        ([1.0] * 5, "5 dimensions"),
+    ],
+)
 def test_bad_query_vectors_are_refused(built, db, vector, message):
     index = Index("ix", db)
     with pytest.raises(DimensionMismatch, match=message):
@@ -73,8 +76,14 @@ def test_not_a_sqlite_file(tmp_path):
     path = tmp_path / "random.db"
     path.write_bytes(os.urandom(4096))
     before = snapshot(path)
-    for command in (["list"], ["create", "x", "c"], ["build", "x"], ["drop", "x"],
-                    ["default", "c"], ["similar", "x", "1"]):
+    for command in (
+        ["list"],
+        ["create", "x", "c"],
+        ["build", "x"],
+        ["drop", "x"],
+        ["default", "c"],
+        ["similar", "x", "1"],
+    ):
         result = run(*command, "-d", path)
         assert result.exit_code == 1
         assert result.stderr.startswith(f"Error: Cannot read {path} as a SQLite database")
@@ -88,7 +97,9 @@ def test_read_only_connection_refuses_to_build_and_changes_nothing(built, vector
     before = snapshot(built, folder_of(built))
     connection = sqlite3.connect(f"file:{built}?mode=ro", uri=True)
     index = Index("ix", Database(connection))
-    with pytest.raises(VectorIndexError, match="Cannot build index 'ix': attempt to write a readonly"):
+    with pytest.raises(
+        VectorIndexError, match="Cannot build index 'ix': attempt to write a readonly"
+    ):
         index.build()
     assert snapshot(built, folder_of(built)) == before
 
@@ -99,23 +110,38 @@ def test_files_follow_the_umask(db_path, db, vectors_collection):
         Index.create("ix", ["vecs"], db, backend="faiss").build()
     finally:
         os.umask(old)
-    modes = {path.name: stat.S_IMODE(path.stat().st_mode)
-             for path in (folder_of(db_path) / "ix").iterdir()}
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in (folder_of(db_path) / "ix").iterdir()
+    }
     assert modes["manifest.json"] == modes["generation"] == 0o664, modes
     assert set(modes.values()) == {0o664}, modes
 
 
 # -- as a user who may not write: a real read-only file, not a mock ------------
 
+
 def other_user_prefix() -> list[str] | None:
     "Run as nobody when we are root (root writes read-only files); None if impossible."
     if os.geteuid() != 0:
         return []
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            sys.executable, "-c", "import llm_vector_index"],
-                           capture_output=True)
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] \
-        if probe.returncode == 0 else None
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import llm_vector_index",
+        ],
+        capture_output=True,
+    )
+    return (
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if probe.returncode == 0
+        else None
+    )
 
 
 @pytest.fixture
@@ -135,15 +161,23 @@ def run_as_reader(place, *args):
     environment = {**os.environ, "LLM_USER_PATH": str(place / "user")}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "llm", "index", *map(str, args)],
-        capture_output=True, text=True, env=environment,
+        capture_output=True,
+        text=True,
+        env=environment,
     )
 
 
 @pytest.mark.parametrize("readonly", ["database", "folder"])
-@pytest.mark.parametrize("command", [
-    ["build", "ix"], ["build", "ix", "--full"], ["create", "new", "vecs"], ["drop", "ix"],
-    ["default", "vecs", "ix"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "ix"],
+        ["build", "ix", "--full"],
+        ["create", "new", "vecs"],
+        ["drop", "ix"],
+        ["default", "vecs", "ix"],
+    ],
+)
 def test_read_only_database_or_folder(built, vectors_collection, shared_place, readonly, command):
     ids, vectors = vectors_collection
     write_embeddings(Database(built), "vecs", ["new"], vectors[:1])  # so build has work

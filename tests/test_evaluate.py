@@ -15,23 +15,32 @@ from .conftest import snapshot
 
 
 def test_exact_index_has_perfect_recall_and_a_weak_graph_does_not(db):
-    write_embeddings(db, "c", [f"r{i}" for i in range(3000)], clustered_vectors(3000, 32, clusters=3))
+    write_embeddings(
+        db, "c", [f"r{i}" for i in range(3000)], clustered_vectors(3000, 32, clusters=3)
+    )
     exact = Index.create("exact", ["c"], db, backend="exact")
     exact.build()
     result = evaluate(exact, queries=30, k=10)
     assert (result.queries, result.k, result.recall) == (30, 10, 1.0)
     assert 0 < result.p50_ms <= result.p95_ms
-    weak = Index.create("weak", ["c"], db, backend="hnswlib",
-                        options={"M": 2, "ef_construction": 2, "ef": 1})
+    weak = Index.create(
+        "weak", ["c"], db, backend="hnswlib", options={"M": 2, "ef_construction": 2, "ef": 1}
+    )
     weak.build()
     assert evaluate(weak, queries=30, k=10).recall < 0.9
 
 
 def test_cli_evaluate(db_path, db, vectors_collection):
     runner = CliRunner()
-    assert runner.invoke(index_group, ["create", "ix", "vecs", "--build", "-d", str(db_path)]).exit_code == 0
-    result = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-n", "5",
-                                         "--json", "-d", str(db_path)])
+    assert (
+        runner.invoke(
+            index_group, ["create", "ix", "vecs", "--build", "-d", str(db_path)]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        index_group, ["evaluate", "ix", "--queries", "20", "-n", "5", "--json", "-d", str(db_path)]
+    )
     assert result.exit_code == 0, result.output
     [report] = json.loads(result.output)
     assert report["index"] == "ix" and report["queries"] == 20 and report["k"] == 5
@@ -40,7 +49,12 @@ def test_cli_evaluate(db_path, db, vectors_collection):
     assert report["open_mb"] >= 0
     table = runner.invoke(index_group, ["evaluate", "ix", "--queries", "20", "-d", str(db_path)])
     assert table.exit_code == 0 and table.output.splitlines()[0].split()[:5] == [
-        "index", "backend", "rows", "recall@10", "recall@1"]
+        "index",
+        "backend",
+        "rows",
+        "recall@10",
+        "recall@1",
+    ]
     assert "(20 queries, the same for every index)" in table.output
     bad = runner.invoke(index_group, ["evaluate", "ix", "-n", "0", "-d", str(db_path)])
     assert bad.exit_code == 1 and "k must be a whole number of at least 1, got 0" in bad.stderr
@@ -50,14 +64,16 @@ def test_cli_evaluate(db_path, db, vectors_collection):
 def three(db):
     "One collection indexed three ways, and held-out copies of 40 of its rows."
     vectors = clustered_vectors(3000, 32, clusters=3)
-    write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors, contents=[
-        f"row {i}" for i in range(3000)])
+    write_embeddings(
+        db, "c", [f"r{i}" for i in range(3000)], vectors, contents=[f"row {i}" for i in range(3000)]
+    )
     write_embeddings(db, "held", [f"h{i}" for i in range(40)], vectors[:40])
     write_embeddings(db, "other-model", ["x"], vectors[:1], model="another")
     indexes = [
         Index.create("exact", ["c"], db, backend="exact"),
-        Index.create("weak", ["c"], db, backend="hnswlib",
-                     options={"M": 2, "ef_construction": 2, "ef": 1}),
+        Index.create(
+            "weak", ["c"], db, backend="hnswlib", options={"M": 2, "ef_construction": 2, "ef": 1}
+        ),
         Index.create("faiss", ["c"], db, backend="faiss"),
     ]
     for index in indexes:
@@ -104,22 +120,31 @@ def test_text_queries_are_embedded_with_the_model(db, db_path, text_collection, 
     Index.create("docs-idx", ["docs"], db, backend="exact").build()
     questions = tmp_path / "questions.txt"
     questions.write_text("cat dog\n\nlemon lime\nfox 3\n")
-    result = CliRunner().invoke(index_group, [
-        "evaluate", "docs-idx", "--queries-file", str(questions), "--json", "-d", str(db_path)])
+    result = CliRunner().invoke(
+        index_group,
+        ["evaluate", "docs-idx", "--queries-file", str(questions), "--json", "-d", str(db_path)],
+    )
     assert result.exit_code == 0, result.output
     [report] = json.loads(result.output)
     assert report["queries"] == 3 and report["recall"] == 1.0  # blank lines skipped
 
 
-@pytest.mark.parametrize("args, message", [
-    (["exact", "--queries-from", "held", "--queries-file", "-"],
-     "Use probes, another collection or texts as queries, not two"),
-    (["exact", "--queries-from", "nope"], "Collection 'nope' does not exist"),
-    (["exact", "--queries-from", "other-model"],
-     "Collection 'other-model' uses another, index 'exact' uses test-model"),
-    (["exact", "missing"], "Index 'missing' does not exist"),
-    (["exact", "--queries", "0"], "queries must be a whole number of at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["exact", "--queries-from", "held", "--queries-file", "-"],
+            "Use probes, another collection or texts as queries, not two",
+        ),
+        (["exact", "--queries-from", "nope"], "Collection 'nope' does not exist"),
+        (
+            ["exact", "--queries-from", "other-model"],
+            "Collection 'other-model' uses another, index 'exact' uses test-model",
+        ),
+        (["exact", "missing"], "Index 'missing' does not exist"),
+        (["exact", "--queries", "0"], "queries must be a whole number of at least 1, got 0"),
+    ],
+)
 def test_bad_evaluations_are_one_line_and_change_nothing(three, db_path, args, message):
     before = snapshot(db_path, *(index.path for index in three))
     result = CliRunner().invoke(index_group, ["evaluate", *args, "-d", str(db_path)], input="q\n")
@@ -139,8 +164,10 @@ def test_a_sweep_is_monotone_in_the_setting_on_a_known_set(db, db_path):
     pm.register(BudgetPlugin(), name="llm-budget")
     try:
         Index.create("budget", ["c"], db, backend="budget-exact").build()
-        result = CliRunner().invoke(index_group, [
-            "evaluate", "budget", "--sweep", "--queries", "30", "--json", "-d", str(db_path)])
+        result = CliRunner().invoke(
+            index_group,
+            ["evaluate", "budget", "--sweep", "--queries", "30", "--json", "-d", str(db_path)],
+        )
     finally:
         pm.unregister(name="llm-budget")
     assert result.exit_code == 0, result.output
@@ -154,9 +181,21 @@ def test_a_sweep_is_monotone_in_the_setting_on_a_known_set(db, db_path):
 
 def test_sweeps_side_by_side_in_a_table_and_a_png(three, db_path, tmp_path):
     picture = tmp_path / "curve.png"
-    result = CliRunner().invoke(index_group, [
-        "evaluate", "weak", "faiss", "--sweep", "--queries", "20", "--plot", str(picture),
-        "-d", str(db_path)])
+    result = CliRunner().invoke(
+        index_group,
+        [
+            "evaluate",
+            "weak",
+            "faiss",
+            "--sweep",
+            "--queries",
+            "20",
+            "--plot",
+            str(picture),
+            "-d",
+            str(db_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "weak (hnswlib), 20 queries" in result.output
     assert "faiss (faiss), 20 queries" in result.output
@@ -170,13 +209,17 @@ def test_sweeps_side_by_side_in_a_table_and_a_png(three, db_path, tmp_path):
     assert Index("weak", three[0].db).record.options["ef"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["exact", "--sweep"], "Index 'exact' (exact) has no setting that trades speed for recall"),
-    (["faiss", "--plot", "x.png"], "--plot draws a sweep: add --sweep"),
-    (["faiss", "--sweep", "--plot", "x.jpg"], "Plot file must end in .png, got 'x.jpg'"),
-])
-def test_bad_sweeps_are_one_line_and_change_nothing(three, db_path, args, message, tmp_path,
-                                                   monkeypatch):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["exact", "--sweep"], "Index 'exact' (exact) has no setting that trades speed for recall"),
+        (["faiss", "--plot", "x.png"], "--plot draws a sweep: add --sweep"),
+        (["faiss", "--sweep", "--plot", "x.jpg"], "Plot file must end in .png, got 'x.jpg'"),
+    ],
+)
+def test_bad_sweeps_are_one_line_and_change_nothing(
+    three, db_path, args, message, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     before = snapshot(db_path, *(index.path for index in three))
     result = CliRunner().invoke(index_group, ["evaluate", *args, "-d", str(db_path)])
@@ -211,8 +254,9 @@ def test_recall_at_1_counts_a_missed_top_hit(db):
     "A weak graph that finds most of the top 10 can still miss the best row."
     vectors = clustered_vectors(3000, 32, clusters=3)
     write_embeddings(db, "c", [f"r{i}" for i in range(3000)], vectors)
-    weak = Index.create("weak", ["c"], db, backend="hnswlib",
-                        options={"M": 2, "ef_construction": 2, "ef": 1})
+    weak = Index.create(
+        "weak", ["c"], db, backend="hnswlib", options={"M": 2, "ef_construction": 2, "ef": 1}
+    )
     weak.build()
     result = evaluate(weak, queries=100, k=10)
     assert 0 < result.recall_at_1 < 1

@@ -25,8 +25,11 @@ def vectors(count, seed):
 
 def files(folder):
     "name -> (inode, mtime) of every saved file."
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()
-            if p.name != "manifest.json"}
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in folder.iterdir()
+        if p.name != "manifest.json"
+    }
 
 
 def answers_like_a_fresh_scan(index, live):
@@ -117,16 +120,23 @@ def test_an_index_saved_before_segments_opens_and_grows(folder):
 
 @pytest.mark.parametrize("segments", [[["labels", "nothing"]], "labels", [["labels"]]])
 def test_a_manifest_naming_segments_it_has_not_is_damaged(folder, segments):
-    save_snapshot(folder, {"labels": array_writer(np.arange(3)),
-                             "vectors": array_writer(vectors(3, seed=1))},
-                  meta={"segments": segments})
+    save_snapshot(
+        folder,
+        {"labels": array_writer(np.arange(3)), "vectors": array_writer(vectors(3, seed=1))},
+        meta={"segments": segments},
+    )
     with pytest.raises(DamagedFiles):
         ExactIndex(folder, DIMENSIONS)
 
 
 def test_dead_positions_outside_the_rows_are_damage(folder):
-    save_snapshot(folder, {"labels": array_writer(np.arange(3)),
-                             "vectors": array_writer(vectors(3, seed=1)),
-                             "dead": array_writer(np.array([7]))})
+    save_snapshot(
+        folder,
+        {
+            "labels": array_writer(np.arange(3)),
+            "vectors": array_writer(vectors(3, seed=1)),
+            "dead": array_writer(np.array([7])),
+        },
+    )
     with pytest.raises(DamagedFiles, match="dead positions"):
         ExactIndex(folder, DIMENSIONS)

@@ -43,11 +43,14 @@ def test_batch_order_and_padding_do_not_change_a_vector(model):
 
 
 def test_a_paraphrase_scores_higher_than_an_unrelated_sentence(model):
-    query, paraphrase, unrelated = embed(model, [
-        "How do I split a web address into its components?",
-        "Parse a URL into scheme, host, path and query.",
-        "A recipe for chocolate cake with cherries.",
-    ])
+    query, paraphrase, unrelated = embed(
+        model,
+        [
+            "How do I split a web address into its components?",
+            "Parse a URL into scheme, host, path and query.",
+            "A recipe for chocolate cake with cherries.",
+        ],
+    )
     assert query @ paraphrase > query @ unrelated + 0.15  # measured: 0.34 and 0.12
 
 

@@ -35,8 +35,12 @@ def test_by_vector_matches_llm_brute_force(db, vectors_collection, backend, opti
         for mine, theirs in zip(got, expected):
             assert mine.score == pytest.approx(theirs.score, abs=1e-9)
             assert mine.score == pytest.approx(
-                llm.cosine_similarity(llm.decode(np.asarray(query, "<f4").tobytes()),
-                                      vectors[ids.index(mine.id)].tolist()), abs=1e-5)
+                llm.cosine_similarity(
+                    llm.decode(np.asarray(query, "<f4").tobytes()),
+                    vectors[ids.index(mine.id)].tolist(),
+                ),
+                abs=1e-5,
+            )
             assert (mine.content, mine.metadata) == (theirs.content, theirs.metadata)
 
 
@@ -90,9 +94,11 @@ def test_multi_collection_index_merges_by_score(db):
     scores = [e.score for e in results]
     assert scores == sorted(scores, reverse=True)
     combined = [
-        (e.id, e.score, "a") for e in llm.Collection("a", db, create=False).similar_by_vector(a[0].tolist(), 20)
+        (e.id, e.score, "a")
+        for e in llm.Collection("a", db, create=False).similar_by_vector(a[0].tolist(), 20)
     ] + [
-        (e.id, e.score, "b") for e in llm.Collection("b", db, create=False).similar_by_vector(a[0].tolist(), 20)
+        (e.id, e.score, "b")
+        for e in llm.Collection("b", db, create=False).similar_by_vector(a[0].tolist(), 20)
     ]
     combined.sort(key=lambda row: -row[1])
     assert [(e.id, e.collection) for e in results] == [(i, c) for i, _, c in combined[:20]]
@@ -149,12 +155,17 @@ def test_ties_between_identical_vectors_come_in_llm_s_order(db, backend):
     rng = np.random.default_rng(3)
     same = rng.normal(size=(1, 384)).astype(np.float32)
     ids = [f"t{i:03d}" for i in rng.permutation(60)]
-    vectors = np.concatenate([np.repeat(same, 60, axis=0),
-                              rng.normal(size=(200, 384)).astype(np.float32)])
+    vectors = np.concatenate(
+        [np.repeat(same, 60, axis=0), rng.normal(size=(200, 384)).astype(np.float32)]
+    )
     write_embeddings(db, "ties", ids + [f"r{i:03d}" for i in range(200)], vectors)
     Index.create("ix", ["ties"], db, backend=backend).build()
     query = same[0] + rng.normal(scale=0.01, size=384).astype(np.float32)
     ours = [e.id for e in Index("ix", db).similar_by_vector(query, 60)]
-    theirs = [e.id for e in integration.ORIGINALS["similar_by_vector"](
-        llm_module.Collection("ties", db), query.tolist(), 60)]
+    theirs = [
+        e.id
+        for e in integration.ORIGINALS["similar_by_vector"](
+            llm_module.Collection("ties", db), query.tolist(), 60
+        )
+    ]
     assert ours == theirs

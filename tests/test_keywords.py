@@ -111,8 +111,10 @@ def test_filters_apply_to_the_keyword_side_and_number_rows_come_back(db, notes):
 def test_rows_deleted_since_the_build_never_come_back_and_number_rows_do(db, backend):
     "An index behind its collections: winners that are gone make each side look deeper."
     many = llm.Collection("many", db, model_id="hash-16")
-    many.embed_multi([(f"r{i:03d}", f"row {i} of shared words {'apple ' * (i % 7)}")
-                      for i in range(400)], store=True)
+    many.embed_multi(
+        [(f"r{i:03d}", f"row {i} of shared words {'apple ' * (i % 7)}") for i in range(400)],
+        store=True,
+    )
     index = Index.create("m", ["many"], db, backend=backend, keywords=True, refresh="manual")
     index.build()
     # Each side's first 60: every candidate a first look at depth 50 finds.
@@ -139,11 +141,25 @@ def test_equal_scores_come_in_label_order_wherever_tantivy_keeps_them(db):
     assert [e.id for e in index.similar("same words", 10, mode="keyword")] == expected
 
 
-@pytest.mark.parametrize("text", [
-    '"check_output', "check* OR -output", "NEAR(check output)", "+check -output",
-    "text:check label:1 names:check_output", "((check output", "output)", "AND", '"',
-    "*", "-", "check^3 output~2", "\x00check", "check\u200boutput",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"check_output',
+        "check* OR -output",
+        "NEAR(check output)",
+        "+check -output",
+        "text:check label:1 names:check_output",
+        "((check output",
+        "output)",
+        "AND",
+        '"',
+        "*",
+        "-",
+        "check^3 output~2",
+        "\x00check",
+        "check\u200boutput",
+    ],
+)
 def test_query_syntax_is_only_words(db, notes, text):
     index = Index.create("n", ["notes"], db, backend="exact", keywords=True)
     index.build()
@@ -268,22 +284,37 @@ def test_the_cli_creates_queries_and_changes_keywords(db, notes, db_path):
     assert set(json.loads(vector.output.splitlines()[0])) == {"id", "score", "content", "metadata"}
     assert run("list", "-d", db_path).output.startswith("n: exact + keywords over notes\n")
     shown = json.loads(run("show", "n", "-d", db_path).output)
-    assert shown["keywords"] == {"tokenizer": "names", "fusion": "convex", "weight": 0.4,
-                                 "depth": None, "rows": 5}
+    assert shown["keywords"] == {
+        "tokenizer": "names",
+        "fusion": "convex",
+        "weight": 0.4,
+        "depth": None,
+        "rows": 5,
+    }
     changed = run("keywords", "n", "--weight", "0.7", "-d", db_path)
-    assert changed.exit_code == 0 and "weight 0.7" in changed.stderr and "it is built" in changed.stderr
+    assert (
+        changed.exit_code == 0
+        and "weight 0.7" in changed.stderr
+        and "it is built" in changed.stderr
+    )
     dropped = run("keywords", "n", "--drop", "-d", db_path)
-    assert dropped.exit_code == 0 and json.loads(run("show", "n", "-d", db_path).output)["keywords"] is None
+    assert (
+        dropped.exit_code == 0
+        and json.loads(run("show", "n", "-d", db_path).output)["keywords"] is None
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["similar", "n", "v1", "--mode", "keyword"], "A query by ID is a vector query"),
-    (["similar", "n", "-c", "x", "--mode", "fuzzy"], "Invalid value for '--mode'"),
-    (["similar", "n", "-c", "x", "--weight", "2"], "Invalid value for '--weight'"),
-    (["similar", "n", "-c", "x", "--depth", "0"], "Invalid value for '--depth'"),
-    (["keywords", "n", "--mode", "keyword"], "--mode is for queries"),
-    (["keywords", "n", "--tokenizer", "x"], "Invalid value for '--tokenizer'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["similar", "n", "v1", "--mode", "keyword"], "A query by ID is a vector query"),
+        (["similar", "n", "-c", "x", "--mode", "fuzzy"], "Invalid value for '--mode'"),
+        (["similar", "n", "-c", "x", "--weight", "2"], "Invalid value for '--weight'"),
+        (["similar", "n", "-c", "x", "--depth", "0"], "Invalid value for '--depth'"),
+        (["keywords", "n", "--mode", "keyword"], "--mode is for queries"),
+        (["keywords", "n", "--tokenizer", "x"], "Invalid value for '--tokenizer'"),
+    ],
+)
 def test_cli_refusals_change_nothing(db, notes, db_path, args, message):
     run("create", "n", "notes", "-b", "exact", "--build", "-d", db_path)
     before = snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes")
@@ -293,8 +324,7 @@ def test_cli_refusals_change_nothing(db, notes, db_path, args, message):
     assert snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes") == before
 
 
-def test_llm_similar_and_collection_similar_use_a_default_index_with_keywords(
-        db, notes, db_path):
+def test_llm_similar_and_collection_similar_use_a_default_index_with_keywords(db, notes, db_path):
     from click.testing import CliRunner
     from llm.cli import cli as llm_cli
 
@@ -305,8 +335,9 @@ def test_llm_similar_and_collection_similar_use_a_default_index_with_keywords(
     assert [e.id for e in notes.similar("postman", number=3, mode="keyword")] == ["dogs"]
     vector = notes.similar("postman", number=3, mode="vector")
     assert [e.id for e in vector] == [e.id for e in notes.similar("postman", number=3, index=False)]
-    result = CliRunner().invoke(llm_cli, ["similar", "notes", "-c", "postman", "-n", "3",
-                                          "-d", str(db_path)])
+    result = CliRunner().invoke(
+        llm_cli, ["similar", "notes", "-c", "postman", "-n", "3", "-d", str(db_path)]
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in result.output.splitlines()] == hybrid
     with pytest.raises(ValueError, match="mode='keyword' needs an index with keywords"):
@@ -337,7 +368,8 @@ def test_the_toolbox_fragments_and_sql_take_a_mode(db, notes, db_path, monkeypat
     assert hit["id"] == "dogs" and hit["score"] is None and hit["keyword_rank"] == 1
     [[found]] = conn.execute(
         "select vector_index_hybrid('n', 'postman', embedding, 2) from embeddings "
-        "where id = 'dogs'").fetchall()
+        "where id = 'dogs'"
+    ).fetchall()
     hits = json.loads(found)
     assert hits[0]["id"] == "dogs" and hits[0]["fused"] is not None
     assert hits[0]["score"] == pytest.approx(1.0)
@@ -354,40 +386,53 @@ def test_the_toolbox_fragments_and_sql_take_a_mode(db, notes, db_path, monkeypat
 def test_evaluate_judges_each_mode_on_labelled_queries(db, notes, db_path, tmp_path):
     run("create", "n", "notes", "-b", "exact", "--keywords", "--build", "-d", db_path)
     qrels = tmp_path / "judged.jsonl"
-    qrels.write_text("\n".join(json.dumps(q) for q in [
-        {"query": "check_output", "relevant": ["run"]},
-        {"query": "the postman", "relevant": ["dogs"]},
-        {"query": "furry animals", "relevant": {"cats": 2, "dogs": 1}},
-    ]) + "\n")
+    qrels.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"query": "check_output", "relevant": ["run"]},
+                {"query": "the postman", "relevant": ["dogs"]},
+                {"query": "furry animals", "relevant": {"cats": 2, "dogs": 1}},
+            ]
+        )
+        + "\n"
+    )
     result = run("evaluate", "n", "--qrels", qrels, "--json", "-d", db_path)
     assert result.exit_code == 0, result.output
     judged = {r["mode"]: r for r in json.loads(result.output)["n"]}
     assert set(judged) == {"vector", "keyword", "hybrid"}
     assert judged["keyword"]["mrr@10"] == pytest.approx((1 + 1 + 1) / 3)
-    assert all(0 <= r["ndcg@10"] <= 1 and r["p50_ms"] > 0 and r["queries"] == 3
-               for r in judged.values())
+    assert all(
+        0 <= r["ndcg@10"] <= 1 and r["p50_ms"] > 0 and r["queries"] == 3 for r in judged.values()
+    )
     # TREC qrels and a queries file give the same numbers
     trec, topics = tmp_path / "qrels.txt", tmp_path / "topics.tsv"
     trec.write_text("1 0 run 1\n2 0 dogs 1\n3 0 cats 2\n3 0 dogs 1\n3 0 join 0\n")
     topics.write_text("1\tcheck_output\n2\tthe postman\n3\tfurry animals\n")
-    again = run("evaluate", "n", "--qrels", trec, "--qrels-queries", topics, "--json",
-                "-d", db_path)
-    assert {r["mode"]: r["ndcg@10"] for r in json.loads(again.output)["n"]} == \
-        {mode: r["ndcg@10"] for mode, r in judged.items()}
-    swept = run("evaluate", "n", "--qrels", qrels, "--sweep", "--plot", tmp_path / "w.png",
-                "-d", db_path)
+    again = run(
+        "evaluate", "n", "--qrels", trec, "--qrels-queries", topics, "--json", "-d", db_path
+    )
+    assert {r["mode"]: r["ndcg@10"] for r in json.loads(again.output)["n"]} == {
+        mode: r["ndcg@10"] for mode, r in judged.items()
+    }
+    swept = run(
+        "evaluate", "n", "--qrels", qrels, "--sweep", "--plot", tmp_path / "w.png", "-d", db_path
+    )
     assert swept.exit_code == 0, swept.output
     assert "| hybrid rrf w=0.7 |" in swept.output and "| keyword |" in swept.output
     assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("not json\n", "judged.jsonl:1: expected"),
-    ('{"query": "x", "relevant": "run"}\n', "judged.jsonl:1: expected"),
-    ('{"query": "", "relevant": ["run"]}\n', "judged.jsonl:1: expected"),
-    ('{"query": "x", "relevant": {"run": "high"}}\n', "judged.jsonl:1: expected"),
-    ('{"query": "x", "relevant": []}\n', "no query with a relevant id"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("not json\n", "judged.jsonl:1: expected"),
+        ('{"query": "x", "relevant": "run"}\n', "judged.jsonl:1: expected"),
+        ('{"query": "", "relevant": ["run"]}\n', "judged.jsonl:1: expected"),
+        ('{"query": "x", "relevant": {"run": "high"}}\n', "judged.jsonl:1: expected"),
+        ('{"query": "x", "relevant": []}\n', "no query with a relevant id"),
+    ],
+)
 def test_bad_labelled_queries_are_one_line(db, notes, db_path, tmp_path, text, message):
     run("create", "n", "notes", "-b", "exact", "--keywords", "--build", "-d", db_path)
     qrels = tmp_path / "judged.jsonl"
@@ -408,26 +453,31 @@ def test_binary_content_is_a_vector_query_unless_a_mode_is_asked_for(db, notes):
         index.similar(b"postman", 1, mode="hybrid")
 
 
-def test_without_tantivy_installed_keywords_are_refused_in_one_line(db, notes, db_path,
-                                                                     monkeypatch):
+def test_without_tantivy_installed_keywords_are_refused_in_one_line(
+    db, notes, db_path, monkeypatch
+):
     import sys
 
     index = Index.create("n", ["notes"], db, backend="exact")
     index.build()
     before = snapshot(db_path, index.path)
     monkeypatch.setitem(sys.modules, "tantivy", None)  # as if not installed
-    for attempt in (lambda: Index.create("m", ["notes"], db, keywords=True),
-                    lambda: index.set_keywords(True)):
-        with pytest.raises(VectorIndexError, match=r"need tantivy: llm install "
-                                                   r"'llm-vector-index\[keywords\]'"):
+    for attempt in (
+        lambda: Index.create("m", ["notes"], db, keywords=True),
+        lambda: index.set_keywords(True),
+    ):
+        with pytest.raises(
+            VectorIndexError, match=r"need tantivy: llm install " r"'llm-vector-index\[keywords\]'"
+        ):
             attempt()
     assert snapshot(db_path, index.path) == before and not Index.exists(db, "m")
 
 
 def test_hybrid_over_several_collections_fuses_the_same_row_once(db, notes):
     other = llm.Collection("more", db, model_id="hash-16")
-    other.embed_multi([("parrot", "a parrot repeats output"), ("run", "run output twice")],
-                      store=True)
+    other.embed_multi(
+        [("parrot", "a parrot repeats output"), ("run", "run output twice")], store=True
+    )
     index = Index.create("n", ["notes", "more"], db, backend="exact", keywords=True)
     index.build()
     both = index.similar("output", 10)
@@ -436,8 +486,9 @@ def test_hybrid_over_several_collections_fuses_the_same_row_once(db, notes):
     found = [e for e in both if e.keyword_rank is not None]
     assert all(e.vector_rank is not None for e in found)  # all 7 on both sides: fused once
     only_more = index.similar("output", 10, collection="more")
-    assert {e.id for e in only_more} == {"parrot", "run"} and all(e.collection is None
-                                                                    for e in only_more)
+    assert {e.id for e in only_more} == {"parrot", "run"} and all(
+        e.collection is None for e in only_more
+    )
     assert all(e.vector_rank is not None and e.keyword_rank is not None for e in only_more)
 
 
@@ -468,10 +519,19 @@ def ranked(tmp_path_factory):
 # (many), past a cut-off inside a run of equal scores ("tied": a long run
 # that starts past the 100th row, and the lowest rows), and that ranking
 # given up for the term set when the allowed rows rank low ("lowest").
-@pytest.mark.parametrize("size,k,which", [
-    (5, 10, "random"), (200, 10, "random"), (300, 500, "random"), (1500, 10, "random"),
-    (5999, 3, "random"), (1500, 5, "tied"), (1500, 10, "lowest"), (300, 10, "lowest"),
-])
+@pytest.mark.parametrize(
+    "size,k,which",
+    [
+        (5, 10, "random"),
+        (200, 10, "random"),
+        (300, 500, "random"),
+        (1500, 10, "random"),
+        (5999, 3, "random"),
+        (1500, 5, "tied"),
+        (1500, 10, "lowest"),
+        (300, 10, "lowest"),
+    ],
+)
 def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, size, k, which):
     import numpy as np
 
@@ -485,9 +545,9 @@ def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, si
         lengths = np.diff(starts, append=len(scores))
         start = next(s for s, n in zip(starts, lengths) if s > 100 and n >= 40)
         run = labels[scores == scores[start]]
-        allowed = np.concatenate([run, labels[-(size - len(run)):]])
+        allowed = np.concatenate([run, labels[-(size - len(run)) :]])
     found = ranked.search("common rare w3", k, allowed)
     keep = np.isin(labels, allowed)
     assert found[1].tolist() == labels[keep][:k].tolist()
     assert found[0].tolist() == scores[keep][:k].tolist()
-    assert len(set(scores[keep][:k + 1].tolist())) < k + 1  # ties at stake
+    assert len(set(scores[keep][: k + 1].tolist())) < k + 1  # ties at stake

@@ -27,8 +27,12 @@ from . import workers
 # ask approximate backends for 4 of the true top 5 on queries from clusters
 # the data does not have, through churn that the first build's tuning (to the
 # cheapest width, on 300 rows) could not foresee.
-BACKENDS = {"exact": {}, "faiss": {"ef_search": 64}, "hnswlib": {"ef": 64},
-            "chroma": {"ef_search": 100}}
+BACKENDS = {
+    "exact": {},
+    "faiss": {"ef_search": 64},
+    "hnswlib": {"ef": 64},
+    "chroma": {"ef_search": 100},
+}
 FULL_POINTS = ["scanned", "saved", "swapped", "committing", "committed"]
 INCREMENTAL_POINTS = ["scanned", "saved", "committing", "committed"]
 KILLS_PER_BACKEND = 52
@@ -130,14 +134,21 @@ def check_after_kill(db_path, capsys, queries, exact):
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_kill_builds_at_every_point(db_path, db, backend, forkserver, capsys, user_path):
     rng = random.Random(backend)
-    write_embeddings(db, "c", [f"r{i:03d}" for i in range(300)],
-                     clustered_vectors(300, DIMENSIONS, clusters=6, seed=1), updated=1000)
-    Index.create("ix", ["c"], db, backend=backend, options=BACKENDS[backend],
-                 refresh="manual").build()
+    write_embeddings(
+        db,
+        "c",
+        [f"r{i:03d}" for i in range(300)],
+        clustered_vectors(300, DIMENSIONS, clusters=6, seed=1),
+        updated=1000,
+    )
+    Index.create(
+        "ix", ["c"], db, backend=backend, options=BACKENDS[backend], refresh="manual"
+    ).build()
     BUILD_SECONDS.clear()
     queries = clustered_vectors(3, DIMENSIONS, clusters=6, seed=99)
-    plan = [(True, point, None) for point in FULL_POINTS] + \
-           [(False, point, None) for point in INCREMENTAL_POINTS]
+    plan = [(True, point, None) for point in FULL_POINTS] + [
+        (False, point, None) for point in INCREMENTAL_POINTS
+    ]
     plan = plan * 3
     plan += [(rng.random() < 0.5, None, rng.random()) for _ in range(KILLS_PER_BACKEND * 3)]
     kills = step = 0
@@ -149,15 +160,18 @@ def test_kill_builds_at_every_point(db_path, db, backend, forkserver, capsys, us
         step += 1
         mutate(db, rng, step)
         before = llm_tables(db_path)
-        killed = in_child(forkserver, workers.build, (db_path, "ix", full, user_path),
-                          kill_at=point, delay=delay)
+        killed = in_child(
+            forkserver, workers.build, (db_path, "ix", full, user_path), kill_at=point, delay=delay
+        )
         kills += killed
         assert llm_tables(db_path) == before, (backend, full, point, delay)
         check_after_kill(db_path, capsys, queries, exact=backend == "exact")
     KILLED[backend] = kills
-    print(f"{backend}: {kills} kills in {step} builds; random kills "
-          f"{np.percentile(TIMES, [10, 50, 90]).round(3)} s into builds of "
-          f"{np.median(BUILD_SECONDS):.3f} s")
+    print(
+        f"{backend}: {kills} kills in {step} builds; random kills "
+        f"{np.percentile(TIMES, [10, 50, 90]).round(3)} s into builds of "
+        f"{np.median(BUILD_SECONDS):.3f} s"
+    )
     TIMES.clear()
     assert kills >= KILLS_PER_BACKEND
 
@@ -166,16 +180,21 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
     from llm_vector_index.migrate import migrate_to_chroma
 
     rng = random.Random(5)
-    write_embeddings(db, "c", [f"r{i:03d}" for i in range(400)],
-                     clustered_vectors(400, DIMENSIONS, clusters=6, seed=2))
+    write_embeddings(
+        db,
+        "c",
+        [f"r{i:03d}" for i in range(400)],
+        clustered_vectors(400, DIMENSIONS, clusters=6, seed=2),
+    )
     target = tmp_path / "chroma"
     kills = 0
     for trial in range(12):
         mutate(db, rng, 1000 + trial)
         before = llm_tables(db_path)
         point, delay = ("migrate-sent", None) if trial % 2 else (None, rng.uniform(0.0, 0.5))
-        kills += in_child(forkserver, workers.migrate, (db_path, target, user_path),
-                          kill_at=point, delay=delay)
+        kills += in_child(
+            forkserver, workers.migrate, (db_path, target, user_path), kill_at=point, delay=delay
+        )
         assert llm_tables(db_path) == before
         report = migrate_to_chroma(db, ["c"], path=target, sync_deletes=True)
         assert report.llm_rows == report.chroma_rows and not report.mismatches
@@ -192,8 +211,11 @@ def texts_for(ids, rng):
 
 def keyword_truth(db, word):
     "The rows whose stored text has the word: what a keyword query must find."
-    return {id for id, content in db.execute("select id, content from embeddings")
-            if word in content.split()}
+    return {
+        id
+        for id, content in db.execute("select id, content from embeddings")
+        if word in content.split()
+    }
 
 
 # exact saves atomically, chroma does not: both ways of keeping the keyword
@@ -205,23 +227,38 @@ def test_kill_builds_of_an_index_with_keywords(db_path, db, backend, forkserver,
     build's or refused, and the next build puts them right."""
     rng = random.Random(f"keywords-{backend}")
     ids = [f"r{i:03d}" for i in range(200)]
-    write_embeddings(db, "c", ids, clustered_vectors(200, DIMENSIONS, clusters=6, seed=1),
-                     contents=texts_for(ids, rng), updated=1000)
-    Index.create("ix", ["c"], db, backend=backend, options=BACKENDS[backend],
-                 refresh="manual", keywords=True).build()
-    plan = [(True, point, None) for point in FULL_POINTS] + \
-           [(False, point, None) for point in INCREMENTAL_POINTS] + \
-           [(rng.random() < 0.5, None, rng.uniform(0.0, 0.3)) for _ in range(4)]
+    write_embeddings(
+        db,
+        "c",
+        ids,
+        clustered_vectors(200, DIMENSIONS, clusters=6, seed=1),
+        contents=texts_for(ids, rng),
+        updated=1000,
+    )
+    Index.create(
+        "ix", ["c"], db, backend=backend, options=BACKENDS[backend], refresh="manual", keywords=True
+    ).build()
+    plan = (
+        [(True, point, None) for point in FULL_POINTS]
+        + [(False, point, None) for point in INCREMENTAL_POINTS]
+        + [(rng.random() < 0.5, None, rng.uniform(0.0, 0.3)) for _ in range(4)]
+    )
     for step, (full, point, delay) in enumerate(plan):
         current = [row[0] for row in db.execute("select id from embeddings")]
         changed = rng.sample(current, 4) + [f"k{step}-{i}" for i in range(2)]
-        write_embeddings(db, "c", changed, clustered_vectors(6, DIMENSIONS, seed=step),
-                         contents=texts_for(changed, rng))
+        write_embeddings(
+            db,
+            "c",
+            changed,
+            clustered_vectors(6, DIMENSIONS, seed=step),
+            contents=texts_for(changed, rng),
+        )
         db.execute("delete from embeddings where id = ?", [rng.choice(current)])
         db.conn.commit()
         before = llm_tables(db_path)
-        in_child(forkserver, workers.build, (db_path, "ix", full, user_path),
-                 kill_at=point, delay=delay)
+        in_child(
+            forkserver, workers.build, (db_path, "ix", full, user_path), kill_at=point, delay=delay
+        )
         assert llm_tables(db_path) == before
         word = rng.choice(VOCABULARY)
         with Index("ix", db) as index:

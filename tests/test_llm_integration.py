@@ -41,18 +41,33 @@ def assert_same_output(ours, theirs):
         assert {**mine, "score": 0} == {**expected, "score": 0}
 
 
-@pytest.mark.parametrize("args", [
-    ["v010"], ["v010", "-n", "3"], ["v010", "--prefix", "v1"], ["v010", "--prefix", "V_5"],
-    ["v010", "-n", "40", "--prefix", "v%9"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["v010"],
+        ["v010", "-n", "3"],
+        ["v010", "--prefix", "v1"],
+        ["v010", "--prefix", "V_5"],
+        ["v010", "-n", "40", "--prefix", "v%9"],
+    ],
+)
 def test_llm_similar_by_id_same_with_and_without_default(db_path, vectors_collection, args):
     before = llm_similar(db_path, "vecs", *args).output
-    assert CliRunner().invoke(index_group, ["create", "ix", "vecs", "-b", "exact", "--build",
-                                            "--default", "-d", str(db_path)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            index_group,
+            ["create", "ix", "vecs", "-b", "exact", "--build", "--default", "-d", str(db_path)],
+        )
+        .exit_code
+        == 0
+    )
     assert_same_output(llm_similar(db_path, "vecs", *args).output, before)
 
 
-@pytest.mark.parametrize("args", [["-c", "horse cherry"], ["-c", "cat", "-n", "2"], ["-c", "fish", "--prefix", "doc-01"]])
+@pytest.mark.parametrize(
+    "args", [["-c", "horse cherry"], ["-c", "cat", "-n", "2"], ["-c", "fish", "--prefix", "doc-01"]]
+)
 def test_llm_similar_by_content_same_with_and_without_default(db_path, text_collection, args):
     before = llm_similar(db_path, "docs", *args).output
     Index.create("t", ["docs"], Database(db_path), backend="exact", default=True).build()
@@ -67,8 +82,9 @@ def test_collection_methods_with_index_argument(db, vectors_collection):
     via_index = collection.similar_by_vector(vectors[3].tolist(), 5, index="ix")
     assert [e.id for e in via_index] == [e.id for e in brute]
     assert type(via_index[0]) is Entry
-    assert [e.id for e in collection.similar_by_id("v003", 5, index="ix")] == \
-        [e.id for e in collection.similar_by_id("v003", 5)]
+    assert [e.id for e in collection.similar_by_id("v003", 5, index="ix")] == [
+        e.id for e in collection.similar_by_id("v003", 5)
+    ]
     with pytest.raises(llm.Collection.DoesNotExist):
         collection.similar_by_id("nope", index="ix")
     with pytest.raises(ValueError, match="where= needs an index"):
@@ -82,7 +98,9 @@ def test_default_index_is_used_and_index_false_forces_brute_force(db, vectors_co
     index.build()
     write_embeddings(db, "vecs", ["late"], vectors[:1] * 2)  # a duplicate direction of v000
     assert "late" not in [e.id for e in collection.similar_by_vector(vectors[0].tolist(), 3)]
-    assert "late" in [e.id for e in collection.similar_by_vector(vectors[0].tolist(), 3, index=False)]
+    assert "late" in [
+        e.id for e in collection.similar_by_vector(vectors[0].tolist(), 3, index=False)
+    ]
     Index.clear_default(db, "vecs")
     assert "late" in [e.id for e in collection.similar_by_vector(vectors[0].tolist(), 3)]
 
@@ -100,16 +118,20 @@ def test_multi_collection_default_restricted_to_its_collection(db):
         expected = collection.similar_by_vector(a[7].tolist(), 25, index=False)
         assert len(got) == 25
         assert [e.id for e in got] == [e.id for e in expected]
-        assert [e.id for e in collection.similar_by_id("x7", 25)] == \
-            [e.id for e in collection.similar_by_id("x7", 25, index=False)]
+        assert [e.id for e in collection.similar_by_id("x7", 25)] == [
+            e.id for e in collection.similar_by_id("x7", 25, index=False)
+        ]
 
 
 @pytest.fixture
 def metadata_index(db):
     vectors = clustered_vectors(400, 16, clusters=4, seed=3)
     metadatas = [
-        {"kind": ["note", "doc"][i % 2], "n": i, "flag": i % 5 == 0, "nested": {"level": i % 3}}
-        if i % 7 else None
+        (
+            {"kind": ["note", "doc"][i % 2], "n": i, "flag": i % 5 == 0, "nested": {"level": i % 3}}
+            if i % 7
+            else None
+        )
         for i in range(400)
     ]
     write_embeddings(db, "meta", [f"m{i}" for i in range(400)], vectors, metadatas=metadatas)
@@ -119,8 +141,11 @@ def metadata_index(db):
 
 
 def expected_ids(vectors, metadatas, query, keep, number):
-    scores = [(float(np.dot(v, query) / np.linalg.norm(v) / np.linalg.norm(query)), f"m{i}")
-              for i, (v, m) in enumerate(zip(vectors, metadatas)) if m and keep(m)]
+    scores = [
+        (float(np.dot(v, query) / np.linalg.norm(v) / np.linalg.norm(query)), f"m{i}")
+        for i, (v, m) in enumerate(zip(vectors, metadatas))
+        if m and keep(m)
+    ]
     return [id for _, id in sorted(scores, reverse=True)[:number]]
 
 
@@ -143,29 +168,69 @@ def test_where_filters(metadata_index, monkeypatch, scratch_limit):
 
 def test_where_on_the_command_line(db_path, metadata_index):
     index, vectors, metadatas = metadata_index
-    result = CliRunner().invoke(index_group, [
-        "similar", "mx", "m11", "-n", "100", "--where", "kind", "doc", "-w", "nested.level", "1",
-        "-d", str(db_path)])
+    result = CliRunner().invoke(
+        index_group,
+        [
+            "similar",
+            "mx",
+            "m11",
+            "-n",
+            "100",
+            "--where",
+            "kind",
+            "doc",
+            "-w",
+            "nested.level",
+            "1",
+            "-d",
+            str(db_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = parsed(result.output)
-    assert rows and all(r["metadata"]["kind"] == "doc" and r["metadata"]["nested"]["level"] == 1
-                        for r in rows)
-    assert len(rows) == sum(1 for i, m in enumerate(metadatas)
-                            if m and m["kind"] == "doc" and m["nested"]["level"] == 1 and i != 11)
-    bad = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "a'b", "1", "-d", str(db_path)])
+    assert rows and all(
+        r["metadata"]["kind"] == "doc" and r["metadata"]["nested"]["level"] == 1 for r in rows
+    )
+    assert len(rows) == sum(
+        1
+        for i, m in enumerate(metadatas)
+        if m and m["kind"] == "doc" and m["nested"]["level"] == 1 and i != 11
+    )
+    bad = CliRunner().invoke(
+        index_group, ["similar", "mx", "m11", "--where", "a'b", "1", "-d", str(db_path)]
+    )
     assert bad.exit_code == 1 and "Invalid metadata key" in bad.stderr
-    newline = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "kind\n", "doc",
-                                               "-d", str(db_path)])
-    assert newline.exit_code == 1 and newline.stderr.startswith("Error: Invalid metadata key 'kind\\n'")
-    huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 30,
-                                            "-d", str(db_path)])
+    newline = CliRunner().invoke(
+        index_group, ["similar", "mx", "m11", "--where", "kind\n", "doc", "-d", str(db_path)]
+    )
+    assert newline.exit_code == 1 and newline.stderr.startswith(
+        "Error: Invalid metadata key 'kind\\n'"
+    )
+    huge = CliRunner().invoke(
+        index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 30, "-d", str(db_path)]
+    )
     assert huge.exit_code == 0 and huge.output == ""  # beyond 64 bits: compared as a REAL
-    twice = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "kind", "doc",
-                                             "--where", "kind", "note", "-d", str(db_path)])
+    twice = CliRunner().invoke(
+        index_group,
+        [
+            "similar",
+            "mx",
+            "m11",
+            "--where",
+            "kind",
+            "doc",
+            "--where",
+            "kind",
+            "note",
+            "-d",
+            str(db_path),
+        ],
+    )
     assert twice.exit_code == 1
     assert twice.stderr == "Error: --where kind is given twice: a row has one value for each key\n"
-    too_huge = CliRunner().invoke(index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 400,
-                                                "-d", str(db_path)])
+    too_huge = CliRunner().invoke(
+        index_group, ["similar", "mx", "m11", "--where", "n", "1" + "0" * 400, "-d", str(db_path)]
+    )
     assert too_huge.exit_code == 1
     assert too_huge.stderr == f"Error: Metadata filter value 1{'0' * 400} is too large\n"
 
@@ -179,37 +244,83 @@ def test_prefix_wildcards_and_case_like_llm(db, vectors_collection):
         assert got == expected, prefix
 
 
-
 # Ids where an index range could go wrong: case, letters past the third,
 # wildcards, non-ASCII (LIKE folds ASCII only), a prefix's last character
 # multi-byte, and the highest code point right after a prefix.
 TRICKY_IDS = [
-    "Doc1", "doc2", "DOC3", "dOc4", "docs/2024/a", "DOCS/2024/b", "docx", "do", "d",
-    "Ärger", "ärger", "ärgerlich", "日本語", "日本", "日本x", "a_b", "aXb", "a%b", "ab",
-    "doc\U0010ffffz", "doc\U0010ffff", "Doc", "", "z",
+    "Doc1",
+    "doc2",
+    "DOC3",
+    "dOc4",
+    "docs/2024/a",
+    "DOCS/2024/b",
+    "docx",
+    "do",
+    "d",
+    "Ärger",
+    "ärger",
+    "ärgerlich",
+    "日本語",
+    "日本",
+    "日本x",
+    "a_b",
+    "aXb",
+    "a%b",
+    "ab",
+    "doc\U0010ffffz",
+    "doc\U0010ffff",
+    "Doc",
+    "",
+    "z",
 ]
 
 
-@pytest.mark.parametrize("prefix", [
-    "d", "D", "doc", "DOC", "docs/", "DOCS/2024", "dOcS/2024/A", "ä", "Ä", "日本", "日",
-    "a_", "a%", "%", "_", "a_b", "doc\U0010ffff", "nothing", "dó",
-])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "d",
+        "D",
+        "doc",
+        "DOC",
+        "docs/",
+        "DOCS/2024",
+        "dOcS/2024/A",
+        "ä",
+        "Ä",
+        "日本",
+        "日",
+        "a_",
+        "a%",
+        "%",
+        "_",
+        "a_b",
+        "doc\U0010ffff",
+        "nothing",
+        "dó",
+    ],
+)
 def test_a_prefix_reads_only_its_range_and_matches_as_like(db, prefix):
     from llm_vector_index.filters import Filter
 
     collection = llm.Collection("tricky", db, model_id="hash-16")
     collection.embed_multi([(i, f"text {n}") for n, i in enumerate(TRICKY_IDS)])
     collection_id = collection.id
-    like = {row[0] for row in db.execute(
-        "select rowid from embeddings where collection_id = ? and id like ? || '%'",
-        [collection_id, prefix]).fetchall()}
+    like = {
+        row[0]
+        for row in db.execute(
+            "select rowid from embeddings where collection_id = ? and id like ? || '%'",
+            [collection_id, prefix],
+        ).fetchall()
+    }
     assert set(Filter([collection_id], prefix=prefix).rowids(db)) == like
     assert len(Filter([collection_id], prefix=prefix).rowids(db)) == len(like)  # none twice
     index = Index.create("t", ["tricky"], db, backend="exact")
     index.build()
     subset = Filter([collection_id], prefix=prefix)
     assert sorted(subset.matching_labels(db, index.record.id).tolist()) == sorted(
-        Filter.labels(db, index.record.id, sorted(like)).tolist())
+        Filter.labels(db, index.record.id, sorted(like)).tolist()
+    )
+
 
 def test_auto_refresh_returns_new_rows(db, vectors_collection):
     ids, vectors = vectors_collection
@@ -276,8 +387,9 @@ def test_default_command(db_path, db, vectors_collection):
 
 def run_real_llm(tmp_path, *args, env=None):
     environment = {**os.environ, "LLM_USER_PATH": str(tmp_path / "llm-user"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llm", *args], env=environment,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "llm", *args], env=environment, capture_output=True, text=True
+    )
 
 
 def test_real_llm_similar_uses_the_default_index(tmp_path, db_path, db, vectors_collection):
@@ -289,8 +401,17 @@ def test_real_llm_similar_uses_the_default_index(tmp_path, db_path, db, vectors_
     assert "late" not in with_index.stdout  # answered from the last build...
     assert "index 'ix' is behind its collections" in with_index.stderr  # ...and said so
     # Without the plugin loaded, llm's own command works on the same database.
-    plain = run_real_llm(tmp_path, "similar", "vecs", "v001", "-n", "3", "-d", str(db_path),
-                         env={"LLM_LOAD_PLUGINS": ""})
+    plain = run_real_llm(
+        tmp_path,
+        "similar",
+        "vecs",
+        "v001",
+        "-n",
+        "3",
+        "-d",
+        str(db_path),
+        env={"LLM_LOAD_PLUGINS": ""},
+    )
     assert plain.returncode == 0, plain.stderr
     assert json.loads(plain.stdout.splitlines()[0])["id"] == "late"
 

@@ -45,11 +45,14 @@ def test_the_codes_and_sizes():
     assert budget.parse_size("") is None
 
 
-@pytest.mark.parametrize("options, kind, factory", [
-    ({"max_memory": "1MB"}, "exact", None),
-    ({"max_memory": "1MB", "exact_limit": 0}, "faiss", "HNSW32,SQ8"),
-    ({"max_memory": "300KB"}, "faiss", "IVF64,PQ4"),
-])
+@pytest.mark.parametrize(
+    "options, kind, factory",
+    [
+        ({"max_memory": "1MB"}, "exact", None),
+        ({"max_memory": "1MB", "exact_limit": 0}, "faiss", "HNSW32,SQ8"),
+        ({"max_memory": "300KB"}, "faiss", "IVF64,PQ4"),
+    ],
+)
 def test_a_budget_chooses_the_best_codes_that_fit(db_path, db, options, kind, factory):
     vectors = add_rows(db, 0, 3000)
     args = [f"-o {key} {value}" for key, value in options.items()]
@@ -60,8 +63,9 @@ def test_a_budget_chooses_the_best_codes_that_fit(db_path, db, options, kind, fa
     assert shown["options"].get("factory") == factory
     if kind == "faiss":
         assert f"of max_memory {options['max_memory']}" in shown["options"]["reason"]
-        assert ("exact_limit" if factory.startswith("HNSW") else "would need") in shown[
-            "options"]["reason"]
+        assert ("exact_limit" if factory.startswith("HNSW") else "would need") in shown["options"][
+            "reason"
+        ]
     index = Index("ix", db)
     assert files_bytes(index) <= budget.parse_size(options["max_memory"])
     # The estimate is within 2% of the files the build wrote.
@@ -77,12 +81,18 @@ def test_a_budget_chooses_the_best_codes_that_fit(db_path, db, options, kind, fa
     assert hits / 200 >= 0.9
 
 
-@pytest.mark.parametrize("size, message", [
-    ("50KB", "Error: max_memory 50KB is less than any index of 3,000 rows x 32 dimensions "
-             "needs: IVF-PQ (64 lists, 4 bytes a row) needs about 125 KB"),
-    ("lots", "Error: Option max_memory must be a size such as 300MB or 2GB, got 'lots'"),
-    ("0", "Error: Option max_memory must be a size such as 300MB or 2GB, got '0'"),
-])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (
+            "50KB",
+            "Error: max_memory 50KB is less than any index of 3,000 rows x 32 dimensions "
+            "needs: IVF-PQ (64 lists, 4 bytes a row) needs about 125 KB",
+        ),
+        ("lots", "Error: Option max_memory must be a size such as 300MB or 2GB, got 'lots'"),
+        ("0", "Error: Option max_memory must be a size such as 300MB or 2GB, got '0'"),
+    ],
+)
 def test_a_budget_nothing_meets_is_refused_and_changes_nothing(db_path, db, size, message):
     add_rows(db, 0, 3000)
     before = snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes")

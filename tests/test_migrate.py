@@ -16,9 +16,11 @@ from llm_vector_index.testing import clustered_vectors, write_embeddings
 
 from .conftest import snapshot
 
+
 def quiet():
     # A new Settings each time: chromadb's clients write into the one they get.
     return Settings(anonymized_telemetry=False)
+
 
 METADATAS = [
     {"title": "plain", "n": 3, "score": 0.5, "ok": True},
@@ -34,9 +36,14 @@ def rich_collection(db):
     "Text, binary and empty content, awkward metadata, unicode ids."
     vectors = clustered_vectors(300, 24, clusters=6, seed=8)
     ids = [f"doc-{i}" for i in range(297)] + ["ünïcødé/ид", "emoji-🦙", "space id"]
-    write_embeddings(db, "rich", ids, vectors,
-                     contents=[f"text {i}" if i % 3 else None for i in range(300)],
-                     metadatas=[METADATAS[i % len(METADATAS)] for i in range(300)])
+    write_embeddings(
+        db,
+        "rich",
+        ids,
+        vectors,
+        contents=[f"text {i}" if i % 3 else None for i in range(300)],
+        metadatas=[METADATAS[i % len(METADATAS)] for i in range(300)],
+    )
     db.execute("update embeddings set content_blob = x'00ff' where id in ('doc-1', 'doc-2')")
     db.conn.commit()
     return ids, vectors
@@ -47,7 +54,8 @@ def read_back(client, name):
     return {
         id: (np.asarray(vector), document, metadata)
         for id, vector, document, metadata in zip(
-            got["ids"], got["embeddings"], got["documents"], got["metadatas"])
+            got["ids"], got["embeddings"], got["documents"], got["metadatas"]
+        )
     }
 
 
@@ -57,7 +65,8 @@ def expected_rows(db, collection):
         for row in db.execute(
             "select e.id, e.embedding, e.content, e.metadata, e.content_blob is not null "
             "from embeddings e join collections c on c.id = e.collection_id where c.name = ?",
-            [collection])
+            [collection],
+        )
     }
 
 
@@ -82,7 +91,11 @@ def test_metadata_round_trip_is_reversible():
     for metadata in METADATAS + [{"a": {"b": {"c": 1}}}, [1, 2], "text"]:
         flat = to_chroma_metadata(json.dumps(metadata), "c", "i", 5, False)
         assert flat and all(isinstance(v, (str, int, float, bool)) for v in flat.values())
-        assert from_chroma_metadata(flat) == ("c", "i", migrate.llm_metadata_without_none(json.dumps(metadata)))
+        assert from_chroma_metadata(flat) == (
+            "c",
+            "i",
+            migrate.llm_metadata_without_none(json.dumps(metadata)),
+        )
 
 
 def test_migrate_to_a_directory(db, rich_collection, tmp_path):
@@ -98,19 +111,29 @@ def test_migrate_to_a_directory(db, rich_collection, tmp_path):
         assert chroma.configuration_json["hnsw"]["space"] == "cosine"
         # Chroma's own nearest neighbours match llm's brute force
         result = chroma.query(query_embeddings=vectors[5:6], n_results=10, include=[])
-        brute = llm.Collection("rich", db, create=False).similar_by_vector(vectors[5].tolist(), 10, index=False)
+        brute = llm.Collection("rich", db, create=False).similar_by_vector(
+            vectors[5].tolist(), 10, index=False
+        )
         assert result["ids"][0] == [e.id for e in brute]
     finally:
         client.close()
 
 
 def test_migrate_to_a_server_with_two_collections(db, rich_collection, chroma_server):
-    write_embeddings(db, "more", ["doc-1", "m2"], clustered_vectors(2, 24, seed=3),
-                     contents=["more 1", "more 2"])
-    report = migrate_to_chroma(db, ["rich", "more"], host=chroma_server["host"],
-                               port=chroma_server["port"], chroma_collection="two.collections")
+    write_embeddings(
+        db, "more", ["doc-1", "m2"], clustered_vectors(2, 24, seed=3), contents=["more 1", "more 2"]
+    )
+    report = migrate_to_chroma(
+        db,
+        ["rich", "more"],
+        host=chroma_server["host"],
+        port=chroma_server["port"],
+        chroma_collection="two.collections",
+    )
     assert (report.sent, report.chroma_rows) == (302, 302)
-    client = chromadb.HttpClient(host=chroma_server["host"], port=chroma_server["port"], settings=quiet())
+    client = chromadb.HttpClient(
+        host=chroma_server["host"], port=chroma_server["port"], settings=quiet()
+    )
     try:
         check_faithful(db, client, "two.collections", "rich", prefix="rich/")
         check_faithful(db, client, "two.collections", "more", prefix="more/")
@@ -153,8 +176,12 @@ def test_interrupted_migration_resumes_without_duplicates(db, rich_collection, t
     with pytest.raises(KeyboardInterrupt):
         migrate_to_chroma(db, ["rich"], path=target, batch_size=100, progress=interrupt)
     assert batches == [100]
-    assert not db.execute("select count(*) from sqlite_master where name = 'vector_index_migrations'").fetchone()[0] \
+    assert (
+        not db.execute(
+            "select count(*) from sqlite_master where name = 'vector_index_migrations'"
+        ).fetchone()[0]
         or not db.execute("select count(*) from vector_index_migrations").fetchone()[0]
+    )
     report = migrate_to_chroma(db, ["rich"], path=target, batch_size=100)
     assert report.chroma_rows == 300 and not report.mismatches
 
@@ -175,7 +202,9 @@ def bad_setup(db_path, db, rich_collection, tmp_path):
     write_embeddings(db, "other", ["o"], clustered_vectors(1, 24), model="other-model")
     write_embeddings(db, "wide", ["w"], clustered_vectors(1, 48))
     client = chromadb.PersistentClient(path=str(tmp_path / "existing"), settings=quiet())
-    client.create_collection("l2-space", configuration={"hnsw": {"space": "l2"}}, embedding_function=None)
+    client.create_collection(
+        "l2-space", configuration={"hnsw": {"space": "l2"}}, embedding_function=None
+    )
     migrate_to_chroma(db, ["rich"], path=tmp_path / "existing", chroma_collection="narrow")
     client.close()
     return db_path, tmp_path
@@ -191,17 +220,38 @@ def test_bad_input(bad_setup):
     existing = tmp_path / "existing"
     cases = [
         (["nope", "--path", existing], "Collection 'nope' does not exist"),
-        (["rich", "other", "--path", existing],
-         "Collections must share an embedding model: 'rich' uses test-model, 'other' uses other-model"),
-        (["rich", "--host", "127.0.0.1", "--port", port], f"Cannot reach Chroma server at 127.0.0.1:{port}"),
-        (["rich", "--path", existing, "--chroma-collection", "l2-space"],
-         "Chroma collection 'l2-space' exists with distance space 'l2'"),
-        (["wide", "--path", existing, "--chroma-collection", "narrow"],
-         "Chroma collection 'narrow' holds 24-dimensional vectors; these collections have 48"),
-        (["rich", "--path", existing, "--batch-size", "0"], "batch size must be a whole number of at least 1, got 0"),
-        (["rich", "--path", existing, "--batch-size", "-5"], "batch size must be a whole number of at least 1, got -5"),
-        (["rich", "--path", existing, "--chroma-collection", "a"], "Invalid Chroma collection name 'a'"),
-        (["rich", "--path", existing, "--chroma-collection", "bad..name"], "Invalid Chroma collection name"),
+        (
+            ["rich", "other", "--path", existing],
+            "Collections must share an embedding model: 'rich' uses test-model, 'other' uses other-model",
+        ),
+        (
+            ["rich", "--host", "127.0.0.1", "--port", port],
+            f"Cannot reach Chroma server at 127.0.0.1:{port}",
+        ),
+        (
+            ["rich", "--path", existing, "--chroma-collection", "l2-space"],
+            "Chroma collection 'l2-space' exists with distance space 'l2'",
+        ),
+        (
+            ["wide", "--path", existing, "--chroma-collection", "narrow"],
+            "Chroma collection 'narrow' holds 24-dimensional vectors; these collections have 48",
+        ),
+        (
+            ["rich", "--path", existing, "--batch-size", "0"],
+            "batch size must be a whole number of at least 1, got 0",
+        ),
+        (
+            ["rich", "--path", existing, "--batch-size", "-5"],
+            "batch size must be a whole number of at least 1, got -5",
+        ),
+        (
+            ["rich", "--path", existing, "--chroma-collection", "a"],
+            "Invalid Chroma collection name 'a'",
+        ),
+        (
+            ["rich", "--path", existing, "--chroma-collection", "bad..name"],
+            "Invalid Chroma collection name",
+        ),
     ]
     for args, message in cases:
         before = snapshot(db_path)

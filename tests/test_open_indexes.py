@@ -27,7 +27,8 @@ def fill(db, rows=400, seed=1, collection="c", prefix="r"):
 def exact_top(db, query, number, collection="c"):
     rows = db.execute(
         "select e.id, e.embedding from embeddings e join collections c "
-        "on c.id = e.collection_id where c.name = ?", [collection]
+        "on c.id = e.collection_id where c.name = ?",
+        [collection],
     ).fetchall()
     vectors = np.stack([np.frombuffer(row[1], "<f4") for row in rows])
     scores = vectors @ query / np.linalg.norm(vectors, axis=1) / np.linalg.norm(query)
@@ -66,7 +67,8 @@ def test_a_build_by_another_process_is_seen(db, db_path, user_path, backend, for
     write_embeddings(db, "c", ["new"], query.reshape(1, -1))
     ready = forkserver.Event()
     child = forkserver.Process(
-        target=workers.build, args=(str(db_path), "ix", False, str(user_path), None, ready))
+        target=workers.build, args=(str(db_path), "ix", False, str(user_path), None, ready)
+    )
     child.start()
     child.join(60)
     assert child.exitcode == 0
@@ -95,9 +97,7 @@ def test_threads_share_one_open_index(db_path, db):
     fill(db, rows=2000)
     Index.create("ix", ["c"], db, backend="hnswlib", default=True).build()
     queries = clustered_vectors(40, DIMENSIONS, clusters=8, seed=5)
-    expected = [
-        [e.id for e in llm.Collection("c", db).similar_by_vector(q, 5)] for q in queries
-    ]
+    expected = [[e.id for e in llm.Collection("c", db).similar_by_vector(q, 5)] for q in queries]
     close_indexes()
     results, errors = {}, []
 
@@ -174,7 +174,9 @@ def test_a_held_index_sees_a_drop_and_a_new_index_of_its_name(db_path, db, backe
     blob = np.asarray(query, "<f4").tobytes()
     search = "select vector_index_search('zz', ?, 5)"
     assert [e.id[0] for e in held.similar_by_vector(query, 5)] == ["p"] * 5
-    assert [hit["id"][0] for hit in json.loads(conn.execute(search, [blob]).fetchone()[0])] == ["p"] * 5
+    assert [hit["id"][0] for hit in json.loads(conn.execute(search, [blob]).fetchone()[0])] == [
+        "p"
+    ] * 5
     old = (held.record.id, held.record.generation)
 
     Index("zz", Database(db_path)).delete()
@@ -190,5 +192,6 @@ def test_a_held_index_sees_a_drop_and_a_new_index_of_its_name(db_path, db, backe
     with pytest.raises(Index.DoesNotExist, match="Index 'zz' does not exist"):
         held.similar_by_vector(query, 5)
     assert json.loads(conn.execute(search, [blob]).fetchone()[0]) == {
-        "error": "Index 'zz' does not exist (llm index list shows the indexes)"}
+        "error": "Index 'zz' does not exist (llm index list shows the indexes)"
+    }
     conn.close()

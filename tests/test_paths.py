@@ -60,8 +60,9 @@ def hostile_names(victim):
 
 
 @pytest.mark.parametrize("which", range(6))
-@pytest.mark.parametrize("command", [["build"], ["build", "--full"], ["similar", "v001"], ["show"],
-                                     ["evaluate"]])
+@pytest.mark.parametrize(
+    "command", [["build"], ["build", "--full"], ["similar", "v001"], ["show"], ["evaluate"]]
+)
 def test_crafted_name_in_catalog_touches_nothing(built, victim, which, command):
     name = hostile_names(victim)[which]
     rename_in_catalog(built, name)
@@ -169,8 +170,9 @@ def test_a_folder_the_plugin_did_not_make_is_never_deleted(db_path, db, vectors_
     assert (folder_of(db_path) / "other" / "mine.txt").read_text() == "not an index"
 
 
-def test_an_empty_folder_left_by_a_kill_before_its_marker_is_taken_over(db_path, db,
-                                                                       vectors_collection):
+def test_an_empty_folder_left_by_a_kill_before_its_marker_is_taken_over(
+    db_path, db, vectors_collection
+):
     "mark() makes the folder, then the marker: a kill between leaves it empty."
     Index.create("ix", ["vecs"], db, backend="exact").build()
     staging = folder_of(db_path) / ".rebuild" / "ix"
@@ -190,9 +192,17 @@ def test_index_folders_carry_the_marker(built):
     assert shown["path"] == str(folder_of(built) / "ix")
 
 
-@pytest.mark.parametrize("command", [["build", "ix"], ["build", "ix", "--full"], ["drop", "ix"],
-                                     ["similar", "ix", "v001"], ["create", "notes", "vecs"],
-                                     ["show", "ix"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "ix"],
+        ["build", "ix", "--full"],
+        ["drop", "ix"],
+        ["similar", "ix", "v001"],
+        ["create", "notes", "vecs"],
+        ["show", "ix"],
+    ],
+)
 def test_an_index_folder_that_is_a_link_is_refused(built, victim, command):
     "A shared tarball's x.db.vector-indexes -> somewhere else: nothing is written there."
     elsewhere = victim
@@ -203,8 +213,10 @@ def test_an_index_folder_that_is_a_link_is_refused(built, victim, command):
     before = snapshot(built, elsewhere)
     result = run(*command, "-d", built)
     assert result.exit_code == 1, result.output
-    assert result.stderr == (f"Error: Refusing to use {folder}: it is a link (to {elsewhere}), "
-                             "and an index folder must be a real folder beside its database\n")
+    assert result.stderr == (
+        f"Error: Refusing to use {folder}: it is a link (to {elsewhere}), "
+        "and an index folder must be a real folder beside its database\n"
+    )
     assert snapshot(built, elsewhere) == before and folder.is_symlink()
 
 
@@ -215,8 +227,10 @@ def test_an_index_folder_the_plugin_did_not_make_is_refused(db_path, db, vectors
     before = snapshot(db_path, folder)
     result = run("create", "notes", "vecs", "--build", "-d", db_path)
     assert result.exit_code == 1
-    assert result.stderr == (f"Error: {folder} exists but was not made by llm-vector-index "
-                             "(it holds 'precious.txt'): move it away\n")
+    assert result.stderr == (
+        f"Error: {folder} exists but was not made by llm-vector-index "
+        "(it holds 'precious.txt'): move it away\n"
+    )
     assert snapshot(db_path, folder) == before
 
 

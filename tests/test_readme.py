@@ -38,8 +38,9 @@ def test_readme_command_exists_with_its_flags(command):
         words = [group.default_cmd_name, *words]
     name = words[0]
     assert name in group.commands, f"{command}: no command {name!r}"
-    declared = {opt for param in group.commands[name].params
-                for opt in (*param.opts, *param.secondary_opts)}
+    declared = {
+        opt for param in group.commands[name].params for opt in (*param.opts, *param.secondary_opts)
+    }
     for word in words[1:]:
         if word.startswith("-") and word != "-":
             assert word in declared, f"{command}: {word} is not an option of {name}"
@@ -81,17 +82,27 @@ def test_the_quick_start_runs_as_written(tmp_path):
     env, work = new_user(tmp_path)
     outputs = {}
     for line in quick_start():
-        result = subprocess.run(["bash", "-c", line], env=env, cwd=work,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", "-c", line], env=env, cwd=work, capture_output=True, text=True
+        )
         assert result.returncode == 0, f"{line}\n{result.stderr}"
         assert "Traceback" not in result.stderr, f"{line}\n{result.stderr}"
         outputs[line.split("#")[0].strip()] = result.stdout
-    found = [json.loads(row) for row in outputs['llm index similar docs-idx -c "vector search"'].splitlines()]
+    found = [
+        json.loads(row)
+        for row in outputs['llm index similar docs-idx -c "vector search"'].splitlines()
+    ]
     assert len(found) == 10 and all(row["id"].endswith(".md") for row in found)
-    assert "usage.md" not in outputs["llm index similar docs-idx usage.md -n 5 --plain"].split()[0:1]
+    assert (
+        "usage.md" not in outputs["llm index similar docs-idx usage.md -n 5 --plain"].split()[0:1]
+    )
     assert outputs['llm similar docs -c "cats"'].count('"id"') == 10
-    keyword = [json.loads(row) for row in
-               outputs['llm index similar docs-kw -c "check_output" --mode keyword'].splitlines()]
+    keyword = [
+        json.loads(row)
+        for row in outputs[
+            'llm index similar docs-kw -c "check_output" --mode keyword'
+        ].splitlines()
+    ]
     assert "hybrid.md" in [row["id"] for row in keyword]  # the page about it says check_output
     assert all(row["score"] is None and row["keyword_score"] > 0 for row in keyword)
 
@@ -121,13 +132,24 @@ def test_every_example_in_usage_md_runs_as_written(tmp_path):
     assert any("docs-hnsw" in out.splitlines() for out in outputs)  # llm index default docs
     found = subprocess.run(
         ["llm", "index", "similar", "docs-idx", "-c", "cats", "--where", "kind", "doc"],
-        env=env, cwd=work, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert len(found) == 10 and all(json.loads(row)["metadata"] == {"kind": "doc"} for row in found)
     notes = subprocess.run(
         ["llm", "similar", "notes", "-c", "cat", "-n", "3"],
-        env=env, cwd=work, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     stored = {json.loads(row)["id"]: json.loads(row)["metadata"] for row in notes.splitlines()}
-    assert stored == {"note-1": {"kind": "note", "author": {"name": "Ann"}},
-                      "note-2": {"kind": "note"}, "doc-1": {"kind": "doc"}}
+    assert stored == {
+        "note-1": {"kind": "note", "author": {"name": "Ann"}},
+        "note-2": {"kind": "note"},
+        "doc-1": {"kind": "doc"},
+    }

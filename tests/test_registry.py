@@ -46,21 +46,43 @@ def test_builtins_registered_through_the_hook():
 
 
 def test_unknown_backend_lists_available():
-    with pytest.raises(UnknownBackend, match="Unknown backend 'nope'; available: auto, chroma, exact, faiss, hnswlib"):
+    with pytest.raises(
+        UnknownBackend,
+        match="Unknown backend 'nope'; available: auto, chroma, exact, faiss, hnswlib",
+    ):
         get_backend("nope")
 
 
 def test_third_party_backend_end_to_end(third_party, db_path, vectors_collection):
     assert get_backend("reversed-exact").plugin == "llm-third-party"
     runner = CliRunner()
-    assert "reversed-exact: exact (plugin llm-third-party)" in runner.invoke(index_group, ["backends"]).output
+    assert (
+        "reversed-exact: exact (plugin llm-third-party)"
+        in runner.invoke(index_group, ["backends"]).output
+    )
     result = runner.invoke(
         index_group,
-        ["create", "tp", "vecs", "-b", "reversed-exact", "-o", "greeting", "hi", "--build", "-d", str(db_path)],
+        [
+            "create",
+            "tp",
+            "vecs",
+            "-b",
+            "reversed-exact",
+            "-o",
+            "greeting",
+            "hi",
+            "--build",
+            "-d",
+            str(db_path),
+        ],
     )
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in runner.invoke(
-        index_group, ["similar", "tp", "v003", "-n", "3", "-d", str(db_path)]).output.splitlines()]
+    rows = [
+        json.loads(line)
+        for line in runner.invoke(
+            index_group, ["similar", "tp", "v003", "-n", "3", "-d", str(db_path)]
+        ).output.splitlines()
+    ]
     assert len(rows) == 3 and "v003" not in [row["id"] for row in rows]
 
 
@@ -105,5 +127,7 @@ def test_loading_the_plugin_imports_no_heavy_library():
         "heavy = [m for m in ('faiss', 'hnswlib', 'chromadb') if m in sys.modules]; "
         "assert 'llm_vector_index.plugin' in sys.modules; print(heavy)"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert output.stdout.strip() == "[]"

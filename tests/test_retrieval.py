@@ -44,22 +44,34 @@ def ask(*args):
 
 def calling(*calls):
     "A prompt that makes llm-echo call these tools."
-    return json.dumps({"prompt": "look it up", "tool_calls": [
-        {"name": name, "arguments": arguments} for name, arguments in calls]})
+    return json.dumps(
+        {
+            "prompt": "look it up",
+            "tool_calls": [{"name": name, "arguments": arguments} for name, arguments in calls],
+        }
+    )
 
 
 def logged_tool_results(user_path):
     "What llm logged as the tools' answers, in order."
     logs = Database(user_path / "logs.db")
-    return [json.loads(row["payload"])["output"] for row in logs.query(
-        "select payload from parts where type = 'tool_result' order by id")]
+    return [
+        json.loads(row["payload"])["output"]
+        for row in logs.query("select payload from parts where type = 'tool_result' order by id")
+    ]
 
 
 def test_a_model_searches_an_index_through_llm_T(docs_index, texts, user_path):
-    result = ask("-m", "echo", "-T", 'VectorIndex("docs-idx")', calling(
-        ("VectorIndex_search", {"query": "cat dog", "number": 3}),
-        ("VectorIndex_get", {"id": "doc-005"}),
-    ))
+    result = ask(
+        "-m",
+        "echo",
+        "-T",
+        'VectorIndex("docs-idx")',
+        calling(
+            ("VectorIndex_search", {"query": "cat dog", "number": 3}),
+            ("VectorIndex_get", {"id": "doc-005"}),
+        ),
+    )
     assert result.exit_code == 0, result.output
     search, get = logged_tool_results(user_path)
     hits = json.loads(search)
@@ -70,32 +82,59 @@ def test_a_model_searches_an_index_through_llm_T(docs_index, texts, user_path):
     assert set(first) == {"id", "score", "content", "truncated", "metadata"}
     assert first["content"] == texts[first["id"]] and first["truncated"] is False
     assert first["metadata"] == {"n": int(first["id"][4:])}
-    assert json.loads(get) == {"id": "doc-005", "content": texts["doc-005"],
-                               "metadata": {"n": 5}}
+    assert json.loads(get) == {"id": "doc-005", "content": texts["doc-005"], "metadata": {"n": 5}}
     # and the model was given them: llm-echo repeats its tool results
     assert json.dumps(search) in result.output
 
 
 def test_content_is_trimmed_and_filters_apply(docs_index, texts, user_path):
-    result = ask("-m", "echo", "-T", 'VectorIndex({"name": "docs-idx", "max_chars": 4})', calling(
-        ("VectorIndex_search", {"query": "cat", "number": 50, "where": {"n": 7}}),
-    ))
+    result = ask(
+        "-m",
+        "echo",
+        "-T",
+        'VectorIndex({"name": "docs-idx", "max_chars": 4})',
+        calling(
+            ("VectorIndex_search", {"query": "cat", "number": 50, "where": {"n": 7}}),
+        ),
+    )
     assert result.exit_code == 0, result.output
     [hits] = [json.loads(output) for output in logged_tool_results(user_path)]
-    assert hits == [{"id": "doc-007", "score": hits[0]["score"], "content": texts["doc-007"][:4],
-                     "truncated": True, "metadata": {"n": 7}}]
+    assert hits == [
+        {
+            "id": "doc-007",
+            "score": hits[0]["score"],
+            "content": texts["doc-007"][:4],
+            "truncated": True,
+            "metadata": {"n": 7},
+        }
+    ]
 
 
-@pytest.mark.parametrize("toolbox, call, message", [
-    ('VectorIndex("docs-idx")', ("VectorIndex_search", {"query": "cat", "where": {"a'b": 1}}),
-     "Error: Invalid metadata key \"a'b\""),
-    ('VectorIndex("docs-idx")', ("VectorIndex_search", {"query": "cat", "number": 0}),
-     "Error: number must be a whole number from 1 to 50, got 0"),
-    ('VectorIndex("docs-idx")', ("VectorIndex_search", {"query": "  "}),
-     "Error: query must be a non-empty text"),
-    ('VectorIndex("docs-idx")', ("VectorIndex_get", {"id": "missing"}),
-     "Error: ID 'missing' not found in index 'docs-idx'"),
-])
+@pytest.mark.parametrize(
+    "toolbox, call, message",
+    [
+        (
+            'VectorIndex("docs-idx")',
+            ("VectorIndex_search", {"query": "cat", "where": {"a'b": 1}}),
+            'Error: Invalid metadata key "a\'b"',
+        ),
+        (
+            'VectorIndex("docs-idx")',
+            ("VectorIndex_search", {"query": "cat", "number": 0}),
+            "Error: number must be a whole number from 1 to 50, got 0",
+        ),
+        (
+            'VectorIndex("docs-idx")',
+            ("VectorIndex_search", {"query": "  "}),
+            "Error: query must be a non-empty text",
+        ),
+        (
+            'VectorIndex("docs-idx")',
+            ("VectorIndex_get", {"id": "missing"}),
+            "Error: ID 'missing' not found in index 'docs-idx'",
+        ),
+    ],
+)
 def test_errors_a_model_causes_come_back_to_it_as_one_line(
     docs_index, db_path, user_path, toolbox, call, message
 ):
@@ -107,14 +146,22 @@ def test_errors_a_model_causes_come_back_to_it_as_one_line(
     assert snapshot(db_path, docs_index.path) == before
 
 
-@pytest.mark.parametrize("toolbox, message", [
-    ('VectorIndex("nope")',
-     "Error: Index 'nope' does not exist (llm index list shows the indexes)\n"),
-    ('VectorIndex({"name": "docs-idx", "database": "/nowhere/x.db"})',
-     "Error: Database not found: /nowhere/x.db\n"),
-])
-def test_a_toolbox_that_cannot_work_is_said_before_the_prompt(docs_index, db_path, toolbox,
-                                                               message):
+@pytest.mark.parametrize(
+    "toolbox, message",
+    [
+        (
+            'VectorIndex("nope")',
+            "Error: Index 'nope' does not exist (llm index list shows the indexes)\n",
+        ),
+        (
+            'VectorIndex({"name": "docs-idx", "database": "/nowhere/x.db"})',
+            "Error: Database not found: /nowhere/x.db\n",
+        ),
+    ],
+)
+def test_a_toolbox_that_cannot_work_is_said_before_the_prompt(
+    docs_index, db_path, toolbox, message
+):
     "The user's mistake, not the model's: llm says it when -T is read (issue 20, item 7)."
     before = snapshot(db_path, docs_index.path)
     result = ask("-m", "echo", "-T", toolbox, calling(("VectorIndex_search", {"query": "cat"})))
@@ -131,24 +178,32 @@ def test_the_fragment_loader_puts_the_top_hits_in_the_prompt(docs_index, texts, 
     for entry in expected:
         assert texts[entry.id] in prompt
     logs = Database(user_path / "logs.db")
-    sources = [row["source"] for row in logs.query(
-        "select f.source from fragments f join turn_fragments t on t.fragment_id = f.id "
-        "order by t.[order]")]
+    sources = [
+        row["source"]
+        for row in logs.query(
+            "select f.source from fragments f join turn_fragments t on t.fragment_id = f.id "
+            "order by t.[order]"
+        )
+    ]
     assert sources == [entry.id for entry in expected]
 
 
 def test_fragment_queries_may_hold_colons_and_default_to_five_hits(docs_index):
     assert len(load_fragments("docs-idx:cat: dog")) == 5
     assert [f.source for f in load_fragments("docs-idx:3:cat: dog")] == [
-        e.id for e in docs_index.similar("cat: dog", 3)]
+        e.id for e in docs_index.similar("cat: dog", 3)
+    ]
 
 
-@pytest.mark.parametrize("argument, message", [
-    ("nope:cat", "Index 'nope' does not exist"),
-    ("docs-idx", "Use index:NAME:QUERY or index:NAME:N:QUERY"),
-    ("docs-idx:3:", "No query text after index:docs-idx:3:"),
-    ("docs-idx:99:cat", "number must be a whole number from 1 to 50, got 99"),
-])
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("nope:cat", "Index 'nope' does not exist"),
+        ("docs-idx", "Use index:NAME:QUERY or index:NAME:N:QUERY"),
+        ("docs-idx:3:", "No query text after index:docs-idx:3:"),
+        ("docs-idx:99:cat", "number must be a whole number from 1 to 50, got 99"),
+    ],
+)
 def test_bad_fragment_arguments_are_one_line_errors(docs_index, db_path, argument, message):
     before = snapshot(db_path, docs_index.path)
     result = CliRunner().invoke(llm_cli, ["-m", "echo", "-f", f"index:{argument}", "x"])

@@ -47,15 +47,22 @@ def test_similar_joined_back_to_embeddings(conn, built):
     assert [row[2] for row in rows] == [entry.content for entry in expected]
     [raw] = conn.execute("select vector_index_similar('ix', 'v007', 1)").fetchone()
     [hit] = json.loads(raw)
-    assert hit == {"id": expected[0].id, "score": pytest.approx(expected[0].score),
-                   "collection": "vecs"}
+    assert hit == {
+        "id": expected[0].id,
+        "score": pytest.approx(expected[0].score),
+        "collection": "vecs",
+    }
 
 
 def test_search_by_llm_blob_or_json_array(conn, built, vectors_collection):
     ids, vectors = vectors_collection
-    rows = conn.execute(JOINED.format(call=(
-        "vector_index_search('ix', (select embedding from embeddings where id = 'v011'), 3)"
-    ))).fetchall()
+    rows = conn.execute(
+        JOINED.format(
+            call=(
+                "vector_index_search('ix', (select embedding from embeddings where id = 'v011'), 3)"
+            )
+        )
+    ).fetchall()
     assert rows[0][0] == "v011" and rows[0][1] == pytest.approx(1.0)
     assert [row[0] for row in rows] == [e.id for e in built.similar_by_vector(vectors[11], 3)]
     as_json = json.dumps(vectors[11].tolist())
@@ -63,26 +70,45 @@ def test_search_by_llm_blob_or_json_array(conn, built, vectors_collection):
     assert [hit["id"] for hit in json.loads(raw)] == [row[0] for row in rows]
 
 
-@pytest.mark.parametrize("call, message", [
-    ("vector_index_similar('nope', 'v001', 5)", "Index 'nope' does not exist"),
-    ("vector_index_similar('ix', 'missing', 5)", "ID 'missing' not found in index 'ix'"),
-    ("vector_index_similar('ix', 'v001', 0)", "k must be a whole number from 1 to 1000, got 0"),
-    ("vector_index_similar('ix', 'v001', 'ten')", "k must be a whole number from 1 to 1000, got 'ten'"),
-    ("vector_index_similar('ix', null, 5)", "id must be text, got NULL"),
-    ("vector_index_similar(null, 'v001', 5)", "Index name must be text, got NULL"),
-    ("vector_index_search('ix', x'00000000', 5)",
-     "embedding must be a blob of 24 float32 values (96 bytes), got 4 bytes"),
-    ("vector_index_search('ix', 'not json', 5)",
-     "embedding must be llm's float32 blob or a JSON array of numbers, got str"),
-    ("vector_index_search('ix', '[1, 2]', 5)", "Query vector has 2 dimensions, index 'ix' has 24"),
-    ("vector_index_search('ix', zeroblob(96), 5)", "Query vector is all zeros"),
-    ("vector_index_search('ix', '[1' || printf('%.400c', '0') || ', 2]', 5)",
-     "Query vector must be a flat sequence of numbers"),
-    ("vector_index_search('ix', '[[1, 2], [3, 4]]', 5)",
-     "Query vector must be a flat sequence of numbers"),
-    ("vector_index_search('ix', '[true, false]', 5)",
-     "embedding must be llm's float32 blob or a JSON array of numbers, got str"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("vector_index_similar('nope', 'v001', 5)", "Index 'nope' does not exist"),
+        ("vector_index_similar('ix', 'missing', 5)", "ID 'missing' not found in index 'ix'"),
+        ("vector_index_similar('ix', 'v001', 0)", "k must be a whole number from 1 to 1000, got 0"),
+        (
+            "vector_index_similar('ix', 'v001', 'ten')",
+            "k must be a whole number from 1 to 1000, got 'ten'",
+        ),
+        ("vector_index_similar('ix', null, 5)", "id must be text, got NULL"),
+        ("vector_index_similar(null, 'v001', 5)", "Index name must be text, got NULL"),
+        (
+            "vector_index_search('ix', x'00000000', 5)",
+            "embedding must be a blob of 24 float32 values (96 bytes), got 4 bytes",
+        ),
+        (
+            "vector_index_search('ix', 'not json', 5)",
+            "embedding must be llm's float32 blob or a JSON array of numbers, got str",
+        ),
+        (
+            "vector_index_search('ix', '[1, 2]', 5)",
+            "Query vector has 2 dimensions, index 'ix' has 24",
+        ),
+        ("vector_index_search('ix', zeroblob(96), 5)", "Query vector is all zeros"),
+        (
+            "vector_index_search('ix', '[1' || printf('%.400c', '0') || ', 2]', 5)",
+            "Query vector must be a flat sequence of numbers",
+        ),
+        (
+            "vector_index_search('ix', '[[1, 2], [3, 4]]', 5)",
+            "Query vector must be a flat sequence of numbers",
+        ),
+        (
+            "vector_index_search('ix', '[true, false]', 5)",
+            "embedding must be llm's float32 blob or a JSON array of numbers, got str",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_error(conn, db_path, built, call, message):
     before = snapshot(db_path, built.path)
     [raw] = conn.execute(f"select {call}").fetchone()
@@ -96,8 +122,11 @@ def test_a_rebuilt_index_is_reopened_and_a_stale_one_never_built_inside_a_query(
 ):
     ids, vectors = vectors_collection
     far = -vectors[3]
-    first = lambda: json.loads(conn.execute(  # noqa: E731
-        "select vector_index_search('ix', ?, 1)", [json.dumps(far.tolist())]).fetchone()[0])[0]
+    first = lambda: json.loads(
+        conn.execute(  # noqa: E731
+            "select vector_index_search('ix', ?, 1)", [json.dumps(far.tolist())]
+        ).fetchone()[0]
+    )[0]
     assert first()["id"] != "late"
     write_embeddings(db, "vecs", ["late"], far[None])
     generation = built.record.generation
@@ -115,8 +144,9 @@ def datasette_plugin():
 
     from llm_vector_index import datasette_plugin
 
-    [entry_point] = [e for e in importlib.metadata.entry_points(group="datasette")
-                     if e.name == "vector_index"]
+    [entry_point] = [
+        e for e in importlib.metadata.entry_points(group="datasette") if e.name == "vector_index"
+    ]
     assert entry_point.load() is datasette_plugin  # what an installed Datasette loads
     pm.register(datasette_plugin, name="test-vector-index")
     yield
@@ -129,7 +159,8 @@ def test_datasette_runs_them(db_path, built, datasette_plugin):
 
     async def run():
         return await datasette.client.get(
-            f"/{db_path.stem}.json", params={"sql": sql, "_shape": "array"})
+            f"/{db_path.stem}.json", params={"sql": sql, "_shape": "array"}
+        )
 
     response = asyncio.run(run())
     assert response.status_code == 200, response.text

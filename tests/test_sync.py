@@ -7,7 +7,14 @@ import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 
-from llm_vector_index import DamagedFiles, DimensionMismatch, Index, IndexBusy, ModelMismatch, close_indexes
+from llm_vector_index import (
+    DamagedFiles,
+    DimensionMismatch,
+    Index,
+    IndexBusy,
+    ModelMismatch,
+    close_indexes,
+)
 from llm_vector_index import catalog
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
@@ -158,10 +165,14 @@ def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collectio
     assert top(reopened, -vectors[0]) == ["late"]
 
 
-def test_interrupted_build_repaired_by_an_auto_refresh_query(db, built, vectors_collection, monkeypatch):
+def test_interrupted_build_repaired_by_an_auto_refresh_query(
+    db, built, vectors_collection, monkeypatch
+):
     ids, vectors = vectors_collection
     write_embeddings(db, "vecs", ["late"], (vectors[0] * -1)[None])
-    monkeypatch.setattr(catalog, "commit_build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(
+        catalog, "commit_build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
     with pytest.raises(KeyboardInterrupt):
         built.build()
     monkeypatch.undo()
@@ -269,8 +280,10 @@ def test_plain_update_in_place_needs_verify(db, built, vectors_collection):
     "A SQL UPDATE keeps rowid and updated: the cheap scan cannot see it, --verify does."
     ids, vectors = vectors_collection
     replacement = -vectors[12]
-    db.execute("update embeddings set embedding = ? where id = 'v012'",
-               [replacement.astype("<f4").tobytes()])
+    db.execute(
+        "update embeddings set embedding = ? where id = 'v012'",
+        [replacement.astype("<f4").tobytes()],
+    )
     db.conn.commit()
     assert built.build().added == 0  # documented blind spot
     report = built.build(verify=True)
@@ -283,8 +296,10 @@ def test_verify_from_the_command_line(db, db_path, built, vectors_collection):
     from llm_vector_index.cli import index_group
 
     ids, vectors = vectors_collection
-    db.execute("update embeddings set embedding = ? where id in ('v020', 'v021')",
-               [(vectors[0] * 2).astype("<f4").tobytes()])
+    db.execute(
+        "update embeddings set embedding = ? where id in ('v020', 'v021')",
+        [(vectors[0] * 2).astype("<f4").tobytes()],
+    )
     db.conn.commit()
     result = CliRunner().invoke(index_group, ["build", "ix", "--verify", "-d", str(db_path)])
     assert result.exit_code == 0, result.output
@@ -309,8 +324,9 @@ def test_full_build_lets_llm_write_between_batches(db_path, db, monkeypatch):
         # up after 0.2 s: a scan holding SQLite's read lock would block it.
         other = Database(sqlite3.connect(db_path, timeout=0.2))
         n = len(written)
-        write_embeddings(other, "c", [f"late{n:02d}", f"r{n:03d}"],
-                         np.stack([vectors[500 + n], -vectors[n]]))
+        write_embeddings(
+            other, "c", [f"late{n:02d}", f"r{n:03d}"], np.stack([vectors[500 + n], -vectors[n]])
+        )
         other.conn.close()
         written.append(n)
 
@@ -325,8 +341,9 @@ def test_full_build_lets_llm_write_between_batches(db_path, db, monkeypatch):
     assert labels(db) == 510
 
 
-def test_row_deleted_and_written_again_during_a_build(db_path, db, built, vectors_collection,
-                                                       monkeypatch):
+def test_row_deleted_and_written_again_during_a_build(
+    db_path, db, built, vectors_collection, monkeypatch
+):
     "Listed as changed, deleted before the deletion scan, written again before it is read."
     from llm_vector_index import sync as sync_module
 

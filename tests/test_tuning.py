@@ -44,8 +44,11 @@ def recall_on_new_queries(index, vectors, queries, k=10):
 
 @pytest.mark.parametrize("backend, option", [("faiss", "ef_search"), ("hnswlib", "ef")])
 def test_tuning_keeps_the_cheapest_setting_that_meets_the_target(db, hard, backend, option):
-    options = {"factory": "HNSW8", "ef_construction": 16} if backend == "faiss" else {
-        "M": 4, "ef_construction": 16}
+    options = (
+        {"factory": "HNSW8", "ef_construction": 16}
+        if backend == "faiss"
+        else {"M": 4, "ef_construction": 16}
+    )
     index = Index.create("ix", ["c"], db, backend=backend, options=options)
     index.build()
     tuning = index.tune(0.9, queries=200)
@@ -88,8 +91,13 @@ def test_exact_has_nothing_to_tune(db, hard):
 
 
 def test_chroma_keeps_the_tuned_ef_search(db, hard, chroma_server):
-    index = Index.create("ix", ["c"], db, backend="chroma", options={
-        "host": chroma_server["host"], "port": chroma_server["port"]})
+    index = Index.create(
+        "ix",
+        ["c"],
+        db,
+        backend="chroma",
+        options={"host": chroma_server["host"], "port": chroma_server["port"]},
+    )
     index.build()
     tuning = index.tune(0.9, queries=100)
     backend = Index("ix", db).backend()
@@ -130,8 +138,9 @@ class BudgetPlugin:
 def test_a_third_party_backend_takes_part(db, hard):
     pm.register(BudgetPlugin(), name="llm-budget")
     try:
-        tuning = Index.create("ix", ["c"], db, backend="budget-exact").build(
-            target_recall=0.95).tuning
+        tuning = (
+            Index.create("ix", ["c"], db, backend="budget-exact").build(target_recall=0.95).tuning
+        )
     finally:
         pm.unregister(name="llm-budget")
     assert [point[0] for point in tuning.curve] == [10, 100, 1000, 10000]
@@ -141,7 +150,9 @@ def test_a_third_party_backend_takes_part(db, hard):
 def test_cli_build_with_a_target_and_show(db_path, db, hard):
     runner = CliRunner()
     runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "-d", str(db_path)])
-    result = runner.invoke(index_group, ["build", "ix", "--target-recall", "0.9", "-d", str(db_path)])
+    result = runner.invoke(
+        index_group, ["build", "ix", "--target-recall", "0.9", "-d", str(db_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "Tuned ix: ef " in result.output and "meets target 0.9 " in result.output
     shown = json.loads(runner.invoke(index_group, ["show", "ix", "-d", str(db_path)]).output)
@@ -153,9 +164,13 @@ def test_cli_build_with_a_target_and_show(db_path, db, hard):
 @pytest.mark.parametrize("target", ["1.5", "0", "-0.2", "nan"])
 def test_a_bad_target_changes_nothing(db_path, db, hard, target):
     runner = CliRunner()
-    runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "--build", "-d", str(db_path)])
+    runner.invoke(
+        index_group, ["create", "ix", "c", "-b", "hnswlib", "--build", "-d", str(db_path)]
+    )
     before = snapshot(db_path, db_path.parent / "embeddings.vector-indexes")
-    result = runner.invoke(index_group, ["build", "ix", "--target-recall", target, "-d", str(db_path)])
+    result = runner.invoke(
+        index_group, ["build", "ix", "--target-recall", target, "-d", str(db_path)]
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"Error: Target recall must be a number in (0, 1], got {float(target)!r}"
@@ -169,19 +184,24 @@ def test_compressed_codes_propose_candidates_that_are_re_scored_exactly(db, hard
     exact scores, so recall comes back; evaluate and tuning see the same."""
     coarse = {"factory": "IVF16,PQ16x4", "nprobe": 16}  # 8 bytes for 128
     approximate = Index.create("approximate", ["c"], db, backend="faiss", options=coarse)
-    reranked = Index.create("reranked", ["c"], db, backend="faiss",
-                            options={**coarse, "rerank": 20})
+    reranked = Index.create(
+        "reranked", ["c"], db, backend="faiss", options={**coarse, "rerank": 20}
+    )
     approximate.build()
     reranked.build()
     queries = gaussian(50, seed=5)
     assert recall_on_new_queries(reranked, hard, queries) >= 0.95
     assert recall_on_new_queries(approximate, hard, queries) < 0.8
-    assert evaluate(reranked, queries=100).recall >= 0.95 > evaluate(approximate, queries=100).recall
+    assert (
+        evaluate(reranked, queries=100).recall >= 0.95 > evaluate(approximate, queries=100).recall
+    )
     # The scores are llm's: cosine over the stored float32 values.
     unit = hard / np.linalg.norm(hard, axis=1, keepdims=True)
     for entry in reranked.similar_by_vector(queries[0], 5):
         stored = unit[int(entry.id[1:])].astype(np.float64)
-        assert entry.score == pytest.approx(stored @ queries[0] / np.linalg.norm(queries[0]), abs=1e-6)
+        assert entry.score == pytest.approx(
+            stored @ queries[0] / np.linalg.norm(queries[0]), abs=1e-6
+        )
     scores = [entry.score for entry in reranked.similar_by_vector(queries[0], 10)]
     assert scores == sorted(scores, reverse=True)
 
@@ -193,24 +213,34 @@ def test_types_that_train_stream_the_rest_of_a_full_build(db, hard, monkeypatch)
     monkeypatch.setattr(faiss_backend, "TRAINING_SAMPLE", 1000)
     pending_at_save = []
     save = faiss_backend.FaissIndex.save
-    monkeypatch.setattr(faiss_backend.FaissIndex, "save", lambda self: (
-        pending_at_save.append(sum(len(p) for p in self._pending)), save(self))[1])
-    index = Index.create("ix", ["c"], db, backend="faiss",
-                         options={"factory": "HNSW16,SQ8", "rerank": 2, "ef_search": 128})
+    monkeypatch.setattr(
+        faiss_backend.FaissIndex,
+        "save",
+        lambda self: (pending_at_save.append(sum(len(p) for p in self._pending)), save(self))[1],
+    )
+    index = Index.create(
+        "ix",
+        ["c"],
+        db,
+        backend="faiss",
+        options={"factory": "HNSW16,SQ8", "rerank": 2, "ef_search": 128},
+    )
     index.build()
     assert pending_at_save == [0] and index.count() == 6000
     assert recall_on_new_queries(Index("ix", db), hard, gaussian(50, seed=6)) >= 0.9
 
 
-@pytest.mark.parametrize("backend, options, option", [
-    ("auto", {"exact_limit": 0}, "ef_search"),  # its graph, from the first build
-    ("faiss", {}, "ef_search"),
-    ("faiss", {"factory": "IVF64,Flat"}, "nprobe"),
-    ("hnswlib", {}, "ef"),
-    ("chroma", {}, "ef_search"),
-])
-def test_every_backend_is_tuned_to_the_default_target_unasked(db, hard, backend, options,
-                                                              option):
+@pytest.mark.parametrize(
+    "backend, options, option",
+    [
+        ("auto", {"exact_limit": 0}, "ef_search"),  # its graph, from the first build
+        ("faiss", {}, "ef_search"),
+        ("faiss", {"factory": "IVF64,Flat"}, "nprobe"),
+        ("hnswlib", {}, "ef"),
+        ("chroma", {}, "ef_search"),
+    ],
+)
+def test_every_backend_is_tuned_to_the_default_target_unasked(db, hard, backend, options, option):
     "Picking a backend is not asking for less recall: its first build tunes it."
     index = Index.create("ix", ["c"], db, backend=backend, options=options)
     assert index.record.target_recall == 0.95
@@ -225,8 +255,10 @@ def test_every_backend_is_tuned_to_the_default_target_unasked(db, hard, backend,
 
 def test_a_value_the_user_chose_is_kept_untuned(db_path, db, hard):
     runner = CliRunner()
-    result = runner.invoke(index_group, ["create", "ix", "c", "-b", "hnswlib", "-o", "ef", "24",
-                                         "--build", "-d", str(db_path)])
+    result = runner.invoke(
+        index_group,
+        ["create", "ix", "c", "-b", "hnswlib", "-o", "ef", "24", "--build", "-d", str(db_path)],
+    )
     assert result.exit_code == 0, result.output
     assert "Tuned" not in result.output
     shown = json.loads(runner.invoke(index_group, ["show", "ix", "-d", str(db_path)]).output)

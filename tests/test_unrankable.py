@@ -9,8 +9,13 @@ import pytest
 from llm_vector_index import Index
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
-BACKENDS = [("exact", {}), ("faiss", {}), ("faiss", {"factory": "IVF8,Flat", "nprobe": 8}),
-            ("hnswlib", {}), ("chroma", {})]
+BACKENDS = [
+    ("exact", {}),
+    ("faiss", {}),
+    ("faiss", {"factory": "IVF8,Flat", "nprobe": 8}),
+    ("hnswlib", {}),
+    ("chroma", {}),
+]
 BAD = {"nan": np.nan, "inf": np.inf, "ninf": -np.inf, "zeros": 0.0}
 
 

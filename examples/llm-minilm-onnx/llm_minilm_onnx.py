@@ -99,8 +99,7 @@ class MiniLM(llm.EmbeddingModel):
         if self._session is None:
             self._load()
         texts = [
-            item.decode("utf-8", "replace") if isinstance(item, bytes) else item
-            for item in items
+            item.decode("utf-8", "replace") if isinstance(item, bytes) else item for item in items
         ]
         encodings = self._tokenizer.encode_batch(texts)
         vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)

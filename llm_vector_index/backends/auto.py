@@ -50,13 +50,27 @@ def _kind_class(kind: str) -> type[VectorIndex]:
 class AutoIndex(VectorIndex):
     name = "auto"
     options = (
-        Option("exact_limit", int, EXACT_LIMIT,
-               "Exact search up to this many stored values (rows x dimensions)", 0),
-        Option("max_memory", str, "",
-               "Budget for the index's files, e.g. 300MB: the best codes that fit"),
+        Option(
+            "exact_limit",
+            int,
+            EXACT_LIMIT,
+            "Exact search up to this many stored values (rows x dimensions)",
+            0,
+        ),
+        Option(
+            "max_memory",
+            str,
+            "",
+            "Budget for the index's files, e.g. 300MB: the best codes that fit",
+        ),
         Option("kind", str, "exact", "The backend in use (set by builds)", internal=True),
-        Option("reason", str, "exact search while rows x dimensions stay under exact_limit",
-               "Why builds chose it", internal=True),
+        Option(
+            "reason",
+            str,
+            "exact search while rows x dimensions stay under exact_limit",
+            "Why builds chose it",
+            internal=True,
+        ),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
@@ -84,7 +98,8 @@ class AutoIndex(VectorIndex):
         if unknown:
             raise InvalidOptions(
                 f"Unknown option {unknown[0]!r} for backend auto (options: "
-                + ", ".join(option.name for option in cls.options if not option.internal) + ")"
+                + ", ".join(option.name for option in cls.options if not option.internal)
+                + ")"
             )
         if kind == ANN_KIND:
             inner = {**ANN_OPTIONS, **inner}
@@ -98,15 +113,19 @@ class AutoIndex(VectorIndex):
     def settings_in_use(cls, settings):
         return _kind_class(settings["kind"]).settings_in_use(settings)
 
-
     @classmethod
     def settings_for_rows(cls, settings, rows, dimensions):
         chosen = _choose(settings, rows, dimensions)
         if chosen is None:
             return None
         codes, reason = chosen
-        fresh = {"exact_limit": settings["exact_limit"], "max_memory": settings["max_memory"],
-                 "kind": codes.kind, "reason": reason, **codes.options}
+        fresh = {
+            "exact_limit": settings["exact_limit"],
+            "max_memory": settings["max_memory"],
+            "kind": codes.kind,
+            "reason": reason,
+            **codes.options,
+        }
         return cls.validate_options(fresh, dimensions)
 
     # Never called: construction returns the chosen kind's backend.
@@ -137,8 +156,9 @@ def _choose(settings, rows: int, dimensions: int) -> tuple[budget.Codes, str] | 
     if under_limit and fits(exact):
         if is_exact:
             return None
-        return exact, (f"{size} is less than half of exact_limit {limit}: exact search "
-                       "is fast enough")
+        return exact, (
+            f"{size} is less than half of exact_limit {limit}: exact search " "is fast enough"
+        )
     graphs = budget.graphs(rows, dimensions)
     fitting = [codes for codes in graphs if fits(codes)]
     if not fitting:

@@ -32,8 +32,17 @@ SLOT_LABEL = 8  # the faiss backend's slot -> label map
 EXACT_ROW_ID = 8  # the exact backend keeps an int64 label a row
 RERANK_PQ = 16  # candidates a result, re-scored exactly, for PQ codes
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?", re.IGNORECASE)
-UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-         "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,7 @@ def parse_size(text: str) -> int | None:
         return None
     match = SIZE.fullmatch(str(text).strip())
     if not match or float(match.group(1)) <= 0:
-        raise InvalidOptions(
-            f"Option max_memory must be a size such as 300MB or 2GB, got {text!r}"
-        )
+        raise InvalidOptions(f"Option max_memory must be a size such as 300MB or 2GB, got {text!r}")
     return int(float(match.group(1)) * UNITS[(match.group(2) or "").lower()])
 
 
@@ -79,15 +86,21 @@ def graphs(rows: int, dimensions: int) -> list[Codes]:
     pq = pq_bytes(dimensions)
     lists = ivf_lists(rows)
     choices = [
-        Codes("8-bit HNSW32 graph", "faiss", {"factory": "HNSW32,SQ8", "rerank": 2},
-              rows * (dimensions + GRAPH_LINKS + SLOT_LABEL) + 8 * dimensions),
+        Codes(
+            "8-bit HNSW32 graph",
+            "faiss",
+            {"factory": "HNSW32,SQ8", "rerank": 2},
+            rows * (dimensions + GRAPH_LINKS + SLOT_LABEL) + 8 * dimensions,
+        ),
     ]
     if pq:
         choices.append(
-            Codes(f"IVF-PQ ({lists} lists, {pq} bytes a row)", "faiss",
-                  {"factory": f"IVF{lists},PQ{pq}", "rerank": RERANK_PQ},
-                  rows * (pq + IVF_ROW + SLOT_LABEL) + lists * dimensions * 4
-                  + 256 * dimensions * 4),
+            Codes(
+                f"IVF-PQ ({lists} lists, {pq} bytes a row)",
+                "faiss",
+                {"factory": f"IVF{lists},PQ{pq}", "rerank": RERANK_PQ},
+                rows * (pq + IVF_ROW + SLOT_LABEL) + lists * dimensions * 4 + 256 * dimensions * 4,
+            ),
         )
     return choices
 

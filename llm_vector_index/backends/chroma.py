@@ -46,7 +46,6 @@ from ..errors import DamagedFiles, InvalidOptions
 from ..storage import exclusive_lock, file_identity, load_snapshot, save_snapshot
 from .chroma_probe import probe
 
-
 # Chroma reads ef_search only when it loads a collection's graph into a
 # process, once: a value changed later (collection.modify) is stored but not
 # searched with. A local store is therefore reloaded after a change, which
@@ -64,7 +63,10 @@ def collection_name(index_name: str) -> str:
 
 def _connect(settings: Mapping[str, Any], path: Path):
     return connect(
-        path=path, host=settings["host"], port=settings["port"], ssl=settings["ssl"],
+        path=path,
+        host=settings["host"],
+        port=settings["port"],
+        ssl=settings["ssl"],
         headers=token_headers(_token(settings), settings["token_header"]),
     )
 
@@ -114,12 +116,19 @@ class ChromaIndex(VectorIndex):
         Option("host", str, "", "Chroma server host (default: a local directory)"),
         Option("port", int, 8000, "Chroma server port", 1, maximum=65535),
         Option("ssl", bool, False, "Connect to the server over https"),
-        Option("token_env", str, "",
-               "Environment variable holding the server's auth token (never stored)"),
-        Option("token_header", str, "Authorization",
-               "Header for the token: Authorization (Bearer) or X-Chroma-Token"),
-        Option("ef_search", int, 100, "HNSW candidates explored per query", 1,
-               maximum=MAX_WIDTH),
+        Option(
+            "token_env",
+            str,
+            "",
+            "Environment variable holding the server's auth token (never stored)",
+        ),
+        Option(
+            "token_header",
+            str,
+            "Authorization",
+            "Header for the token: Authorization (Bearer) or X-Chroma-Token",
+        ),
+        Option("ef_search", int, 100, "HNSW candidates explored per query", 1, maximum=MAX_WIDTH),
     )
     capabilities = Capabilities(
         exact=False, filtered_search=True, atomic_save=False, shareable=False

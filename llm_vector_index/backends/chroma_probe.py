@@ -23,9 +23,16 @@ def probe(store: Path, collection: str) -> str | None:
     "None if the store answers correctly, else why not."
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "llm_vector_index.backends.chroma_probe", str(store),
-             collection],
-            capture_output=True, text=True, timeout=TIMEOUT,
+            [
+                sys.executable,
+                "-m",
+                "llm_vector_index.backends.chroma_probe",
+                str(store),
+                collection,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
     except subprocess.TimeoutExpired:
         return f"opening it took over {TIMEOUT}s"

@@ -42,8 +42,11 @@ class ExactIndex(VectorIndex):
             if not isinstance(keys, list):
                 raise DamagedFiles(f"manifest lists segments as {type(keys).__name__}")
             for pair in keys:
-                if not (isinstance(pair, list) and len(pair) == 2
-                        and all(key in saved.files for key in pair)):
+                if not (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(key in saved.files for key in pair)
+                ):
                     raise DamagedFiles(f"manifest names a segment it has no files for: {pair!r}")
                 labels, vectors = saved.array(pair[0]), saved.array(pair[1])
                 if labels.ndim != 1 or vectors.shape != (len(labels), self.dimensions):
@@ -77,7 +80,8 @@ class ExactIndex(VectorIndex):
         if self._positions is None:
             labels = self._all_labels().tolist()
             self._positions = {
-                label: position for position, label in enumerate(labels)
+                label: position
+                for position, label in enumerate(labels)
                 if position not in self._dead
             }
         return self._positions
@@ -123,8 +127,9 @@ class ExactIndex(VectorIndex):
     def _all_segments(self) -> list[tuple[np.ndarray, np.ndarray]]:
         segments = list(self._segments)
         if self._new_size or not segments:
-            segments.append((self._new_labels[: self._new_size],
-                             self._new_vectors[: self._new_size]))
+            segments.append(
+                (self._new_labels[: self._new_size], self._new_vectors[: self._new_size])
+            )
         return segments
 
     def _labels_and_dead(self) -> tuple[np.ndarray, np.ndarray]:
@@ -200,11 +205,15 @@ class ExactIndex(VectorIndex):
         live = np.ones(self._size(), dtype=bool)
         live[self._labels_and_dead()[1]] = False
         positions = np.flatnonzero(live)
-        save_snapshot(self.path, {
-            "labels-0": array_writer(self._all_labels()[positions]),
-            "vectors-0": array_writer(self._gather(segments, positions)),
-            "dead": array_writer(np.empty(0, dtype=np.int64)),
-        }, meta={"segments": [["labels-0", "vectors-0"]]})
+        save_snapshot(
+            self.path,
+            {
+                "labels-0": array_writer(self._all_labels()[positions]),
+                "vectors-0": array_writer(self._gather(segments, positions)),
+                "dead": array_writer(np.empty(0, dtype=np.int64)),
+            },
+            meta={"segments": [["labels-0", "vectors-0"]]},
+        )
         self._reopen(keep_positions=False)
 
     def _reopen(self, keep_positions: bool) -> None:

@@ -30,6 +30,7 @@ from ..base import (
 from ..errors import InvalidOptions, VectorIndexError
 from ..hookspecs import hookimpl
 from ..storage import array_writer, load_snapshot, save_snapshot
+
 # Compact when tombstones exceed this share of the slots (and at least 1,000).
 COMPACT_RATIO = 0.25
 # Filters this small are searched exactly over reconstructed vectors: a graph
@@ -102,21 +103,30 @@ class FaissIndex(VectorIndex):
     # HNSW32 with efSearch 64 reached recall@10 0.976 on the 40k real sentence
     # embeddings in shared/data (0.963 on a 100k mix): see docs/backends.md.
     options = (
-        Option("factory", str, "HNSW32", "FAISS index_factory string, e.g. "
-               "Flat, HNSW32, IVF1024,Flat, IVF1024,PQ48"),
-        Option("ef_search", int, 64, "HNSW: candidates explored per query", 1,
-               maximum=MAX_WIDTH),
+        Option(
+            "factory",
+            str,
+            "HNSW32",
+            "FAISS index_factory string, e.g. " "Flat, HNSW32, IVF1024,Flat, IVF1024,PQ48",
+        ),
+        Option("ef_search", int, 64, "HNSW: candidates explored per query", 1, maximum=MAX_WIDTH),
         # faiss's own default, 40, left tightly clustered rows poorly linked:
         # at 1M synthetic rows (HNSW32,SQ8) recall@10 reached only 0.91 even
         # at ef_search 512; 80 gave 0.968 at ef_search 128 for a build 22%
         # longer. On the real 40k it makes no difference (docs/backends.md).
-        Option("ef_construction", int, 80, "HNSW: candidates explored per insert", 1,
-               maximum=MAX_WIDTH),
-        Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1,
-               maximum=MAX_LISTS),
-        Option("rerank", int, 1, "Candidates fetched per result and re-scored exactly "
-               "from llm's stored vectors: above 1 for compressed codes (SQ8, PQ)", 1,
-               maximum=64),
+        Option(
+            "ef_construction", int, 80, "HNSW: candidates explored per insert", 1, maximum=MAX_WIDTH
+        ),
+        Option("nprobe", int, 128, "IVF: inverted lists visited per query", 1, maximum=MAX_LISTS),
+        Option(
+            "rerank",
+            int,
+            1,
+            "Candidates fetched per result and re-scored exactly "
+            "from llm's stored vectors: above 1 for compressed codes (SQ8, PQ)",
+            1,
+            maximum=64,
+        ),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
@@ -234,13 +244,9 @@ class FaissIndex(VectorIndex):
     def _make_parameters(self, selector):
         faiss = _faiss()
         if self._hnsw_params:
-            return faiss.SearchParametersHNSW(
-                efSearch=self.settings["ef_search"], sel=selector
-            )
+            return faiss.SearchParametersHNSW(efSearch=self.settings["ef_search"], sel=selector)
         if self._ivf_params:
-            return faiss.SearchParametersIVF(
-                nprobe=self.settings["nprobe"], sel=selector
-            )
+            return faiss.SearchParametersIVF(nprobe=self.settings["nprobe"], sel=selector)
         return faiss.SearchParameters(sel=selector)
 
     # -- bookkeeping ----------------------------------------------------------
@@ -278,7 +284,9 @@ class FaissIndex(VectorIndex):
         if not self._index.is_trained:
             sample = vectors
             if len(vectors) > TRAINING_SAMPLE:
-                chosen = np.random.default_rng(0).choice(len(vectors), TRAINING_SAMPLE, replace=False)
+                chosen = np.random.default_rng(0).choice(
+                    len(vectors), TRAINING_SAMPLE, replace=False
+                )
                 sample = vectors[np.sort(chosen)]
             try:
                 self._index.train(sample)

@@ -37,10 +37,10 @@ class HnswlibIndex(VectorIndex):
     # real sentence embeddings in shared/data (docs/backends.md has the table).
     options = (
         Option("M", int, 16, "Links per node (memory and recall)", 2, maximum=MAX_LINKS),
-        Option("ef_construction", int, 100, "Candidates explored per insert", 1,
-               maximum=MAX_WIDTH),
-        Option("ef", int, 64, "Candidates explored per query (recall vs speed)", 1,
-               maximum=MAX_WIDTH),
+        Option("ef_construction", int, 100, "Candidates explored per insert", 1, maximum=MAX_WIDTH),
+        Option(
+            "ef", int, 64, "Candidates explored per query (recall vs speed)", 1, maximum=MAX_WIDTH
+        ),
     )
     capabilities = Capabilities(exact=False, filtered_search=True)
 
@@ -142,9 +142,7 @@ class HnswlibIndex(VectorIndex):
             {
                 "graph": lambda path: self._graph.save_index(str(path)),
                 "live": array_writer(np.fromiter(self._live, np.int64, len(self._live))),
-                "marked": array_writer(
-                    np.fromiter(self._marked, np.int64, len(self._marked))
-                ),
+                "marked": array_writer(np.fromiter(self._marked, np.int64, len(self._marked))),
             },
             # hnswlib's file lacks ef; recorded here, though the index's
             # options (which set it on every open) are the source of truth.
