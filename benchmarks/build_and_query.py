@@ -152,8 +152,12 @@ def main() -> None:
             )
             full = index.build()
             with threadpool_limits(1):
-                search_times = time_queries(lambda q: index.backend().search(q[None], 10), queries)
-                query_times = time_queries(lambda q: index.similar_by_vector(q, 10), queries)
+                search_times = time_queries(
+                    lambda q, index=index: index.backend().search(q[None], 10), queries
+                )
+                query_times = time_queries(
+                    lambda q, index=index: index.similar_by_vector(q, 10), queries
+                )
                 ids = [[e.id for e in index.similar_by_vector(q, 10)] for q in queries]
             if backend == "exact":
                 exact_ids = ids
@@ -168,23 +172,23 @@ def main() -> None:
                 else float("nan")
             )
             tunable = index.backend_class.tunable(index.settings)
-            results[backend] = dict(
-                build=full.seconds,
-                rate=full.rows / full.seconds,
-                search50=percentile(search_times, 50) * 1000,
-                search95=percentile(search_times, 95) * 1000,
-                query50=percentile(query_times, 50) * 1000,
-                query95=percentile(query_times, 95) * 1000,
-                recall=recall,
-                first=first,
-                tuned=f"{tunable.option} {index.settings[tunable.option]}" if tunable else "-",
-                tune=full.tuning.seconds if full.tuning else 0.0,
-                disk=sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6,
-                index=index,
-            )
+            results[backend] = {
+                "build": full.seconds,
+                "rate": full.rows / full.seconds,
+                "search50": percentile(search_times, 50) * 1000,
+                "search95": percentile(search_times, 95) * 1000,
+                "query50": percentile(query_times, 50) * 1000,
+                "query95": percentile(query_times, 95) * 1000,
+                "recall": recall,
+                "first": first,
+                "tuned": f"{tunable.option} {index.settings[tunable.option]}" if tunable else "-",
+                "tune": full.tuning.seconds if full.tuning else 0.0,
+                "disk": sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6,
+                "index": index,
+            }
         # incremental: the same 1% change applied once, then every index catches up
         changed = change_one_percent(db, collection, seed=7)
-        for backend, result in results.items():
+        for result in results.values():
             report = result["index"].build()
             assert report.added == changed and not report.full, report
             result["incremental"] = report.seconds

@@ -40,11 +40,11 @@ import numpy as np
 from sqlite_utils import Database
 
 sys.path.insert(0, str(Path(__file__).parent))
-from relevance_sets import CACHE, sets  # noqa: E402
+from relevance_sets import CACHE, sets
 
-from llm_vector_index import Index, close_indexes, hybrid, query  # noqa: E402
-from llm_vector_index.relevance import Judged, judge, judgement_table  # noqa: E402
-from llm_vector_index.testing import write_embeddings  # noqa: E402
+from llm_vector_index import Index, close_indexes, hybrid, query
+from llm_vector_index.relevance import Judged, judge, judgement_table
+from llm_vector_index.testing import write_embeddings
 
 SHARED = Path(__file__).parents[2] / "shared" / "data" / "pypi-minilm-40k.npz"
 
@@ -171,7 +171,7 @@ def speed(rows: int) -> None:
         index = Index("keywords", db)
         pairs = list(zip(query_texts, query_vectors))
         for text, vector in pairs[:20]:  # warm: files opened, pages read
-            hybrid.answer(index, text, 10, "hybrid", lambda: vector)
+            hybrid.answer(index, text, 10, "hybrid", lambda vector=vector: vector)
         print("| query (10 results) | p50 ms | p95 ms |")
         print("|---|---|---|")
         measured = timed(

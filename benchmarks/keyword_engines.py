@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from relevance_sets import sets  # noqa: E402
+from relevance_sets import sets
 
-from llm_vector_index import keywords  # noqa: E402
-from llm_vector_index.relevance import Judged, mean_scores  # noqa: E402
+from llm_vector_index import keywords
+from llm_vector_index.relevance import Judged, mean_scores
 
 SHARED = Path(__file__).parents[2] / "shared" / "data" / "pypi-minilm-40k.npz"
 DEPTH = 100

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import llm
 import numpy as np
+from build_and_query import time_queries
 from sqlite_utils import Database
 from threadpoolctl import threadpool_limits
 
 from llm_vector_index import Index, VectorIndexError
 from llm_vector_index.backends import budget
 from llm_vector_index.testing import clustered_vectors, write_embeddings
-
-from build_and_query import time_queries  # noqa: E402  (beside this script)
 
 
 def main() -> None:
@@ -95,7 +94,7 @@ def main() -> None:
             settings = index.settings
             codes = budget.current(settings, len(vectors), vectors.shape[1])
             with threadpool_limits(1):
-                times = time_queries(lambda q: index.similar_by_vector(q, 10), queries)
+                times = time_queries(lambda q, index=index: index.similar_by_vector(q, 10), queries)
             found = [[e.id for e in index.similar_by_vector(q, 10)] for q in queries]
             recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
             first = np.mean([a[:1] == b[:1] for a, b in zip(found, truth)])

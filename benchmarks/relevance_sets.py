@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import gzip
 import hashlib
-import json
 import re
 import subprocess
 import sys

@@ -35,12 +35,14 @@ import numpy as np
 from sqlite_utils import Database
 
 sys.path.insert(0, str(Path(__file__).parent))
-import scale  # noqa: E402
+import contextlib
 
-from llm_vector_index import Index, close_indexes  # noqa: E402
-from llm_vector_index.evaluate import sweep  # noqa: E402
-from llm_vector_index.plots import plot_against_rows, plot_sweeps  # noqa: E402
-from llm_vector_index.testing import clustered_vectors  # noqa: E402
+import scale
+
+from llm_vector_index import Index, close_indexes
+from llm_vector_index.evaluate import sweep
+from llm_vector_index.plots import plot_against_rows, plot_sweeps
+from llm_vector_index.testing import clustered_vectors
 
 ROOT = Path(__file__).parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "pypi-minilm-40k.npz"
@@ -109,14 +111,14 @@ def measure_dataset(args, label, vectors, queries, texts, workdir):
         finally:
             index.close()
             close_indexes()
-    return dict(
-        label=label,
-        rows=len(vectors),
-        llm_ms=llm_ms,
-        llm_cli_s=llm_cli_s,
-        results=results,
-        sweeps=sweeps,
-    )
+    return {
+        "label": label,
+        "rows": len(vectors),
+        "llm_ms": llm_ms,
+        "llm_cli_s": llm_cli_s,
+        "results": results,
+        "sweeps": sweeps,
+    }
 
 
 def table(run) -> list[str]:
@@ -156,10 +158,8 @@ def _ratio(times: float) -> str:
 def machine() -> str:
     versions = []
     for package in ("llm", "llm-vector-index", "faiss-cpu", "hnswlib", "chromadb", "numpy"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "

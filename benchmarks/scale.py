@@ -218,28 +218,28 @@ def measure_backend(
     index.close()
     close_indexes()
     index = Index(name, db)
-    return dict(
-        name=name,
-        kind=index.record.options.get("kind", backend),
-        setting={
+    return {
+        "name": name,
+        "kind": index.record.options.get("kind", backend),
+        "setting": {
             k: v
             for k, v in index.record.options.items()
             if k in ("ef_search", "ef", "nprobe", "factory", "M", "rerank")
         },
-        full_s=full_s,
-        full_rss=full_rss,
-        noop_s=noop_s,
-        incr_s=incr_s,
-        disk=disk,
-        cli_s=cli_s,
-        cli_cold_s=cli_cold_s,
-        version_cold_s=version_cold_s,
-        raw=raw_ms,
-        held=held_ms,
-        coll=coll_ms,
-        recall=recall,
-        other_write_ms=other_write_ms,
-    )
+        "full_s": full_s,
+        "full_rss": full_rss,
+        "noop_s": noop_s,
+        "incr_s": incr_s,
+        "disk": disk,
+        "cli_s": cli_s,
+        "cli_cold_s": cli_cold_s,
+        "version_cold_s": version_cold_s,
+        "raw": raw_ms,
+        "held": held_ms,
+        "coll": coll_ms,
+        "recall": recall,
+        "other_write_ms": other_write_ms,
+    }
 
 
 def main() -> None:

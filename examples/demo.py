@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import stdlib_corpus  # noqa: E402
+import stdlib_corpus
 
 MODEL = "minilm"
 COLLECTION = "stdlib"
@@ -51,7 +51,8 @@ SHOWN_QUERIES = [
 ]
 # Held out: none of them is stored. They measure recall against llm's own
 # brute force and the time per query.
-MEASURED_QUERIES = SHOWN_QUERIES + [
+MEASURED_QUERIES = [
+    *SHOWN_QUERIES,
     "read a compressed archive",
     "send an email with an attachment",
     "format a date as text",
@@ -180,7 +181,7 @@ def measure(queries: list[str]) -> list[dict]:
     for name in BACKENDS:
         index = Index(name, db)
         index.similar_by_vector(vectors[0], 10)  # open it once, as an app would
-        ms, found = timed(lambda v: index.similar_by_vector(v, 10))
+        ms, found = timed(lambda v, index=index: index.similar_by_vector(v, 10))
         recall = statistics.mean(map(recall_at_10, found, truth))
         rows.append({"name": name, "ms": ms, "recall": recall})
         index.close()
@@ -320,7 +321,7 @@ def main() -> None:
     models = llm("embed-models", show=False, echo=False)
     if "minilm-l6-v2-int8" not in models:
         sys.exit("The example model is not installed: run `make demo`")
-    print([line for line in models.splitlines() if "minilm" in line][0])
+    print(next(line for line in models.splitlines() if "minilm" in line))
 
     heading("Embed the standard library's docstrings with llm embed-multi")
     entries = embed_corpus(work, size)

@@ -18,7 +18,7 @@ from sqlite_utils import Database, Migrations
 
 from . import faults
 from .errors import DamagedCatalog
-from .records import DamagedRecord, IndexRecord  # noqa: F401 (catalog.IndexRecord elsewhere)
+from .records import DamagedRecord, IndexRecord
 
 migrations = Migrations("llm_vector_index")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def connect(
             host=host, port=port, ssl=ssl, headers=headers or {}, settings=quiet
         )
         client.heartbeat()
-    except Exception as error:  # refused, DNS, TLS, auth: one line, no traceback
+    except Exception as error:  # noqa: BLE001 (refused, DNS, TLS, auth: one line, no traceback)
         raise BackendUnavailable(
             f"Cannot reach Chroma server at {host}:{port}: {first_line(error)}"
         ) from None
@@ -70,10 +70,8 @@ def forget_local_system(path: str) -> None:
     system = SharedSystemClient._identifier_to_system.pop(path, None)
     SharedSystemClient._identifier_to_refcount.pop(path, None)
     if system is not None:
-        try:
+        with suppress(Exception):
             system.stop()
-        except Exception:
-            pass
 
 
 @contextmanager
@@ -87,7 +85,7 @@ def server_errors(host: str, port: int) -> Iterator[None]:
         yield
     except VectorIndexError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (whatever the client raises: one line)
         raise BackendUnavailable(
             f"Chroma server at {host}:{port} failed: {first_line(error)}"
         ) from None

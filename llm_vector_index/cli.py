@@ -14,8 +14,8 @@ import click
 from llm.embeddings import Collection
 
 from . import catalog
-from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_evaluate import index_evaluate
+from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_output import (
     backends_listing,
     build_line,
@@ -27,8 +27,8 @@ from .cli_output import (
 )
 from .errors import BackendUnavailable
 from .filters import where_option
-from .keywords import DEFAULT_TOKENIZER, TOKENIZERS
 from .index import DEFAULT_BACKEND, Index
+from .keywords import DEFAULT_TOKENIZER, TOKENIZERS
 from .migrate import migrate_to_chroma
 from .registry import get_backends
 

@@ -99,7 +99,7 @@ def index_evaluate(
         return
     texts = queries_file.read().splitlines() if queries_file else None
     indexes = [Index(name, db) for name in names]
-    settings = dict(queries=queries, k=number, queries_from=queries_from, query_texts=texts)
+    settings = {"queries": queries, "k": number, "queries_from": queries_from, "query_texts": texts}
     try:
         if sweep_:
             sweeps = []

@@ -16,10 +16,10 @@ from sqlite_utils import Database
 
 from . import approvals, catalog
 from .build import BuildReport
+from .errors import VectorIndexError
+from .evaluate import Evaluation, Sweep
 from .paths import indexes_directory, is_valid_name
 from .query import IndexEntry
-from .evaluate import Evaluation, Sweep
-from .errors import VectorIndexError
 from .registry import get_backend, masked_options
 
 

@@ -12,6 +12,7 @@ fresh folder in for the old one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -35,7 +36,7 @@ def build_lock(index: Index) -> Iterator[None]:
     "One build at a time per index, across processes."
     try:
         paths.mark(index.lock_path.parent)  # the index folder, made as ours
-        lock_file = open(index.lock_path, "a")
+        lock_file = open(index.lock_path, "a")  # noqa: SIM115 (held for the lock's life)
     except OSError as error:
         raise CannotWrite(
             f"Cannot build index {index.name!r}: {error.strerror}: {error.filename}"
@@ -66,7 +67,7 @@ def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
     """Wait out a build's save-to-commit window, and keep the next one from
     starting while the catalog is read and the files opened."""
     try:
-        lock_file = open(_commit_lock_path(index))
+        lock_file = open(_commit_lock_path(index))  # noqa: SIM115 (held while waited on)
     except OSError:  # never built here, or not readable: nothing to wait for
         yield
         return
@@ -180,7 +181,5 @@ def remove_retired(current: Path) -> None:
 
 
 def remove_if_empty(directory: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not empty, or already gone
         directory.rmdir()  # only ever removes an empty folder
-    except OSError:
-        pass

@@ -224,8 +224,8 @@ class Holder:
             raise self._damaged(str(error)) from None
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as error:  # a loader's error on bad bytes (Rust
-            # panics surface as BaseException subclasses)
+        except BaseException as error:  # noqa: BLE001 (a loader's error on bad bytes:
+            # Rust panics surface as BaseException subclasses)
             raise self._damaged(f"{type(error).__name__}: {first_line(error)}") from None
 
     def _damaged(self, reason: str) -> DamagedFiles:

@@ -20,8 +20,8 @@ import numpy as np
 from sqlite_utils import Database
 
 from . import approvals, catalog, freshness, hybrid, paths, query, sync, tuning
-from . import keywords as keyword_index
 from . import evaluate as evaluation
+from . import keywords as keyword_index
 from .base import Remote, VectorIndex
 from .build import Build, BuildReport
 from .errors import (
@@ -507,7 +507,7 @@ class Index:
             ) from None
         try:
             return model.embed(value)
-        except Exception as error:  # no key, the provider's error: one line
+        except Exception as error:  # noqa: BLE001 (no key, the provider's error: one line)
             raise VectorIndexError(
                 f"Embedding the query with {self.record.model} failed: {first_line(error)}"
             ) from None

@@ -174,7 +174,7 @@ class KeywordIndex:
             keyword_index.count()  # reads meta.json and every segment's header
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as error:  # tantivy's errors, panics included
+        except BaseException as error:  # noqa: BLE001 (tantivy's errors, panics included)
             raise DamagedFiles(f"the keyword index: {first_line(error)}") from None
         return keyword_index
 
@@ -285,7 +285,7 @@ class KeywordIndex:
                 )
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as error:  # damage the checks could not see: a panic
+        except BaseException as error:  # noqa: BLE001 (damage the checks missed: a panic)
             raise DamagedFiles(f"the keyword index: {first_line(error)}") from None
         if not len(scores):
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -402,7 +402,7 @@ def _writes() -> Iterator[None]:
         yield
     except (KeyboardInterrupt, SystemExit, OSError):
         raise
-    except BaseException as error:  # tantivy's ValueError, or a panic
+    except BaseException as error:  # noqa: BLE001 (tantivy's ValueError, or a panic)
         text = first_line(error)
         for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             if os.strerror(code) in text:

@@ -17,6 +17,7 @@ folder. Every path to an index's files is made here:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -79,10 +80,8 @@ def checked_base(db: Database) -> Path:
             f"{base} exists but was not made by llm-vector-index (it holds "
             f"{strays[0]!r}): move it away"
         )
-    try:
+    with contextlib.suppress(OSError):  # a read-only place: still fine to read from
         (base / MARKER).touch()
-    except OSError:
-        pass  # a read-only place: still fine to read from
     return base
 
 

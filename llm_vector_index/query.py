@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llm.embeddings import Entry
 
-from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from . import filters
+from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from .filters import ROW_COLUMNS, Filter
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ error deep inside numpy or a library, nor in every command at once.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,7 @@ def _check_number(values: dict, key: str, low, high, whole: bool) -> None:
     if value is None:
         return
     kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value != value:
+    if isinstance(value, bool) or not isinstance(value, kinds) or math.isnan(value):
         raise ValueError(f"{key} is {value!r}, not a {'whole ' if whole else ''}number")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"

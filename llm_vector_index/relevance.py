@@ -205,7 +205,7 @@ def judge(
         for text, vector in zip(texts, vectors):
             started = time.perf_counter()
             entries = hybrid.answer(
-                index, text, 10, mode, lambda: vector, settings=settings or None
+                index, text, 10, mode, lambda vector=vector: vector, settings=settings or None
             )
             timings.append((time.perf_counter() - started) * 1000)
             tops.append([entry.id for entry in entries])
@@ -213,7 +213,12 @@ def judge(
                 [
                     entry.id
                     for entry in hybrid.answer(
-                        index, text, DEPTH, mode, lambda: vector, settings=settings or None
+                        index,
+                        text,
+                        DEPTH,
+                        mode,
+                        lambda vector=vector: vector,
+                        settings=settings or None,
                     )
                 ]
             )

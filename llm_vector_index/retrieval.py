@@ -16,7 +16,7 @@ as one line, which llm hands back to the model as the tool's answer.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import click
 import llm
@@ -63,9 +63,7 @@ class VectorIndex(llm.Toolbox):
     """Search an llm embeddings index by meaning: the stored entries most
     similar to a text, and any one entry in full."""
 
-    def __init__(
-        self, name: str, database: Optional[str] = None, max_chars: int = DEFAULT_MAX_CHARS
-    ):
+    def __init__(self, name: str, database: str | None = None, max_chars: int = DEFAULT_MAX_CHARS):
         self.index_name = name
         self.database = database
         self.max_chars = max_chars
@@ -85,8 +83,8 @@ class VectorIndex(llm.Toolbox):
         self,
         query: str,
         number: int = DEFAULT_NUMBER,
-        where: Optional[dict] = None,
-        mode: Optional[str] = None,
+        where: dict | None = None,
+        mode: str | None = None,
     ) -> list[dict]:
         """Find the stored entries closest in meaning to the query text. Returns
         up to `number` hits (1-50), best first, each with its id, score (cosine

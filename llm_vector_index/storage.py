@@ -168,7 +168,7 @@ def _write_checked(path: Path, write: Writer) -> None:
             os.fsync(written.fileno())
     except OSError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (a library's own write error, as EIO)
         raise OSError(errno.EIO, f"cannot write {path.name}: {first_line(error)}") from None
     if os.statvfs(path.parent).f_bavail == 0:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -213,7 +213,7 @@ class VectorIndexContract:
         index = self.make(tmp_path)
         vectors = self.data(3)
         index.add(np.array([10, 20, 30]), vectors)
-        scores, labels = index.search(vectors[:1], 10)
+        _scores, labels = index.search(vectors[:1], 10)
         assert sorted(labels[0].tolist()) == [10, 20, 30]
         assert (labels >= 0).all()
 
@@ -255,7 +255,7 @@ class VectorIndexContract:
         vectors = self.data(400)
         index.add(np.arange(400), vectors)
         allowed = np.arange(0, 400, 40)  # 10 labels
-        scores, labels = index.search(vectors[1:2], 5, allowed=allowed)
+        _scores, labels = index.search(vectors[1:2], 5, allowed=allowed)
         assert labels.shape == (1, 5)
         assert set(labels[0].tolist()) <= set(allowed.tolist())
         expected = _cosine(vectors[1:2], vectors[allowed])[0]

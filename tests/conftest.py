@@ -68,10 +68,32 @@ def db(db_path):
     return Database(db_path)
 
 
-WORDS = (
-    "cat dog fish bird horse cow sheep goat lion tiger bear wolf fox deer "
-    "apple pear plum grape lemon lime melon berry cherry peach"
-).split()
+WORDS = [
+    "cat",
+    "dog",
+    "fish",
+    "bird",
+    "horse",
+    "cow",
+    "sheep",
+    "goat",
+    "lion",
+    "tiger",
+    "bear",
+    "wolf",
+    "fox",
+    "deer",
+    "apple",
+    "pear",
+    "plum",
+    "grape",
+    "lemon",
+    "lime",
+    "melon",
+    "berry",
+    "cherry",
+    "peach",
+]
 
 
 @pytest.fixture

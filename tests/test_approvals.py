@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 from sqlite_utils import Database
 
-from llm_vector_index import Index, NotApproved, collection as integration, sql
+from llm_vector_index import Index, NotApproved, sql
+from llm_vector_index import collection as integration
 from llm_vector_index.cli import index_group
 
 from .conftest import snapshot

@@ -128,7 +128,7 @@ def test_server_dies_mid_migration_then_comes_back(db, rows, server):
             server.stop()
             killed.append(done)
 
-    with pytest.raises(BackendUnavailable, match="failed|Cannot reach"):
+    with pytest.raises(BackendUnavailable, match=r"failed|Cannot reach"):
         migrate_to_chroma(
             db, ["c"], host="127.0.0.1", port=server.port, batch_size=50, progress=kill_once
         )

@@ -1,5 +1,7 @@
 "The shipped contract suite, run for every built-in backend."
 
+from typing import Any, ClassVar
+
 import pytest
 
 from llm_vector_index.backends.chroma import ChromaIndex
@@ -19,12 +21,12 @@ class TestFaissDefault(VectorIndexContract):
 
 class TestFaissFlat(VectorIndexContract):
     backend_class = FaissIndex
-    options = {"factory": "Flat"}
+    options: ClassVar[dict[str, Any]] = {"factory": "Flat"}
 
 
 class TestFaissIVF(VectorIndexContract):
     backend_class = FaissIndex
-    options = {"factory": "IVF16,Flat", "nprobe": 16}
+    options: ClassVar[dict[str, Any]] = {"factory": "IVF16,Flat", "nprobe": 16}
 
 
 class TestHnswlib(VectorIndexContract):

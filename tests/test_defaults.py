@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from llm.cli import cli as llm_cli
 from sqlite_utils import Database
 
-from llm_vector_index import Index, collection as integration
+from llm_vector_index import Index
+from llm_vector_index import collection as integration
 from llm_vector_index.cli import index_group
 from llm_vector_index.testing import write_embeddings
 

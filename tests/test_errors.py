@@ -92,7 +92,7 @@ def test_not_a_sqlite_file(tmp_path):
 
 
 def test_read_only_connection_refuses_to_build_and_changes_nothing(built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     write_embeddings(Database(built), "vecs", ["new"], vectors[:1])
     before = snapshot(built, folder_of(built))
     connection = sqlite3.connect(f"file:{built}?mode=ro", uri=True)
@@ -179,7 +179,7 @@ def run_as_reader(place, *args):
     ],
 )
 def test_read_only_database_or_folder(built, vectors_collection, shared_place, readonly, command):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     write_embeddings(Database(built), "vecs", ["new"], vectors[:1])  # so build has work
     (shared_place / "user").mkdir(mode=0o777)
     database = shared_place / "embeddings.db"

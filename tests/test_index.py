@@ -150,6 +150,7 @@ def test_index_api(db, vectors_collection):
 def test_ties_between_identical_vectors_come_in_llm_s_order(db, backend):
     "llm's SQL sort lists equal scores in id order; the BLAS sums may differ in the last bits."
     import llm as llm_module
+
     from llm_vector_index import collection as integration
 
     rng = np.random.default_rng(3)

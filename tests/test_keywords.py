@@ -225,13 +225,13 @@ def test_a_damaged_or_missing_keyword_index_is_one_line_and_a_build_repairs_it(d
     index.build()
     shutil.rmtree(index.path / "keywords")
     fresh = Index("n", db)
-    with pytest.raises(VectorIndexError, match="files are damaged .*keyword index is missing"):
+    with pytest.raises(VectorIndexError, match=r"files are damaged .*keyword index is missing"):
         fresh.similar("bark", mode="keyword")
     assert fresh.build().full
     assert keyword_ids(fresh, "bark") == ["dogs"]
     (fresh.path / "keywords" / "meta.json").write_text("{not json")
     again = Index("n", db)
-    with pytest.raises(VectorIndexError, match="files are damaged .*keyword index"):
+    with pytest.raises(VectorIndexError, match=r"files are damaged .*keyword index"):
         again.similar("bark", mode="keyword")
     assert again.build().full and keyword_ids(again, "bark") == ["dogs"]
 
@@ -241,7 +241,7 @@ def test_the_catalog_refuses_crafted_keyword_settings(db, notes):
     index.build()
     for value in ['{"tokenizer": "../x"}', '{"fusion": "rrf", "depth": 1e9}', "[1]", "nope"]:
         db.execute("update vector_indexes set keywords = ? where name = 'n'", [value])
-        with pytest.raises(VectorIndexError, match="damaged catalog row .*keywords"):
+        with pytest.raises(VectorIndexError, match=r"damaged catalog row .*keywords"):
             Index("n", db)
 
 

@@ -83,7 +83,7 @@ def truth(db, query, k=5):
 
 def mutate(db, rng, step):
     "Some adds, changes and deletes, as llm would write them."
-    ids, vectors = current_rows(db)
+    ids, _vectors = current_rows(db)
     fresh = clustered_vectors(6, DIMENSIONS, clusters=3, seed=step) * rng.choice([-1, 1])
     write_embeddings(db, "c", [f"s{step}-{i}" for i in range(3)], fresh[:3])
     changed = rng.sample(ids, 3)
@@ -202,7 +202,7 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
     assert kills >= 6
 
 
-VOCABULARY = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+VOCABULARY = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
 
 def texts_for(ids, rng):

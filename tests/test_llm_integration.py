@@ -8,14 +8,15 @@ import subprocess
 import sys
 
 import llm
-from llm.embeddings import Entry
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
+from llm.embeddings import Entry
 from sqlite_utils import Database
 
-from llm_vector_index import Index, collection as integration, filters
+from llm_vector_index import Index, filters
+from llm_vector_index import collection as integration
 from llm_vector_index.cli import index_group
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
@@ -75,7 +76,7 @@ def test_llm_similar_by_content_same_with_and_without_default(db_path, text_coll
 
 
 def test_collection_methods_with_index_argument(db, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     collection = llm.Collection("vecs", db, create=False)
     Index.create("ix", ["vecs"], db, backend="exact").build()
     brute = collection.similar_by_vector(vectors[3].tolist(), 5)
@@ -92,7 +93,7 @@ def test_collection_methods_with_index_argument(db, vectors_collection):
 
 
 def test_default_index_is_used_and_index_false_forces_brute_force(db, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     collection = llm.Collection("vecs", db, create=False)
     index = Index.create("ix", ["vecs"], db, backend="exact", refresh="manual", default=True)
     index.build()
@@ -167,7 +168,7 @@ def test_where_filters(metadata_index, monkeypatch, scratch_limit):
 
 
 def test_where_on_the_command_line(db_path, metadata_index):
-    index, vectors, metadatas = metadata_index
+    _index, _vectors, metadatas = metadata_index
     result = CliRunner().invoke(
         index_group,
         [
@@ -323,7 +324,7 @@ def test_a_prefix_reads_only_its_range_and_matches_as_like(db, prefix):
 
 
 def test_auto_refresh_returns_new_rows(db, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     index = Index.create("ix", ["vecs"], db, backend="faiss")
     index.build()
     write_embeddings(db, "vecs", ["fresh"], (vectors[5] * -3)[None], updated=5)  # an old stamp
@@ -332,7 +333,7 @@ def test_auto_refresh_returns_new_rows(db, vectors_collection):
 
 
 def test_manual_refresh_warns_once_and_answers(db, vectors_collection, capsys):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     index = Index.create("ix", ["vecs"], db, backend="faiss", refresh="manual")
     index.build()
     write_embeddings(db, "vecs", ["fresh1", "fresh2"], -vectors[5:7])
@@ -349,7 +350,7 @@ def test_manual_refresh_warns_once_and_answers(db, vectors_collection, capsys):
 
 
 def test_read_only_database_answers_from_last_build(db_path, db, vectors_collection, capsys):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     Index.create("ix", ["vecs"], db, backend="exact").build()
     write_embeddings(db, "vecs", ["fresh"], -vectors[:1])
     before = snapshot(db_path, db_path.parent / "embeddings.db.vector-indexes")
@@ -362,7 +363,10 @@ def test_read_only_database_answers_from_last_build(db_path, db, vectors_collect
 
 def test_default_command(db_path, db, vectors_collection):
     write_embeddings(db, "other", ["o"], clustered_vectors(1, 24))
-    run = lambda *a: CliRunner().invoke(index_group, [*map(str, a), "-d", str(db_path)])
+
+    def run(*args):
+        return CliRunner().invoke(index_group, [*map(str, args), "-d", str(db_path)])
+
     assert run("create", "ix", "vecs", "-b", "exact", "--build").exit_code == 0
     assert run("default", "vecs").output == "Collection vecs has no default index\n"
     assert run("default", "vecs", "ix").exit_code == 0
@@ -393,7 +397,7 @@ def run_real_llm(tmp_path, *args, env=None):
 
 
 def test_real_llm_similar_uses_the_default_index(tmp_path, db_path, db, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     Index.create("ix", ["vecs"], db, backend="exact", refresh="manual", default=True).build()
     write_embeddings(db, "vecs", ["late"], vectors[1:2] * 2)  # v001's direction exactly
     with_index = run_real_llm(tmp_path, "similar", "vecs", "v001", "-n", "3", "-d", str(db_path))

@@ -88,7 +88,7 @@ def check_faithful(db, client, name, collection="rich", prefix=""):
 
 
 def test_metadata_round_trip_is_reversible():
-    for metadata in METADATAS + [{"a": {"b": {"c": 1}}}, [1, 2], "text"]:
+    for metadata in [*METADATAS, {"a": {"b": {"c": 1}}}, [1, 2], "text"]:
         flat = to_chroma_metadata(json.dumps(metadata), "c", "i", 5, False)
         assert flat and all(isinstance(v, (str, int, float, bool)) for v in flat.values())
         assert from_chroma_metadata(flat) == (
@@ -99,7 +99,7 @@ def test_metadata_round_trip_is_reversible():
 
 
 def test_migrate_to_a_directory(db, rich_collection, tmp_path):
-    ids, vectors = rich_collection
+    _ids, vectors = rich_collection
     target = tmp_path / "chroma"
     report = migrate_to_chroma(db, ["rich"], path=target)
     assert (report.sent, report.llm_rows, report.chroma_rows) == (300, 300, 300)
@@ -142,7 +142,7 @@ def test_migrate_to_a_server_with_two_collections(db, rich_collection, chroma_se
 
 
 def test_rerun_sends_only_changes_and_syncs_deletes(db, rich_collection, tmp_path):
-    ids, vectors = rich_collection
+    _ids, vectors = rich_collection
     target = tmp_path / "chroma"
     assert migrate_to_chroma(db, ["rich"], path=target).sent == 300
     assert migrate_to_chroma(db, ["rich"], path=target).sent == 0  # nothing changed

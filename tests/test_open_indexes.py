@@ -109,7 +109,7 @@ def test_threads_share_one_open_index(db_path, db):
                 for position, query in enumerate(queries):
                     found = [e.id for e in collection.similar_by_vector(query, 5)]
                     results[(worker, round, position)] = found
-        except Exception as error:  # pragma: no cover - reported below
+        except Exception as error:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(error)
 
     threads = [threading.Thread(target=run, args=(worker,)) for worker in range(4)]

@@ -100,7 +100,7 @@ def test_registering_a_non_backend_is_a_type_error():
 
     pm.register(BadPlugin(), name="bad-plugin")
     try:
-        with pytest.raises(TypeError, match="not a subclass of llm_vector_index.VectorIndex"):
+        with pytest.raises(TypeError, match=r"not a subclass of llm_vector_index\.VectorIndex"):
             get_backends()
     finally:
         pm.unregister(name="bad-plugin")

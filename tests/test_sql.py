@@ -55,7 +55,7 @@ def test_similar_joined_back_to_embeddings(conn, built):
 
 
 def test_search_by_llm_blob_or_json_array(conn, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     rows = conn.execute(
         JOINED.format(
             call=(
@@ -120,13 +120,15 @@ def test_bad_input_is_one_clear_error(conn, db_path, built, call, message):
 def test_a_rebuilt_index_is_reopened_and_a_stale_one_never_built_inside_a_query(
     conn, db, db_path, built, vectors_collection
 ):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     far = -vectors[3]
-    first = lambda: json.loads(
-        conn.execute(  # noqa: E731
+
+    def first():
+        found = conn.execute(
             "select vector_index_search('ix', ?, 1)", [json.dumps(far.tolist())]
         ).fetchone()[0]
-    )[0]
+        return json.loads(found)[0]
+
     assert first()["id"] != "late"
     write_embeddings(db, "vecs", ["late"], far[None])
     generation = built.record.generation

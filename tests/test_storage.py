@@ -57,5 +57,5 @@ def test_kept_files_carry_over_unwritten_and_dropped_ones_go(tmp_path):
     with pytest.raises(ValueError, match="No saved file 'zzz'"):
         save_snapshot(tmp_path, {}, keep=["zzz"])
     (tmp_path / "a.1").write_bytes(b"changed!")  # damage to a kept file is still found
-    with pytest.raises(DamagedFiles, match="a.1 has 8 bytes"):
+    with pytest.raises(DamagedFiles, match=r"a\.1 has 8 bytes"):
         load_snapshot(tmp_path)

@@ -1,5 +1,6 @@
 "Incremental builds: each case checks what queries return afterwards."
 
+import contextlib
 import fcntl
 
 import numpy as np
@@ -13,9 +14,9 @@ from llm_vector_index import (
     Index,
     IndexBusy,
     ModelMismatch,
+    catalog,
     close_indexes,
 )
-from llm_vector_index import catalog
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
 from .conftest import snapshot
@@ -49,7 +50,7 @@ def test_add(db, built):
 
 
 def test_change_same_id_new_vector(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     replacement = -vectors[7]
     write_embeddings(db, "vecs", ["v007"], replacement[None])
     report = built.build()
@@ -60,7 +61,7 @@ def test_change_same_id_new_vector(db, built, vectors_collection):
 
 
 def test_delete(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     db.execute("delete from embeddings where id in ('v001', 'v002')")
     db.conn.commit()
     report = built.build()
@@ -71,7 +72,7 @@ def test_delete(db, built, vectors_collection):
 
 
 def test_deleted_rows_never_returned_before_rebuild(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     nearest = top(built, vectors[3], 5)
     db.execute("delete from embeddings where id = ?", [nearest[0]])
     db.conn.commit()
@@ -91,7 +92,7 @@ def test_collection_deleted_with_llm(db_path, db, vectors_collection):
 
 
 def test_rows_written_in_the_second_of_the_build(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     second = built.record.watermark  # whole second in which the build started
     changed = vectors[10] * -1
     write_embeddings(db, "vecs", ["v010"], changed[None], updated=second)
@@ -104,7 +105,7 @@ def test_rows_written_in_the_second_of_the_build(db, built, vectors_collection):
 
 
 def test_row_rewritten_within_the_same_second(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     second = built.record.watermark + 5  # still "now" for the next builds
     write_embeddings(db, "vecs", ["hot"], vectors[:1] * -1, updated=second)
     assert built.build().added == 1
@@ -125,7 +126,7 @@ def test_nothing_to_do(db, built):
 
 
 def test_full_rebuild(db, built, vectors_collection):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     expected = top(built, vectors[0], 10)
     report = built.build(full=True)
     assert (report.full, report.added, report.rows) == (True, 200, 200)
@@ -138,10 +139,8 @@ def reopen_after_crash(db, late, query):
     reopened = Index("ix", db)
     reopened.set_refresh("manual")
     # This process still holds the committed index open, and may answer from it.
-    try:
+    with contextlib.suppress(DamagedFiles):
         assert "late" not in [e.id for e in reopened.similar_by_vector(late)]
-    except DamagedFiles:
-        pass
     close_indexes()  # a new process opens the files, and refuses them
     with pytest.raises(DamagedFiles, match="do not match its catalog"):
         reopened.similar_by_vector(query)
@@ -149,7 +148,7 @@ def reopen_after_crash(db, late, query):
 
 
 def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collection, monkeypatch):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     write_embeddings(db, "vecs", ["late"], (vectors[0] * -1)[None])
 
     def crash(*args, **kwargs):
@@ -168,7 +167,7 @@ def test_interrupted_build_is_detected_and_repaired(db, built, vectors_collectio
 def test_interrupted_build_repaired_by_an_auto_refresh_query(
     db, built, vectors_collection, monkeypatch
 ):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     write_embeddings(db, "vecs", ["late"], (vectors[0] * -1)[None])
     monkeypatch.setattr(
         catalog, "commit_build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
@@ -180,7 +179,7 @@ def test_interrupted_build_repaired_by_an_auto_refresh_query(
 
 
 def test_interrupted_full_build_is_detected(db, built, vectors_collection, monkeypatch):
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     db.execute("delete from embeddings where id = 'v000'")  # new labels differ
     db.conn.commit()
 
@@ -249,7 +248,7 @@ def test_embed_through_llm_then_build(db, text_collection):
 
 def test_row_rewritten_with_an_older_updated_is_seen(db, built, vectors_collection):
     "Imports, restores and stepped-back clocks: llm-style replace, old timestamp."
-    ids, vectors = vectors_collection  # written with updated=1000, built after
+    _ids, vectors = vectors_collection  # written with updated=1000, built after
     replacement = -vectors[11]
     write_embeddings(db, "vecs", ["v011"], replacement[None], updated=5)
     report = built.build()
@@ -263,7 +262,7 @@ def test_a_row_under_a_reused_rowid_with_an_old_timestamp_is_seen(db, built, vec
     timestamp: SQLite gives it the same rowid, so the collection's freshness
     fingerprint (max rowid, max updated) does not move. The build's quick
     check (sync.nothing_changed) still sees it: the label sums differ."""
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     last_id = db.execute("select id from embeddings order by rowid desc limit 1").fetchone()[0]
     rowid = db.execute("select max(rowid) from embeddings").fetchone()[0]
     db.execute("delete from embeddings where id = ?", [last_id])
@@ -278,7 +277,7 @@ def test_a_row_under_a_reused_rowid_with_an_old_timestamp_is_seen(db, built, vec
 
 def test_plain_update_in_place_needs_verify(db, built, vectors_collection):
     "A SQL UPDATE keeps rowid and updated: the cheap scan cannot see it, --verify does."
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     replacement = -vectors[12]
     db.execute(
         "update embeddings set embedding = ? where id = 'v012'",
@@ -295,7 +294,7 @@ def test_plain_update_in_place_needs_verify(db, built, vectors_collection):
 def test_verify_from_the_command_line(db, db_path, built, vectors_collection):
     from llm_vector_index.cli import index_group
 
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     db.execute(
         "update embeddings set embedding = ? where id in ('v020', 'v021')",
         [(vectors[0] * 2).astype("<f4").tobytes()],
@@ -310,8 +309,9 @@ def test_full_build_lets_llm_write_between_batches(db_path, db, monkeypatch):
     "llm's writers must never wait for more than one batch of a full build's scan."
     import sqlite3
 
-    from llm_vector_index import sync
     from sqlite_utils import Database
+
+    from llm_vector_index import sync
 
     monkeypatch.setattr(sync, "BATCH_SIZE", 50)
     vectors = clustered_vectors(520, 24, clusters=4, seed=2)
@@ -347,7 +347,7 @@ def test_row_deleted_and_written_again_during_a_build(
     "Listed as changed, deleted before the deletion scan, written again before it is read."
     from llm_vector_index import sync as sync_module
 
-    ids, vectors = vectors_collection
+    _ids, vectors = vectors_collection
     write_embeddings(db, "vecs", ["v030"], -vectors[30][None], updated=2000)
     original = sync_module._changed_rows
 

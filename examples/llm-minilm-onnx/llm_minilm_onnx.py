@@ -20,8 +20,12 @@ import importlib.util
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llm
+
+if TYPE_CHECKING:  # imported where it runs: llm --help stays fast
+    import numpy as np
 
 MODEL_ID = "minilm-l6-v2-int8"
 DIMENSIONS = 384
@@ -36,7 +40,7 @@ def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def model_files() -> tuple[Path, Path] | None:
@@ -110,7 +114,7 @@ class MiniLM(llm.EmbeddingModel):
         # llm keeps the input order: results go back in the order given.
         yield from (vector.tolist() for vector in vectors)
 
-    def _embed(self, encodings) -> "np.ndarray":
+    def _embed(self, encodings) -> np.ndarray:
         import numpy as np
 
         width = max(len(encoding.ids) for encoding in encodings)

@@ -10,13 +10,15 @@ model). ``import chromadb`` (about a second) happens only in here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import uuid
 import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +43,8 @@ from ..chroma_client import (
     server_errors,
     token_headers,
 )
-from ..hookspecs import hookimpl
 from ..errors import DamagedFiles, InvalidOptions
+from ..hookspecs import hookimpl
 from ..storage import exclusive_lock, file_identity, load_snapshot, save_snapshot
 from .chroma_probe import probe
 
@@ -314,10 +316,10 @@ class ChromaIndex(VectorIndex):
     def destroy(self) -> None:
         if self._client_is_stale():
             self._attach()
-        try:
+        # Already gone: chromadb has raised ValueError, NotFoundError and
+        # InvalidCollectionException for it across versions.
+        with contextlib.suppress(Exception):
             self._client.delete_collection(self._name)
-        except Exception:  # already gone
-            pass
 
     def describe(self) -> dict[str, Any]:
         where = _address(self.settings) if self.settings["host"] else str(self.path / "chroma")

@@ -7,6 +7,7 @@ does not grow the file. ``import hnswlib`` happens only when an index opens.
 
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 
@@ -85,10 +86,8 @@ class HnswlibIndex(VectorIndex):
         for label in labels.tolist():
             if label in self._marked:  # revive it, so add_items updates in place
                 self._marked.discard(label)
-                try:
-                    self._graph.unmark_deleted(label)
-                except RuntimeError:
-                    pass  # its slot went to another label: it is simply new
+                with contextlib.suppress(RuntimeError):  # its slot went to another label:
+                    self._graph.unmark_deleted(label)  # it is simply new
         needed = self._graph.get_current_count() + len(labels)
         capacity = self._graph.get_max_elements()
         if needed > capacity:
