@@ -19,7 +19,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
 
+# The checks llm's own CI runs (configured in pyproject.toml), then the tests.
 test: $(VENV)/.installed
+	$(VENV)/bin/black --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 walkthrough: $(VENV)/.installed

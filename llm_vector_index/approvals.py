@@ -50,7 +50,8 @@ def remote_of(
     backend_class: type[VectorIndex], options: Mapping[str, Any], dimensions: int | None
 ) -> Remote | None:
     "The server an index of these (stored) options would contact, if any."
-    if backend_class.remote.__func__ is VectorIndex.remote.__func__:
+    # A bound classmethod has __func__; typeshed does not say so.
+    if backend_class.remote.__func__ is VectorIndex.remote.__func__:  # type: ignore[attr-defined]
         return None  # keeps to its folder: no need to parse its options
     return backend_class.remote(backend_class.validate_options(options, dimensions))
 

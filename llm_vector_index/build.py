@@ -371,10 +371,12 @@ class Build:
             )
             for batch in batches:
                 usable = sync.rankable(batch.vectors)
-                labels, gone = allocator.assign(self._labels_for(collection_id, batch.ids), usable)
+                labels, unrankable = allocator.assign(
+                    self._labels_for(collection_id, batch.ids), usable
+                )
                 backend.add(labels[usable], batch.vectors[usable])
                 text.add(batch, labels, usable, replace=True)
-                evicted += gone.tolist()
+                evicted += unrankable.tolist()
                 held_back += int((~usable).sum())
                 label_rows += batch.label_rows(labels)
                 if self.progress:

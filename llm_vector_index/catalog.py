@@ -25,7 +25,7 @@ migrations = Migrations("llm_vector_index")
 
 @migrations()
 def m001_create_tables(db: Database) -> None:
-    db["vector_indexes"].create(
+    db.table("vector_indexes").create(
         {
             "id": int,
             "name": str,
@@ -46,13 +46,13 @@ def m001_create_tables(db: Database) -> None:
         not_null={"name", "backend", "options", "model", "metric", "created"},
         defaults={"rows": 0, "next_label": 0, "generation": 0},
     )
-    db["vector_indexes"].create_index(["name"], unique=True)
-    db["vector_index_collections"].create(
+    db.table("vector_indexes").create_index(["name"], unique=True)
+    db.table("vector_index_collections").create(
         {"index_id": int, "collection": str, "position": int},
         pk=("index_id", "collection"),
         foreign_keys=[("index_id", "vector_indexes", "id")],
     )
-    db["vector_index_labels"].create(
+    db.table("vector_index_labels").create(
         {
             "index_id": int,
             "label": int,
@@ -64,8 +64,8 @@ def m001_create_tables(db: Database) -> None:
         pk=("index_id", "label"),
         foreign_keys=[("index_id", "vector_indexes", "id")],
     )
-    db["vector_index_labels"].create_index(["index_id", "collection_id", "id"], unique=True)
-    db["vector_index_defaults"].create(
+    db.table("vector_index_labels").create_index(["index_id", "collection_id", "id"], unique=True)
+    db.table("vector_index_defaults").create(
         {"collection": str, "index_id": int},
         pk="collection",
         foreign_keys=[("index_id", "vector_indexes", "id")],
@@ -76,17 +76,17 @@ def m001_create_tables(db: Database) -> None:
 def m002_refresh_and_fingerprint(db: Database) -> None:
     # refresh: "auto" (a query first brings a stale index up to date) or
     # "manual" (a query answers from the last build and says it is behind).
-    db["vector_indexes"].add_column("refresh", str, not_null_default="auto")
+    db.table("vector_indexes").add_column("refresh", str, not_null_default="auto")
     # What the collections looked like when the last build started: see
     # freshness.py. JSON, NULL before the first build.
-    db["vector_indexes"].add_column("fingerprint", str)
+    db.table("vector_indexes").add_column("fingerprint", str)
 
 
 @migrations()
 def m003_chroma_migrations(db: Database) -> None:
     # Where each llm collection was migrated to (a Chroma directory or server
     # and collection), and the second the last complete run started.
-    db["vector_index_migrations"].create(
+    db.table("vector_index_migrations").create(
         {"target": str, "collection_id": int, "watermark": int, "last_run": float, "rows": int},
         pk=("target", "collection_id"),
     )
@@ -96,8 +96,8 @@ def m003_chroma_migrations(db: Database) -> None:
 def m004_tuning(db: Database) -> None:
     # The recall@10 the index is kept tuned to (NULL: never tuned), and the
     # last tuning: what it measured and chose (JSON, see tuning.Tuning).
-    db["vector_indexes"].add_column("target_recall", float)
-    db["vector_indexes"].add_column("tuning", str)
+    db.table("vector_indexes").add_column("target_recall", float)
+    db.table("vector_indexes").add_column("tuning", str)
 
 
 @migrations()
@@ -105,8 +105,8 @@ def m005_keywords(db: Database) -> None:
     # The keyword index beside the vector index (NULL: none): its settings
     # as JSON (tokenizer, fusion, weight, depth; see keywords.py, fusion.py),
     # and how many rows the last build put in it (NULL: not filled yet).
-    db["vector_indexes"].add_column("keywords", str)
-    db["vector_indexes"].add_column("keyword_rows", int)
+    db.table("vector_indexes").add_column("keywords", str)
+    db.table("vector_indexes").add_column("keyword_rows", int)
 
 
 def ensure_schema(db: Database) -> None:
@@ -214,7 +214,7 @@ def insert_record(
 ) -> int:
     with db.atomic():
         index_id = (
-            db["vector_indexes"]
+            db.table("vector_indexes")
             .insert(
                 {
                     "name": name,
@@ -231,11 +231,12 @@ def insert_record(
             )
             .last_pk
         )
+        assert isinstance(index_id, int)  # a rowid: SQLite assigns one
         # Rows left by an index of this id whose row was deleted by hand
         # (SQLite gives the id out again): they are not the new index's.
         for table in ("vector_index_labels", "vector_index_collections", "vector_index_defaults"):
             db.execute(f"delete from {table} where index_id = ?", [index_id])
-        db["vector_index_collections"].insert_all(
+        db.table("vector_index_collections").insert_all(
             {"index_id": index_id, "collection": collection, "position": position}
             for position, collection in enumerate(collections)
         )
@@ -256,7 +257,7 @@ def set_keywords(
 
 
 def set_default(db: Database, collection: str, index_id: int) -> None:
-    db["vector_index_defaults"].upsert(
+    db.table("vector_index_defaults").upsert(
         {"collection": collection, "index_id": index_id}, pk="collection"
     )
 
@@ -326,7 +327,7 @@ def migration_watermark(db: Database, target: str, collection_id: int) -> int | 
 def record_migration(
     db: Database, target: str, collection_id: int, watermark: int, rows: int, when: float
 ) -> None:
-    db["vector_index_migrations"].upsert(
+    db.table("vector_index_migrations").upsert(
         {
             "target": target,
             "collection_id": collection_id,

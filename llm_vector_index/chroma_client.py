@@ -36,6 +36,8 @@ def connect(
 
     quiet = Settings(anonymized_telemetry=False)
     if not host:
+        if path is None:
+            raise TypeError("connect() needs a path or a host")
         try:
             Path(path).mkdir(parents=True, exist_ok=True)
         except OSError as error:

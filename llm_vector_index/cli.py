@@ -416,7 +416,8 @@ def index_keywords(name, drop, tokenizer, mode, fusion, weight, depth, database)
             else "it is built"
         )
         described = ", ".join(
-            f"{k} {'max(4 x N, 50)' if v is None else v}" for k, v in index.record.keywords.items()
+            f"{k} {'max(4 x N, 50)' if v is None else v}"
+            for k, v in (index.record.keywords or {}).items()
         )
         click.echo(f"Keywords of {name}: {described} ({state})", err=True)
 

@@ -4,6 +4,7 @@ with labelled queries (``--qrels``), relevance of each query mode."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import click
 
@@ -108,7 +109,8 @@ def index_evaluate(
                     sweeps.append(sweep(index, **settings, progress=progress))
         else:
             with progress_bar("Evaluating") as progress:
-                results = evaluate(indexes, **settings, progress=progress)
+                # a list of indexes in, a list of evaluations out
+                results = cast(list, evaluate(indexes, **settings, progress=progress))
     finally:
         for index in indexes:
             index.close()

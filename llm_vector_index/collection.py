@@ -17,7 +17,7 @@ is in this one module so that it is easy to remove if llm grows its own hook.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 import llm
@@ -32,7 +32,7 @@ ORIGINALS = {
 
 def _through_index(
     collection: Collection,
-    index: str | bool | None,
+    index: str | Literal[False] | None,
     where: dict[str, Any] | None,
     query: Callable,
     brute_force: Callable,
@@ -51,13 +51,13 @@ def _through_index(
     from .index import Index
 
     if index is not None and index is not False:
-        with Index(index, collection.db) as chosen:
-            return query(chosen)
+        with Index(index, collection.db) as named:
+            return query(named)
     try:
-        chosen = Index.default_for(collection.db, collection.name) if index is None else None
-        if chosen is not None:
-            with chosen:  # closed after the call: nothing held open between calls
-                return query(chosen)
+        default = Index.default_for(collection.db, collection.name) if index is None else None
+        if default is not None:
+            with default:  # closed after the call: nothing held open between calls
+                return query(default)
     except Collection.DoesNotExist:
         raise  # the ID is not in the collection: llm's own answer
     except Exception as error:
@@ -91,7 +91,7 @@ def similar_by_vector(
     skip_id: str | None = None,
     prefix: str | None = None,
     *,
-    index: str | bool | None = None,
+    index: str | Literal[False] | None = None,
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
     "llm's similar_by_vector, through an index when there is one (see module)."
@@ -116,7 +116,7 @@ def similar_by_id(
     number: int = 10,
     prefix: str | None = None,
     *,
-    index: str | bool | None = None,
+    index: str | Literal[False] | None = None,
     where: dict[str, Any] | None = None,
 ) -> list[Entry]:
     "llm's similar_by_id, through an index when there is one (see module)."
@@ -152,7 +152,7 @@ def similar(
     number: int = 10,
     prefix: str | None = None,
     *,
-    index: str | bool | None = None,
+    index: str | Literal[False] | None = None,
     where: dict[str, Any] | None = None,
     mode: str | None = None,
     **fusion_settings: Any,
@@ -193,9 +193,10 @@ def similar(
 
 def install() -> None:
     "Route Collection queries through indexes (idempotent)."
-    Collection.similar = similar
-    Collection.similar_by_id = similar_by_id
-    Collection.similar_by_vector = similar_by_vector
+    # Monkeypatching is the point here (llm has no hook for it).
+    Collection.similar = similar  # type: ignore[method-assign]
+    Collection.similar_by_id = similar_by_id  # type: ignore[method-assign]
+    Collection.similar_by_vector = similar_by_vector  # type: ignore[method-assign]
 
 
 def uninstall() -> None:

@@ -89,8 +89,12 @@ def first_line(error: BaseException) -> str:
 def check_count(value: object, name: str, most: int | None = None) -> int:
     """A count given by a caller (results, queries, a batch): a whole number of
     at least 1, and at most ``most`` where the caller caps it. ``True`` is no count."""
-    whole = isinstance(value, int) and not isinstance(value, bool)
-    if not whole or value < 1 or (most is not None and value > most):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < 1
+        or (most is not None and value > most)
+    ):
         bound = f"from 1 to {most}" if most is not None else "of at least 1"
         raise VectorIndexError(f"{name} must be a whole number {bound}, got {value!r}")
     return value

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -101,7 +101,9 @@ def evaluate(
     ``Evaluation`` out; a list in, a list out. ``progress(done, total)`` is
     called as each index is measured."""
     single = not isinstance(indexes, (list, tuple))
-    chosen = [indexes] if single else list(indexes)
+    chosen: list[Index] = (
+        [cast("Index", indexes)] if single else list(cast("Sequence[Index]", indexes))
+    )
     if not chosen:
         raise VectorIndexError("Name at least one index to evaluate")
     check_count(queries, "queries")
@@ -404,12 +406,11 @@ def probe_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
                 more[2][chosen],
             )
     usable = sync.rankable(probes)
-    return HeldOut(
-        [key for key, ok in zip(keys, usable) if ok],
-        probes[usable],
-        *([value for value, ok in zip(values, usable) if ok] for values in (truth, floors, tops)),
-        k,
-    )
+
+    def kept(values: list) -> list:
+        return [value for value, ok in zip(values, usable) if ok]
+
+    return HeldOut(kept(keys), probes[usable], kept(truth), kept(floors), kept(tops), k)
 
 
 def with_truth(index: Index, keys: list[Key], vectors: np.ndarray, k: int) -> HeldOut:

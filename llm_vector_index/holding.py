@@ -132,7 +132,11 @@ class Holder:
             if generation != index.record.generation:
                 index.reload()
             record = index.record
-            if generation != record.generation or record.keyword_rows is None:
+            if (
+                generation != record.generation
+                or record.keyword_rows is None
+                or record.keywords is None
+            ):
                 raise self.mismatch()
             try:
                 opened = keywords.KeywordIndex.open(
@@ -199,6 +203,8 @@ class Holder:
                 return backend
         path = index.path
         dimensions = index.record.dimensions
+        if dimensions is None:  # built over no rows: no files to open
+            raise self.mismatch()
         try:
             with reading_lock(index):  # not in the middle of another build's commit
                 generation = read_generation(path, index.identity)

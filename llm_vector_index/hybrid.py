@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ def answer(
 
 def search(
     index: Index,
-    text: str,
+    text: str | bytes,
     number: int,
     mode: str,
     embed: Callable[[], Any],
@@ -206,7 +206,7 @@ def _winners(
     fused: Iterator[fusion.Fused],
     number: int,
     vector: np.ndarray,
-    keyword_scores: dict[int, float],
+    keyword_scores: Mapping[Any, float],  # by label (fused keys are labels)
     show_collection: bool,
 ) -> list[IndexEntry]:
     """The first ``number`` fused labels whose rows are still there, read

@@ -321,8 +321,14 @@ class Index:
         if target_recall is not None:
             target_recall = tuning.check_target(target_recall)
         report = Build(self, progress, verify=verify).run(full)
-        if self.record.rows and (target_recall is not None or tuning.needs_tuning(self)):
-            report.tuning = self.tune(target_recall or self.record.target_recall)
+        target = target_recall if target_recall is not None else self.record.target_recall
+        # needs_tuning is only true for an index that has a target
+        if (
+            self.record.rows
+            and target is not None
+            and (target_recall is not None or tuning.needs_tuning(self))
+        ):
+            report.tuning = self.tune(target)
         return report
 
     def tune(self, target: float = tuning.DEFAULT_TARGET, **settings) -> tuning.Tuning:
@@ -333,7 +339,9 @@ class Index:
     def evaluate(self, **settings) -> evaluation.Evaluation:
         """Recall@k against an exact scan, and latency (see evaluate.evaluate:
         ``queries``, ``k``, ``seed``, ``queries_from``, ``query_texts``)."""
-        return evaluation.evaluate(self, **settings)
+        result = evaluation.evaluate(self, **settings)
+        assert isinstance(result, evaluation.Evaluation)  # one index in, one out
+        return result
 
     def keeps_data_elsewhere(self) -> bool:
         "Does the backend keep data outside the index folder (``destroy()``)?"
@@ -425,7 +433,11 @@ class Index:
         with build_lock(self):
             self.reload()
             old = self.record.keywords
-            same_text = bool(old and settings) and old["tokenizer"] == settings["tokenizer"]
+            same_text = (
+                old is not None
+                and settings is not None
+                and old["tokenizer"] == settings["tokenizer"]
+            )
             catalog.set_keywords(self.db, self.record.id, settings, keep_rows=same_text)
             if settings is None:
                 paths.remove_tree(self.path / keyword_index.FOLDER)

@@ -146,7 +146,11 @@ def migrate_to_chroma(
     client = connect(
         path=Path(path) if path else None, host=host, port=port, ssl=ssl, headers=headers
     )
-    target = f"{'https' if ssl else 'http'}://{host}:{port}" if host else str(Path(path).resolve())
+    target = (
+        f"{'https' if ssl else 'http'}://{host}:{port}"
+        if host
+        else str(Path(path or ".").resolve())
+    )
     try:
         with server_errors(host, port):  # a server that dies mid-way: one line
             dimensions = sync.peek_dimensions(db, collections)

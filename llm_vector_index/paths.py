@@ -42,7 +42,7 @@ def is_valid_name(name: object) -> bool:
 
 def check_name(name: object) -> str:
     "The name, if it can name a folder inside the index folder; else InvalidIndexName."
-    if not is_valid_name(name):
+    if not isinstance(name, str) or not is_valid_name(name):
         raise InvalidIndexName(
             f"Invalid index name {name!r}: use up to 100 letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"

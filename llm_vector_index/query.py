@@ -18,6 +18,7 @@ from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError,
 from .filters import ROW_COLUMNS, Filter
 
 if TYPE_CHECKING:
+    from .base import VectorIndex
     from .index import Index
 
 # (collection_id, id) pairs to leave out; collection_id None: in any collection.
@@ -216,14 +217,14 @@ def query_vector(vector: Any) -> np.ndarray:
     return query
 
 
-def _current_backend(index: Index):
+def _current_backend(index: Index) -> VectorIndex:
     "The backend's files as the catalog records them now."
     backend = index.backend()
-    if not index.holder.matches_catalog(backend):
+    if backend is None or not index.holder.matches_catalog(backend):
         # Another process has built since this index was opened (or is
         # between its save and its commit): read what it committed.
         backend = index.holder.reopen()
-    if not index.holder.matches_catalog(backend):
+    if backend is None or not index.holder.matches_catalog(backend):
         raise index.holder.mismatch()
     return backend
 

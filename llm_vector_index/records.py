@@ -91,7 +91,7 @@ _WHOLE_NUMBERS = (
 )
 
 
-def _keyword_settings(settings: dict) -> dict:
+def _keyword_settings(settings: dict) -> dict | None:
     try:
         return keywords.settings(settings)
     except VectorIndexError as error:
@@ -100,8 +100,8 @@ def _keyword_settings(settings: dict) -> dict:
 
 def _json_object(values: dict, key: str) -> dict:
     try:
-        value = json.loads(values.get(key))
-    except (TypeError, ValueError):
+        value = json.loads(values[key])
+    except (KeyError, TypeError, ValueError):
         raise ValueError(f"{key} is not JSON") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ValueError(f"{key} is not a JSON object")

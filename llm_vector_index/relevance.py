@@ -15,7 +15,9 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .errors import VectorIndexError
 
@@ -183,7 +185,7 @@ def judge(
     texts = [query.query for query in judged]
     model = llm.get_embedding_model(index.record.model)
     vectors = list(model.embed_multi(texts))
-    plans = [("vector", "vector", {})]
+    plans: list[tuple[str, str, dict[str, Any]]] = [("vector", "vector", {})]
     if index.record.keywords:
         own = {key: index.record.keywords[key] for key in fusion.DEFAULTS}
         plans += [("keyword", "keyword", {}), (_label("hybrid", own), "hybrid", {})]
@@ -205,7 +207,7 @@ def judge(
         for text, vector in zip(texts, vectors):
             started = time.perf_counter()
             entries = hybrid.answer(
-                index, text, 10, mode, lambda vector=vector: vector, settings=settings or None
+                index, text, 10, mode, partial(_given, vector), settings=settings or None
             )
             timings.append((time.perf_counter() - started) * 1000)
             tops.append([entry.id for entry in entries])
@@ -217,7 +219,7 @@ def judge(
                         text,
                         DEPTH,
                         mode,
-                        lambda vector=vector: vector,
+                        partial(_given, vector),
                         settings=settings or None,
                     )
                 ]
@@ -247,3 +249,8 @@ def judgement_table(results: Sequence[Judgement]) -> str:
             f"{s['recall@10']:.3f} | {s['recall@100']:.3f} | {result.p50_ms:.2f} |"
         )
     return "\n".join(lines)
+
+
+def _given(vector: Any) -> Any:
+    "The query's vector, already embedded (hybrid.answer asks for it by a call)."
+    return vector

@@ -123,7 +123,7 @@ class VectorIndex(llm.Toolbox):
         hit = {
             "id": entry.id,
             "score": round(entry.score, 4) if entry.score is not None else None,
-            "content": content[: self.max_chars] if truncated else content,
+            "content": content[: self.max_chars] if content is not None and truncated else content,
             "truncated": truncated,
             "metadata": entry.metadata,
         }

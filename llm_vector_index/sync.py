@@ -318,11 +318,12 @@ def vectors_from_blobs(
         raise DimensionMismatch(f"Row {ids[0]!r} has no vector to index")
     fits = [blob is not None and len(blob) == width for blob in blobs]
     if all(fits):
-        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), width // 4)
+        joined = b"".join(blob for blob in blobs if blob is not None)
+        return np.frombuffer(joined, dtype="<f4").reshape(len(blobs), width // 4)
     vectors = np.full((len(blobs), width // 4), np.nan, dtype="<f4")
     good = np.flatnonzero(fits)
     if len(good):
-        joined = b"".join(blobs[position] for position in good)
+        joined = b"".join(blob for blob, fit in zip(blobs, fits) if fit and blob is not None)
         vectors[good] = np.frombuffer(joined, dtype="<f4").reshape(len(good), width // 4)
     return vectors
 

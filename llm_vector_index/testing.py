@@ -61,7 +61,8 @@ def write_embeddings(
     embeddings_migrations.apply(db)
     row = db.execute("select id from collections where name = ?", [collection]).fetchone()
     if row is None:
-        collection_id = db["collections"].insert({"name": collection, "model": model}).last_pk
+        collection_id = db.table("collections").insert({"name": collection, "model": model}).last_pk
+        assert isinstance(collection_id, int)
     else:
         collection_id = row[0]
     vectors = np.asarray(vectors, dtype="<f4")

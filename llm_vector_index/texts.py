@@ -18,28 +18,29 @@ class BuildTexts:
     has one: nothing at all otherwise."""
 
     def __init__(self, settings: dict | None) -> None:
-        self.settings = settings
+        self.tokenizer: str | None = settings["tokenizer"] if settings is not None else None
         self.wanted = settings is not None
         self.keyword_index: keywords.KeywordIndex | None = None
-        self.without_text = 0 if self.wanted else None
+        # rows indexed that had no text to keep (None: the index has no keywords)
+        self.without_text: int | None = 0 if self.wanted else None
         self.rows: int | None = None  # in the keyword index once committed
 
     def create(self, folder: Path) -> None:
-        if self.wanted:
+        if self.tokenizer is not None:
             self.keyword_index = keywords.KeywordIndex.create(
-                folder / keywords.FOLDER, self.settings["tokenizer"]
+                folder / keywords.FOLDER, self.tokenizer
             )
 
     def open_current(self, folder: Path, rows: int | None) -> bool:
         """Open the saved keyword index to change it; False if it cannot be
         built on (never filled, missing, damaged, or not the catalog's)."""
-        if not self.wanted:
+        if self.tokenizer is None:
             return True
         if rows is None:
             return False  # keywords added since the last build: fill them
         try:
             self.keyword_index = keywords.KeywordIndex.open(
-                folder / keywords.FOLDER, self.settings["tokenizer"]
+                folder / keywords.FOLDER, self.tokenizer
             )
         except DamagedFiles:
             return False
@@ -52,12 +53,12 @@ class BuildTexts:
     def add(self, batch: sync.Batch, labels: np.ndarray, usable: np.ndarray, replace: bool) -> None:
         """Index the text of the batch's rankable rows (a row whose vector
         cannot be ranked is never returned, so it is not indexed either)."""
-        if self.keyword_index is None:
+        if self.keyword_index is None or batch.contents is None:
             return
         positions = np.flatnonzero(usable)
         texts = [batch.contents[i] for i in positions]
         added = self.keyword_index.add(labels[positions], texts, replace=replace)
-        self.without_text += len(texts) - added
+        self.without_text = (self.without_text or 0) + len(texts) - added
 
     def remove(self, labels) -> None:
         if self.keyword_index is not None:

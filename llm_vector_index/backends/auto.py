@@ -132,7 +132,17 @@ class AutoIndex(VectorIndex):
     def add(self, labels, vectors):  # pragma: no cover
         raise NotImplementedError
 
-    remove = search = count = save = add
+    def remove(self, labels):  # pragma: no cover
+        raise NotImplementedError
+
+    def search(self, query, k, allowed=None):  # pragma: no cover
+        raise NotImplementedError
+
+    def count(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self):  # pragma: no cover
+        raise NotImplementedError
 
 
 def _choose(settings, rows: int, dimensions: int) -> tuple[budget.Codes, str] | None:

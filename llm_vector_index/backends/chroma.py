@@ -303,8 +303,11 @@ class ChromaIndex(VectorIndex):
             # swapped in while this one was open).
             try:
                 saved = load_snapshot(self.path)
-                ours = saved is not None and saved.meta.get("collection") == self._name
-                if ours and _store_files(self.path / "chroma") != saved.meta.get("store"):
+                if (
+                    saved is not None
+                    and saved.meta.get("collection") == self._name
+                    and _store_files(self.path / "chroma") != saved.meta.get("store")
+                ):
                     self.save()
             except (OSError, DamagedFiles):
                 pass
