@@ -109,6 +109,26 @@ def m005_keywords(db: Database) -> None:
     db.table("vector_indexes").add_column("keyword_rows", int)
 
 
+@migrations()
+def m006_label_hints(db: Database) -> None:
+    # llm's rowid of each indexed row as the build read it: a query finds a
+    # winner's row by it (one b-tree lookup, not two), checked against
+    # (collection_id, id) on every read, because llm's replace and VACUUM
+    # move rowids (a stale or NULL hint falls back to the key).
+    db.table("vector_index_labels").add_column("hint", int)
+    if db.table("embeddings").exists():
+        db.execute(
+            "update vector_index_labels set hint = (select e.rowid from embeddings e "
+            "where e.collection_id = vector_index_labels.collection_id "
+            "and e.id = vector_index_labels.id)"
+        )
+
+
+def has_label_hints(db: Database) -> bool:
+    "Has the label map its hint column (m006)? A database no build has upgraded has not."
+    return any(row[1] == "hint" for row in db.execute("pragma table_info(vector_index_labels)"))
+
+
 def ensure_schema(db: Database) -> None:
     "Create or upgrade our tables, and the one index we add to llm's table."
     migrations.apply(db)
@@ -387,12 +407,12 @@ def commit_build(
     *,
     replace_all: bool,
     deleted_labels: list[int],
-    label_rows: list[tuple[int, int, str, int | None, int]],
+    label_rows: list[tuple[int, int, str, int | None, int, int | None]],
     values: dict[str, Any],
     new_generation: bool = True,
 ) -> None:
     """Record a build in one transaction: the label map changes (rows of
-    ``(label, collection_id, id, updated, checksum)``), then the index row, and the
+    ``(label, collection_id, id, updated, checksum, hint)``), then the index row, and the
     generation + 1 when the files changed."""
     with db.atomic():
         if replace_all:
@@ -412,7 +432,7 @@ def commit_build(
             )
         db.conn.executemany(
             "insert or replace into vector_index_labels (index_id, label, "
-            "collection_id, id, updated, checksum) values (?, ?, ?, ?, ?, ?)",
+            "collection_id, id, updated, checksum, hint) values (?, ?, ?, ?, ?, ?, ?)",
             ((index_id, *row) for row in label_rows),
         )
         faults.point("committing")  # inside the open transaction

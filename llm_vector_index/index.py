@@ -66,6 +66,14 @@ class Index:
         # instead of building first, whatever its refresh mode (SQL functions
         # run inside a SELECT, where a build must not write).
         self.may_build = True
+        self._label_hints: bool | None = None
+
+    @property
+    def label_hints(self) -> bool:
+        "Does the label map keep row hints (read once, and after each reload)?"
+        if self._label_hints is None:
+            self._label_hints = catalog.has_label_hints(self.db)
+        return self._label_hints
 
     # -- creating, finding, deleting ------------------------------------------
 
@@ -265,6 +273,7 @@ class Index:
                 f"Index {self.name!r} does not exist (llm index list shows the indexes)"
             )
         self.record = record
+        self._label_hints = None  # a build may have upgraded the catalog
 
     @property
     def backend_class(self) -> type[VectorIndex]:

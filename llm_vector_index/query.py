@@ -252,16 +252,28 @@ def rows_for_labels(index: Index, labels: np.ndarray, columns: str = ROW_COLUMNS
 def _under_labels(index: Index, labels: np.ndarray, columns: str) -> list[tuple]:
     if len(labels) == 0:
         return []
-    return index.db.execute(
+    return index.db.conn.execute(
         f"""
         select {columns}
         from vector_index_labels l
-        join embeddings e on e.collection_id = l.collection_id and e.id = l.id
+        join embeddings e on {ROW_OF_LABEL if index.label_hints else ROW_BY_KEY}
         join collections c on c.id = l.collection_id
         where l.index_id = ? and l.label in ({','.join('?' * len(labels))})
         """,
         [index.record.id, *labels.tolist()],
     ).fetchall()
+
+
+# The rowid of label l's row: its hint where the hint still holds that row
+# (one lookup by rowid), else by the key (llm's replace and VACUUM move
+# rowids; the hint is NULL in label maps from before hints). Two rows can
+# never come back for one label: the key is unique in llm's table.
+ROW_BY_KEY = "e.collection_id = l.collection_id and e.id = l.id"
+ROW_OF_LABEL = """e.rowid = coalesce(
+            (select x.rowid from embeddings x
+             where x.rowid = l.hint and x.collection_id = l.collection_id and x.id = l.id),
+            (select x.rowid from embeddings x
+             where x.collection_id = l.collection_id and x.id = l.id))"""
 
 
 def check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None:

@@ -28,9 +28,10 @@ class Batch:
     updated: list[int | None]
     vectors: np.ndarray  # (len(ids), dimensions) float32
     contents: list[str | None] | None = None  # the stored text, when asked for
+    rowids: list[int | None] | None = None  # llm's rowids as read: the label map's hints
 
     def label_rows(self, labels: np.ndarray) -> list[tuple]:
-        "Label map rows: (label, collection_id, id, updated, checksum)."
+        "Label map rows: (label, collection_id, id, updated, checksum, hint)."
         return list(
             zip(
                 labels.tolist(),
@@ -38,6 +39,7 @@ class Batch:
                 self.ids,
                 self.updated,
                 checksums(self.vectors).tolist(),
+                self.rowids or [None] * len(self.ids),
             )
         )
 
@@ -269,7 +271,7 @@ def read_all(
     bound = "and rowid <= :up_to" if up_to_rowid is not None else ""
     while True:
         rows = db.execute(
-            f"select id, updated, embedding{_CONTENT[with_content]} from embeddings "
+            f"select id, updated, embedding, rowid{_CONTENT[with_content]} from embeddings "
             "where collection_id = :c "
             f"{'and id > :last' if last_id is not None else ''} {bound} "
             "order by id limit :n",
@@ -296,7 +298,7 @@ def read_rows(
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start : start + BATCH_SIZE]
         rows = db.execute(
-            f"select id, updated, embedding{_CONTENT[with_content]} from embeddings "
+            f"select id, updated, embedding, rowid{_CONTENT[with_content]} from embeddings "
             f"where collection_id = ? and id in ({','.join('?' * len(chunk))})",
             [collection_id, *chunk],
         ).fetchall()
@@ -335,7 +337,8 @@ def _to_batch(collection_id: int, rows: list, dimensions: int | None) -> Batch:
         ids=ids,
         updated=[row[1] for row in rows],
         vectors=vectors_from_blobs(ids, [row[2] for row in rows], dimensions),
-        contents=[_text(row[3]) for row in rows] if rows and len(rows[0]) > 3 else None,
+        contents=[_text(row[4]) for row in rows] if rows and len(rows[0]) > 4 else None,
+        rowids=[row[3] for row in rows],
     )
 
 

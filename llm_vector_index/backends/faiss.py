@@ -342,11 +342,10 @@ class FaissIndex(VectorIndex):
         faiss = _faiss()
         queries = normalize(self.check_vectors(queries))
         live = self._live()
-        all_live = self._all_live
+        all_live, live_count = self._all_live, self._live_count  # cached: not O(n) a query
         if allowed is not None:
             live = live & np.isin(self._slot_labels, np.asarray(allowed, dtype=np.int64))
-            all_live = False
-        live_count = int(live.sum())
+            all_live, live_count = False, int(live.sum())
         wanted = min(k, live_count)
         if wanted == 0:
             return no_results(len(queries))
