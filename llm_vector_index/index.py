@@ -19,7 +19,7 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import approvals, catalog, freshness, hybrid, paths, query, sync, tuning
+from . import approvals, batch, catalog, freshness, hybrid, paths, query, sync, tuning
 from . import evaluate as evaluation
 from . import keywords as keyword_index
 from .base import Remote, VectorIndex
@@ -605,6 +605,22 @@ class Index:
             skip=skip,
             collection=collection,
             where=where,
+        )
+
+    def similar_by_vectors(
+        self,
+        vectors: Sequence[Sequence[float]] | np.ndarray,
+        number: int = 10,
+        prefix: str | None = None,
+        *,
+        collection: str | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[list[IndexEntry]]:
+        """``similar_by_vector`` for many queries at once (a matrix, one row a
+        query): one backend search for them all and one read of their rows,
+        the same answers in the same order."""
+        return batch.search_many(
+            self, vectors, number, prefix=prefix, collection=collection, where=where
         )
 
 

@@ -94,7 +94,7 @@ def ranked(
 ) -> list[IndexEntry]:
     """The ``number`` rows nearest ``query`` among ``restricted()`` (None:
     all), once ``begin`` has run."""
-    if not _check_dimensions(index, query):
+    if not check_dimensions(index, query):
         return []  # built, but its collections were empty
     allowed = None
     subset = restricted()
@@ -102,7 +102,7 @@ def ranked(
         if subset.rowids is not None:  # few: exact over just those rows
             return rank(Filter.rows(index.db, subset.rowids), query, skip, show_collection, number)
         allowed = subset.labels(index)
-    return _backend_search(index, query, number, skip, allowed, show_collection)
+    return backend_search(index, query, number, skip, allowed, show_collection)
 
 
 def nearest_labels(
@@ -113,7 +113,7 @@ def nearest_labels(
     (exactly, over a small restriction), once ``begin`` has run. No row is
     read: a hybrid query fuses labels and reads only its winners."""
     nothing = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-    if not _check_dimensions(index, query):
+    if not check_dimensions(index, query):
         return nothing
     allowed = None
     if restricted is not None:
@@ -122,7 +122,7 @@ def nearest_labels(
         allowed = restricted.labels(index)
         if len(allowed) == 0:
             return nothing
-    backend = _current_backend(index)
+    backend = current_backend(index)
     scores, labels = backend.search(query.reshape(1, -1), k, allowed)
     found = labels[0] >= 0
     return scores[0][found], labels[0][found]
@@ -148,7 +148,7 @@ def _nearest_among(index, query, k, rowids):
     return scores[order].astype(np.float32), labels[order]
 
 
-def _check_dimensions(index: Index, query: np.ndarray) -> bool:
+def check_dimensions(index: Index, query: np.ndarray) -> bool:
     "False if the index was built over no rows; DimensionMismatch if the query does not fit."
     record = index.record
     if record.dimensions is None:
@@ -217,7 +217,7 @@ def query_vector(vector: Any) -> np.ndarray:
     return query
 
 
-def _current_backend(index: Index) -> VectorIndex:
+def current_backend(index: Index) -> VectorIndex:
     "The backend's files as the catalog records them now."
     backend = index.backend()
     if backend is None or not index.holder.matches_catalog(backend):
@@ -229,8 +229,8 @@ def _current_backend(index: Index) -> VectorIndex:
     return backend
 
 
-def _backend_search(index, query, number, skip, allowed, show_collection):
-    backend = _current_backend(index)
+def backend_search(index, query, number, skip, allowed, show_collection):
+    backend = current_backend(index)
     available = backend.count() if allowed is None else len(allowed)
     k = backend.candidates(number + len(skip))
     while True:
@@ -327,6 +327,9 @@ def rank(
     ]
     if not rows:
         return []
+    # In rowid order, however they were read: BLAS's last bits depend on the
+    # order, and one query alone or in a batch must score its rows alike.
+    rows.sort(key=lambda row: row[6])
     scores = cosines([row[5] for row in rows], query)
     candidates = np.flatnonzero(np.isfinite(scores))
     if limit is not None and len(candidates) > limit:
