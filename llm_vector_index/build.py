@@ -108,7 +108,7 @@ class Build:
         paths.check_ours_or_absent(index.path)  # before the lock file is made
         if reason := catalog.write_error(self.db, index.record.id):
             raise CannotWrite(f"Cannot build index {index.name!r}: {reason}")
-        with build_lock(index):
+        with build_lock(index.db, index.name):
             index.reload()
             remove_retired(index.path)
             record = index.record
@@ -219,7 +219,7 @@ class Build:
                 faults.point("saved")
                 backend.close()
                 backend = None
-                committing.enter_context(commit_lock(index))
+                committing.enter_context(commit_lock(index.db, index.name))
                 swap_directories(staging, index.path)
                 faults.point("swapped")
             except BaseException:
@@ -320,7 +320,7 @@ class Build:
                 if not backend.capabilities.atomic_save:
                     # Its writes land at once: mark the files as ahead of the catalog
                     # before the first one, so a failure part-way is detected.
-                    committing.enter_context(commit_lock(index))
+                    committing.enter_context(commit_lock(index.db, index.name))
                     write_generation(index.path, record.generation + 1, index.identity)
                 try:
                     return self._apply(backend, text, changes, dimensions, committing)
@@ -386,7 +386,7 @@ class Build:
             text.remove(evicted)
         faults.point("scanned")
         if backend.capabilities.atomic_save:
-            committing.enter_context(commit_lock(index))
+            committing.enter_context(commit_lock(index.db, index.name))
         with saving_ahead(
             index.path, record.generation + 1, index.identity, undo=backend.capabilities.atomic_save
         ) as ahead:

@@ -19,33 +19,32 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from sqlite_utils import Database
 
 from . import paths
 from .errors import CannotWrite, IndexBusy
 from .storage import atomic_write, exclusive_lock
 
-if TYPE_CHECKING:
-    from .index import Index
-
 GENERATION_FILE = "generation"
 
 
 @contextmanager
-def build_lock(index: Index) -> Iterator[None]:
-    "One build at a time per index, across processes."
+def build_lock(db: Database, name: str) -> Iterator[None]:
+    "One build at a time per index (``name`` in ``db``), across processes."
+    lock_path = paths.lock_path(db, name)
     try:
-        paths.mark(index.lock_path.parent)  # the index folder, made as ours
-        lock_file = open(index.lock_path, "a")  # noqa: SIM115 (held for the lock's life)
+        paths.mark(lock_path.parent)  # the index folder, made as ours
+        lock_file = open(lock_path, "a")  # noqa: SIM115 (held for the lock's life)
     except OSError as error:
         raise CannotWrite(
-            f"Cannot build index {index.name!r}: {error.strerror}: {error.filename}"
+            f"Cannot build index {name!r}: {error.strerror}: {error.filename}"
         ) from None
     with lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise IndexBusy(f"Index {index.name!r} is being built by another process") from None
+            raise IndexBusy(f"Index {name!r} is being built by another process") from None
         try:
             yield
         finally:
@@ -53,21 +52,21 @@ def build_lock(index: Index) -> Iterator[None]:
 
 
 @contextmanager
-def commit_lock(index: Index) -> Iterator[None]:
+def commit_lock(db: Database, name: str) -> Iterator[None]:
     """Held (exclusive) from a build's first change to the live files until
     its catalog commit: readers that take it shared (``reading_lock``) see
     files and catalog of one generation. Short: a full build holds it only
     around the folder swap and the commit."""
-    with exclusive_lock(_commit_lock_path(index)):
+    with exclusive_lock(paths.lock_path(db, name, "commit")):
         yield
 
 
 @contextmanager
-def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
+def reading_lock(db: Database, name: str, timeout: float = 60.0) -> Iterator[None]:
     """Wait out a build's save-to-commit window, and keep the next one from
     starting while the catalog is read and the files opened."""
     try:
-        lock_file = open(_commit_lock_path(index))  # noqa: SIM115 (held while waited on)
+        lock_file = open(paths.lock_path(db, name, "commit"))  # noqa: SIM115 (held while waited on)
     except OSError:  # never built here, or not readable: nothing to wait for
         yield
         return
@@ -85,10 +84,6 @@ def reading_lock(index: Index, timeout: float = 60.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _commit_lock_path(index: Index) -> Path:
-    return paths.lock_path(index.db, index.name, "commit")
 
 
 def write_generation(directory: Path, generation: int, owner: str) -> None:

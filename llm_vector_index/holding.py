@@ -127,7 +127,7 @@ class Holder:
         if self._keywords is not None:
             self._keywords.close()
             self._keywords = None
-        with reading_lock(index):
+        with reading_lock(index.db, index.name):
             generation = read_generation(index.path, index.identity)
             if generation != index.record.generation:
                 index.reload()
@@ -157,7 +157,7 @@ class Holder:
     def reopen(self) -> VectorIndex | None:
         """Read the catalog again and reopen the files, both as one build left
         them (waiting out another process's save-to-commit window)."""
-        with reading_lock(self.index):
+        with reading_lock(self.index.db, self.index.name):
             self.close()
             self.index.reload()
             return self.backend()
@@ -206,7 +206,7 @@ class Holder:
         if dimensions is None:  # built over no rows: no files to open
             raise self.mismatch()
         try:
-            with reading_lock(index):  # not in the middle of another build's commit
+            with reading_lock(index.db, index.name):  # not in the middle of another build's commit
                 generation = read_generation(path, index.identity)
                 if generation != index.record.generation:
                     index.reload()  # another process may have committed since

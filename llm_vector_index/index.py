@@ -439,7 +439,7 @@ class Index:
         settings = keyword_index.settings(keywords)
         if settings:
             keyword_index.tantivy_module()
-        with build_lock(self):
+        with build_lock(self.db, self.name):
             self.reload()
             old = self.record.keywords
             same_text = (
