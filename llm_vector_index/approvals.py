@@ -34,7 +34,7 @@ from typing import Any
 import llm
 from sqlite_utils import Database
 
-from . import catalog
+from . import paths
 from .base import Remote, VectorIndex
 from .errors import NotApproved, VectorIndexError
 from .storage import atomic_write, exclusive_lock
@@ -93,7 +93,7 @@ def withdraw(db: Database, index_name: str) -> bool:
 
 
 def _database(db: Database) -> str:
-    path = catalog.database_path(db)
+    path = paths.database_path(db)
     return str(path.resolve()) if path is not None else ":memory:"
 
 

@@ -8,7 +8,7 @@ single query's refill loop."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,15 +16,12 @@ from . import query
 from .errors import DimensionMismatch, VectorIndexError, check_count
 from .filters import ROW_COLUMNS, Filter
 
-if TYPE_CHECKING:
-    from .index import Index
-
 # Rows read in one statement (their labels passed as one JSON array).
 ROWS_PER_READ = 5_000
 
 
 def search_many(
-    index: Index,
+    index: query.Queried,
     vectors: Any,
     number: int,
     *,
@@ -86,7 +83,7 @@ def query_matrix(vectors: Any) -> np.ndarray:
     return np.vstack(checked)
 
 
-def _rows_by_label(index: Index, labels: np.ndarray) -> dict[int, tuple]:
+def _rows_by_label(index: query.Queried, labels: np.ndarray) -> dict[int, tuple]:
     "Every found label's row (see query.rows_for_labels), read in a few statements."
     wanted = np.unique(labels[labels >= 0]).tolist()
     rows: dict[int, tuple] = {}

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,11 +29,20 @@ from .generations import (
     unswap,
     write_generation,
 )
+from .holding import HeldIndex, Holder
 from .storage import load_snapshot
 from .texts import BuildTexts
 
-if TYPE_CHECKING:
-    from .index import Index
+
+class Built(HeldIndex, Protocol):
+    """What a build needs of the index it builds (``Index`` is one): what
+    holding its files needs, the holder itself, and its settings."""
+
+    holder: Holder
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+    def backend(self) -> VectorIndex | None: ...
 
 
 @dataclass
@@ -78,7 +87,7 @@ class Labels:
 class Build:
     def __init__(
         self,
-        index: Index,
+        index: Built,
         progress: Callable[[int, int], None] | None = None,
         verify: bool = False,
     ) -> None:
@@ -115,7 +124,9 @@ class Build:
             collection_ids = self._collection_ids()
             # Before the scan: a row written during the build changes it again.
             self.fingerprint = freshness.fingerprint(self.db, collection_ids)
-            dimensions = record.dimensions or sync.peek_dimensions(self.db, index.collections)
+            dimensions = record.dimensions or sync.peek_dimensions(
+                self.db, index.record.collections
+            )
             catalog.ensure_schema(self.db)
             if dimensions is None:  # nothing to index yet
                 self._commit(True, [], [], dimensions=None, rows=0)
@@ -126,7 +137,7 @@ class Build:
                 # Open the files as saved now: what this process held open may be
                 # older than another process's last build. A full rebuild never
                 # needs the old files: it reads llm's rows.
-                index.close()
+                index.holder.close()
                 if not full:
                     report = self._incremental(collection_ids, dimensions)
                     if report is not None:
@@ -174,8 +185,12 @@ class Build:
         index = self.index
         # The old files are opened only to delete what the backend keeps
         # elsewhere (a Chroma collection): a full rebuild reads llm's rows.
-        retired = index.holder.private() if index.keeps_data_elsewhere() else None
-        index.close()
+        retired = (
+            index.holder.private()
+            if index.backend_class.keeps_data_elsewhere(index.settings)
+            else None
+        )
+        index.holder.close()
         # Same folder name one level down: backends may name things after it.
         staging = paths.staging_path(self.db, index.name)
         paths.remove_tree(staging)  # left by a build that was killed

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database, Migrations
@@ -379,14 +378,6 @@ def delete_record(db: Database, index_id: int) -> None:
         ):
             db.execute(f"delete from {table} where index_id = ?", [index_id])
         db.execute("delete from vector_indexes where id = ?", [index_id])
-
-
-def database_path(db: Database) -> Path | None:
-    "The file behind the connection, or None for an in-memory database."
-    for row in db.execute("pragma database_list").fetchall():
-        if row[1] == "main":
-            return Path(row[2]) if row[2] else None
-    return None
 
 
 LABELS_UNIQUE = "idx_vector_index_labels_index_id_collection_id_id"

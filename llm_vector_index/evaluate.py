@@ -17,17 +17,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from . import sync
 from .base import VectorIndex, normalize
 from .errors import NotBuilt, VectorIndexError, check_count
+from .query import Queried
 from .registry import masked_options
 
-if TYPE_CHECKING:
-    from .index import Index
+
+class Evaluated(Queried, Protocol):
+    """What measuring needs of an index (``Index`` is one): what a query
+    needs, and its folder, settings and backend class."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def settings(self) -> dict[str, Any]: ...
+    @property
+    def backend_class(self) -> type[VectorIndex]: ...
+
 
 Key = tuple[int, str]  # (collection_id, id): one llm row
 WARM_UP = 20  # queries run untimed before measuring
@@ -84,7 +95,7 @@ class Measurement:
 
 
 def evaluate(
-    indexes: Index | Sequence[Index],
+    indexes: Evaluated | Sequence[Evaluated],
     queries: int = 100,
     k: int = 10,
     seed: int = 0,
@@ -101,8 +112,8 @@ def evaluate(
     ``Evaluation`` out; a list in, a list out. ``progress(done, total)`` is
     called as each index is measured."""
     single = not isinstance(indexes, (list, tuple))
-    chosen: list[Index] = (
-        [cast("Index", indexes)] if single else list(cast("Sequence[Index]", indexes))
+    chosen: list[Evaluated] = (
+        [cast("Evaluated", indexes)] if single else list(cast("Sequence[Evaluated]", indexes))
     )
     if not chosen:
         raise VectorIndexError("Name at least one index to evaluate")
@@ -138,7 +149,11 @@ def evaluate(
 
 
 def _query_set(
-    index: Index, count: int, seed: int, queries_from: str | None, query_texts: Sequence[str] | None
+    index: Evaluated,
+    count: int,
+    seed: int,
+    queries_from: str | None,
+    query_texts: Sequence[str] | None,
 ) -> tuple[list[Key], np.ndarray]:
     "The queries every index of an evaluation answers (see ``evaluate``)."
     if queries_from is not None and query_texts is not None:
@@ -176,7 +191,7 @@ class Sweep:
 
 
 def sweep(
-    index: Index,
+    index: Evaluated,
     queries: int = 100,
     k: int = 10,
     seed: int = 0,
@@ -229,7 +244,7 @@ def sweep(
 
 
 def curve(
-    index: Index, backend: VectorIndex, held_out: HeldOut, option: str, values: Sequence[Any]
+    index: Evaluated, backend: VectorIndex, held_out: HeldOut, option: str, values: Sequence[Any]
 ) -> Iterator[tuple[Any, Measurement]]:
     "(value, what the backend did) for each value of ``option``, in order."
     for value in values:
@@ -250,7 +265,7 @@ def _ms(timings: list[float], percentile: int) -> float:
     return float(np.percentile(timings, percentile) * 1000) if timings else 0.0
 
 
-def _evaluation(index: Index, held_out: HeldOut, measured: Measurement) -> Evaluation:
+def _evaluation(index: Evaluated, held_out: HeldOut, measured: Measurement) -> Evaluation:
     record = index.record
     timings = measured.timings
     mean = float(np.mean(timings)) if timings else 0.0
@@ -278,7 +293,7 @@ def _evaluation(index: Index, held_out: HeldOut, measured: Measurement) -> Evalu
     )
 
 
-def _embedded(index: Index, texts: Sequence[str]) -> tuple[list[Key], np.ndarray]:
+def _embedded(index: Evaluated, texts: Sequence[str]) -> tuple[list[Key], np.ndarray]:
     "Texts embedded with the index's model: new text, stored nowhere."
     import llm
 
@@ -296,7 +311,7 @@ def _embedded(index: Index, texts: Sequence[str]) -> tuple[list[Key], np.ndarray
 
 
 def _collection_sample(
-    index: Index, collection: str, count: int, seed: int
+    index: Evaluated, collection: str, count: int, seed: int
 ) -> tuple[list[Key], np.ndarray]:
     "Up to ``count`` rows of another collection of the index's model, seeded."
     row = sync.collection_row(index.db, collection)
@@ -341,7 +356,7 @@ def _usable(keys: list[Key], vectors: np.ndarray) -> tuple[list[Key], np.ndarray
     return [key for key, ok in zip(keys, usable.tolist()) if ok], normalize(vectors[usable])
 
 
-def _built_backend(index: Index) -> VectorIndex:
+def _built_backend(index: Evaluated) -> VectorIndex:
     if index.record.built is None:
         raise NotBuilt(f"Index {index.name!r} has not been built: run llm index build {index.name}")
     backend = index.backend()
@@ -350,13 +365,13 @@ def _built_backend(index: Index) -> VectorIndex:
     return backend
 
 
-def held_out_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
+def held_out_queries(index: Evaluated, count: int, k: int, seed: int = 0) -> HeldOut:
     "Up to ``count`` stored rows of the index (``stored_sample``) and their exact top ``k``."
     keys, vectors = stored_sample(index, count, seed)
     return with_truth(index, keys, vectors, k)
 
 
-def probe_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
+def probe_queries(index: Evaluated, count: int, k: int, seed: int = 0) -> HeldOut:
     """Up to ``count`` probes and their exact top ``k``: new points that stand
     to the data as new text does, for measuring a graph index.
 
@@ -413,13 +428,13 @@ def probe_queries(index: Index, count: int, k: int, seed: int = 0) -> HeldOut:
     return HeldOut(kept(keys), probes[usable], kept(truth), kept(floors), kept(tops), k)
 
 
-def with_truth(index: Index, keys: list[Key], vectors: np.ndarray, k: int) -> HeldOut:
+def with_truth(index: Evaluated, keys: list[Key], vectors: np.ndarray, k: int) -> HeldOut:
     "Queries with their exact top ``k`` (``exact_neighbours``)."
     truth, floors, tops = exact_neighbours(index, keys, vectors, k)
     return HeldOut(keys, vectors, truth, floors, tops, k)
 
 
-def stored_sample(index: Index, count: int, seed: int = 0) -> tuple[list[Key], np.ndarray]:
+def stored_sample(index: Evaluated, count: int, seed: int = 0) -> tuple[list[Key], np.ndarray]:
     """Up to ``count`` stored rows of the index, chosen with ``seed`` (labels
     drawn at random, so no scan of the label map), unit length."""
     record = index.record
@@ -440,7 +455,7 @@ def stored_sample(index: Index, count: int, seed: int = 0) -> tuple[list[Key], n
 
 
 def exact_neighbours(
-    index: Index, keys: list[Key], queries: np.ndarray, k: int
+    index: Evaluated, keys: list[Key], queries: np.ndarray, k: int
 ) -> tuple[list[list[Key]], list[float], list[float]]:
     """The true top ``k`` rows per query, each query's own row excluded, and
     each query's k-th best and best score; every row of the covered
@@ -479,7 +494,7 @@ def exact_neighbours(
     return truth, floors, tops
 
 
-def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> Measurement:
+def measure(index: Evaluated, backend: VectorIndex, held_out: HeldOut) -> Measurement:
     """Recall@k and recall@1 of ``backend`` on the held-out queries (each
     query's own row dropped from its results) and the seconds each single
     query took. A row returned counts when its exact score reaches the k-th
@@ -521,7 +536,7 @@ def measure(index: Index, backend: VectorIndex, held_out: HeldOut) -> Measuremen
     return Measurement(float(np.mean(hits)), float(np.mean(firsts)), timings)
 
 
-def _rows_of(index: Index, labels: set[int]) -> dict[int, tuple[Key, np.ndarray]]:
+def _rows_of(index: Evaluated, labels: set[int]) -> dict[int, tuple[Key, np.ndarray]]:
     "Label -> (row, unit vector as stored in llm's table now)."
     width = 4 * (index.record.dimensions or 0)
     rows = [
@@ -542,7 +557,7 @@ def _rows_of(index: Index, labels: set[int]) -> dict[int, tuple[Key, np.ndarray]
     }
 
 
-def _labelled_rows(index: Index, labels: Sequence[int]) -> list[tuple]:
+def _labelled_rows(index: Evaluated, labels: Sequence[int]) -> list[tuple]:
     "(label, collection_id, id, embedding) of the index's rows under ``labels``."
     rows = []
     for start in range(0, len(labels), 500):

@@ -19,15 +19,38 @@ and a loader's error on bad bytes becomes ``DamagedFiles`` naming the fix.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
+
+from sqlite_utils import Database
 
 from . import keywords, open_indexes
 from .base import VectorIndex
 from .errors import DamagedFiles, VectorIndexError, first_line
 from .generations import read_generation, reading_lock
+from .records import IndexRecord
 
-if TYPE_CHECKING:
-    from .index import Index
+
+class HeldIndex(Protocol):
+    """What a Holder needs of the index it holds files for (``Index`` is one):
+    where its files are and whose they are, its catalog row read again, and
+    a backend of its kind constructed."""
+
+    db: Database
+    record: IndexRecord
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def identity(self) -> str: ...
+    @property
+    def backend_class(self) -> type[VectorIndex]: ...
+    def reload(self) -> None: ...
+    def new_backend(
+        self, path: Path, dimensions: int, *, read_only: bool = False
+    ) -> VectorIndex: ...
 
 
 class FilesMismatch(DamagedFiles):
@@ -37,7 +60,7 @@ class FilesMismatch(DamagedFiles):
 class Holder:
     "The backend one ``Index`` holds open, if any."
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: HeldIndex) -> None:
         self.index = index
         self._backend: VectorIndex | None = None
         self._shared = False  # from open_indexes: never closed here

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from . import catalog
 from .errors import InvalidIndexName, UnsafePath, VectorIndexError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -50,9 +49,17 @@ def check_name(name: object) -> str:
     return name
 
 
+def database_path(db: Database) -> Path | None:
+    "The file behind the connection, or None for an in-memory database."
+    for row in db.execute("pragma database_list").fetchall():
+        if row[1] == "main":
+            return Path(row[2]) if row[2] else None
+    return None
+
+
 def indexes_directory(db: Database) -> Path:
     "Where the backends' files live: a folder beside the database file."
-    path = catalog.database_path(db)
+    path = database_path(db)
     if path is None:
         raise VectorIndexError("Vector indexes need a database file, not :memory:")
     return path.parent / f"{path.name}.vector-indexes"

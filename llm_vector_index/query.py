@@ -8,18 +8,38 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from llm.embeddings import Entry
+from sqlite_utils import Database
 
 from . import filters
 from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from .filters import ROW_COLUMNS, Filter
+from .holding import Holder
+from .records import IndexRecord
 
 if TYPE_CHECKING:
     from .base import VectorIndex
-    from .index import Index
+
+
+class Queried(Protocol):
+    """What a query needs of the index it asks (``Index`` is one): its
+    catalog row, its files as the holder keeps them, and brought up to date."""
+
+    db: Database
+    record: IndexRecord
+    holder: Holder
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def label_hints(self) -> bool: ...
+    def backend(self) -> VectorIndex | None: ...
+    def ensure_fresh(self) -> None: ...
+    def collection_ids(self, only: str | None = None) -> list[int]: ...
+
 
 # (collection_id, id) pairs to leave out; collection_id None: in any collection.
 Skip = frozenset
@@ -35,7 +55,7 @@ class Restriction:
     rowids: list[int] | None  # None: more than filters.SCRATCH_LIMIT
     _labels: np.ndarray | None = field(default=None, repr=False)
 
-    def labels(self, index: Index) -> np.ndarray:
+    def labels(self, index: Queried) -> np.ndarray:
         if self._labels is None:
             subset = self.subset
             if subset is None:
@@ -62,7 +82,7 @@ class IndexEntry(Entry):
 
 
 def search(
-    index: Index,
+    index: Queried,
     vector: Any,
     number: int,
     *,
@@ -85,7 +105,7 @@ def search(
 
 
 def ranked(
-    index: Index,
+    index: Queried,
     query: np.ndarray,
     number: int,
     skip: Skip,
@@ -106,7 +126,7 @@ def ranked(
 
 
 def nearest_labels(
-    index: Index, query: np.ndarray, k: int, restricted: Restriction | None
+    index: Queried, query: np.ndarray, k: int, restricted: Restriction | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(cosine scores, labels) of the ``k`` indexed rows nearest ``query``
     among ``restricted`` (None: all), best first, as the backend scores them
@@ -148,7 +168,7 @@ def _nearest_among(index, query, k, rowids):
     return scores[order].astype(np.float32), labels[order]
 
 
-def check_dimensions(index: Index, query: np.ndarray) -> bool:
+def check_dimensions(index: Queried, query: np.ndarray) -> bool:
     "False if the index was built over no rows; DimensionMismatch if the query does not fit."
     record = index.record
     if record.dimensions is None:
@@ -161,7 +181,7 @@ def check_dimensions(index: Index, query: np.ndarray) -> bool:
     return True
 
 
-def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
+def begin(index: Queried, collection: str | None) -> tuple[str | None, bool]:
     """Checks every query makes first, and the index brought up to date:
     the collection to restrict to (None: all) and whether results name
     their collection."""
@@ -180,7 +200,7 @@ def begin(index: Index, collection: str | None) -> tuple[str | None, bool]:
 
 
 def restriction(
-    index: Index, collection: str | None, prefix: str | None, where: dict[str, Any] | None
+    index: Queried, collection: str | None, prefix: str | None, where: dict[str, Any] | None
 ) -> Restriction | None:
     "The rows a filter allows, or None when there is no filter."
     if not (prefix or collection or where):
@@ -217,7 +237,7 @@ def query_vector(vector: Any) -> np.ndarray:
     return query
 
 
-def current_backend(index: Index) -> VectorIndex:
+def current_backend(index: Queried) -> VectorIndex:
     "The backend's files as the catalog records them now."
     backend = index.backend()
     if backend is None or not index.holder.matches_catalog(backend):
@@ -244,12 +264,12 @@ def backend_search(index, query, number, skip, allowed, show_collection):
         k = min(available, k * 2)
 
 
-def rows_for_labels(index: Index, labels: np.ndarray, columns: str = ROW_COLUMNS) -> list[tuple]:
+def rows_for_labels(index: Queried, labels: np.ndarray, columns: str = ROW_COLUMNS) -> list[tuple]:
     "The rows (see ROW_COLUMNS, then the label) under these labels, if still there."
     return _under_labels(index, labels, f"{columns}, l.label")
 
 
-def _under_labels(index: Index, labels: np.ndarray, columns: str) -> list[tuple]:
+def _under_labels(index: Queried, labels: np.ndarray, columns: str) -> list[tuple]:
     if len(labels) == 0:
         return []
     return index.db.conn.execute(
@@ -276,7 +296,7 @@ ROW_OF_LABEL = """e.rowid = coalesce(
              where x.collection_id = l.collection_id and x.id = l.id))"""
 
 
-def check_label_map(index: Index, labels: np.ndarray, rows: list[tuple]) -> None:
+def check_label_map(index: Queried, labels: np.ndarray, rows: list[tuple]) -> None:
     """Cheap checks that the label map the rows came through is sound (a
     crafted or damaged database): no row of a collection the index does not
     cover, no row twice, and not every label unknown to it (its rows may be

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,8 +27,12 @@ from . import catalog, evaluate
 from .base import DEFAULT_TARGET_RECALL
 from .errors import VectorIndexError
 
-if TYPE_CHECKING:
-    from .index import Index
+
+class Tuned(evaluate.Evaluated, Protocol):
+    "What tuning needs of an index: what measuring needs, and its row read again."
+
+    def reload(self) -> None: ...
+
 
 DEFAULT_TARGET = DEFAULT_TARGET_RECALL
 QUERIES = 500
@@ -78,7 +82,7 @@ def check_target(target: Any) -> float:
 
 
 def tune(
-    index: Index,
+    index: Tuned,
     target: float = DEFAULT_TARGET,
     *,
     queries: int = QUERIES,
@@ -152,7 +156,7 @@ def tune(
     return tuning
 
 
-def needs_tuning(index: Index) -> bool:
+def needs_tuning(index: Tuned) -> bool:
     """Has the index a target it was not tuned for, at about its present size,
     with the setting its backend trades now (``auto`` may have switched)?"""
     record = index.record
