@@ -19,6 +19,7 @@ from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError,
 from .filters import ROW_COLUMNS, Filter
 from .holding import Holder
 from .records import IndexRecord
+from .reuse import reuse
 
 if TYPE_CHECKING:
     from .base import VectorIndex
@@ -209,8 +210,23 @@ def restriction(
     if not restricted:
         return Restriction(None, [])
     subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
+    try:
+        key = (
+            index.record.id,
+            index.record.generation,
+            tuple(restricted),
+            subset.prefix,
+            json.dumps(subset.where, sort_keys=True),
+            filters.SCRATCH_LIMIT,
+        )
+    except (TypeError, ValueError):  # a value JSON cannot hold: read it afresh
+        return _read_restriction(index.db, subset)
+    return reuse(index.db, key, lambda: _read_restriction(index.db, subset))
+
+
+def _read_restriction(db: Database, subset: Filter) -> Restriction:
     # Whether there are few is learnt by reading one more than few can be.
-    rowids = subset.rowids(index.db, limit=filters.SCRATCH_LIMIT + 1)
+    rowids = subset.rowids(db, limit=filters.SCRATCH_LIMIT + 1)
     return Restriction(subset, rowids if len(rowids) <= filters.SCRATCH_LIMIT else None)
 
 
