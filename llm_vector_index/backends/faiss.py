@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from ..base import (
 )
 from ..errors import InvalidOptions, VectorIndexError
 from ..hookspecs import hookimpl
+from ..readahead import read_ahead
 from ..storage import array_writer, load_snapshot, save_snapshot
 
 # Compact when tombstones exceed this share of the slots (and at least 1,000).
@@ -212,6 +214,9 @@ class FaissIndex(VectorIndex):
         queries touch, not the whole file (faiss >= 1.11)."""
         faiss = _faiss()
         if self.read_only:
+            # From a cold page cache, faiss's own reads through the mapping
+            # are page by page: readahead.py reads the file in order beside it.
+            read_ahead(Path(path))
             for flags in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
                 if hasattr(faiss, flags):
                     try:
