@@ -6,7 +6,7 @@ stored rows and probes, at every value of an index's tunable setting.
 
 Held-out queries are new text (the npz's ``query_vectors``, or fresh gaussian
 vectors), never stored. Stored rows are excluded from their own truth and
-results. Probes are what tuning uses (``evaluate.probe_queries``). The three
+results. Probes are what tuning uses (``heldout.probe_queries``). The three
 go through the same index and the same measurement (``evaluate.measure``).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from sqlite_utils import Database
 from threadpoolctl import threadpool_limits
 
-from llm_vector_index import Index, evaluate
+from llm_vector_index import Index, evaluate, heldout
 from llm_vector_index.testing import write_embeddings
 
 BACKENDS = {  # what `auto` builds above its exact limit, and the plain graphs
@@ -65,9 +65,9 @@ def main() -> None:
             index.build()
             keys, queries = evaluate._collection_sample(index, "held", args.queries, 0)
             sets = {
-                "held-out": evaluate.with_truth(index, keys, queries, 10),
-                "stored rows": evaluate.held_out_queries(index, args.queries, 10),
-                "probes": evaluate.probe_queries(index, args.queries, 10),
+                "held-out": heldout.with_truth(index, keys, queries, 10),
+                "stored rows": heldout.held_out_queries(index, args.queries, 10),
+                "probes": heldout.probe_queries(index, args.queries, 10),
             }
             tunable = index.backend_class.tunable(index.settings)
             backend_instance = index.holder.private()

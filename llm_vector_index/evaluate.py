@@ -1,13 +1,14 @@
 """How good is an index? Recall@k (and recall@1) against an exact scan, and
 query latency.
 
-Queries are probes by default (``probe_queries``): new points, each as far
-from a stored row as that row is from its nearest other row, as new text is.
-A stored row, even excluded from its own truth and results as ``llm similar
-ID`` excludes the row it was asked about, flatters a graph index: it is a
-node linked to its neighbours (``held_out_queries`` makes such queries, for
-comparison). Or the vectors of another collection, or texts. The truth is an exact cosine scan of every row of llm's tables, read in batches
-from SQLite. tuning.py measures its curves with the same parts.
+Queries are probes by default (``heldout.probe_queries``): new points, each
+as far from a stored row as that row is from its nearest other row, as new
+text is. A stored row, even excluded from its own truth and results as
+``llm similar ID`` excludes the row it was asked about, flatters a graph
+index: it is a node linked to its neighbours (``heldout.held_out_queries``
+makes such queries, for comparison). Or the vectors of another collection,
+or texts. The truth is an exact cosine scan of every row of llm's tables
+(heldout.py). tuning.py measures its curves with the same parts.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from . import sync
+from . import heldout, sync
 from .base import VectorIndex, normalize
 from .errors import NotBuilt, VectorIndexError, check_count
+from .heldout import HeldOut, Key
 from .query import Queried
 from .registry import masked_options
 
@@ -40,10 +42,7 @@ class Evaluated(Queried, Protocol):
     def backend_class(self) -> type[VectorIndex]: ...
 
 
-Key = tuple[int, str]  # (collection_id, id): one llm row
 WARM_UP = 20  # queries run untimed before measuring
-# Probes too near other rows step farther: these shares of the first cosine.
-PROBE_STEPS = (0.85, 0.7, 0.55)
 
 
 @dataclass
@@ -70,19 +69,6 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class HeldOut:
-    """Queries with their exact neighbours: probes, other texts, or stored
-    rows (each excluded from its own truth and results)."""
-
-    keys: list[Key]
-    vectors: np.ndarray  # unit length, float32
-    truth: list[list[Key]]
-    floors: list[float]  # each query's k-th best exact score: ties count as hits
-    tops: list[float]  # each query's best exact score: recall@1
-    k: int
 
 
 @dataclass
@@ -139,7 +125,7 @@ def evaluate(
     keys, vectors = _query_set(first, queries, seed, queries_from, query_texts)
     results = []
     for index in chosen:
-        held_out = with_truth(index, keys, vectors, k)
+        held_out = heldout.with_truth(index, keys, vectors, k)
         result = _evaluation(index, held_out, measure(index, _built_backend(index), held_out))
         result.open_mb = opened_mb[index.name]
         results.append(result)
@@ -162,7 +148,7 @@ def _query_set(
         return _embedded(index, query_texts)
     if queries_from is not None:
         return _collection_sample(index, queries_from, count, seed)
-    probes = probe_queries(index, count, 1, seed)  # each index's own truth comes later
+    probes = heldout.probe_queries(index, count, 1, seed)  # each index's own truth comes later
     return probes.keys, probes.vectors
 
 
@@ -216,7 +202,7 @@ def sweep(
     index.ensure_fresh()
     _built_backend(index)
     keys, vectors = _query_set(index, queries, seed, queries_from, query_texts)
-    held_out = with_truth(index, keys, vectors, k)
+    held_out = heldout.with_truth(index, keys, vectors, k)
     backend = index.holder.private()
     if backend is None:
         raise VectorIndexError(f"Index {index.name!r} cannot be opened: run llm index build")
@@ -307,7 +293,7 @@ def _embedded(index: Evaluated, texts: Sequence[str]) -> tuple[list[Key], np.nda
             f"Embedding model {index.record.model!r} of index {index.name!r} is not installed"
         ) from None
     vectors = np.array(list(model.embed_multi(texts)), dtype=np.float32)
-    return _usable([(-1, f"query {n}") for n in range(len(texts))], vectors)
+    return heldout.usable_queries([(-1, f"query {n}") for n in range(len(texts))], vectors)
 
 
 def _collection_sample(
@@ -346,14 +332,8 @@ def _collection_sample(
     vectors = sync.vectors_from_blobs(
         [r[0] for r in rows], [r[1] for r in rows], index.record.dimensions
     )
-    keys, vectors = _usable([(row["id"], r[0]) for r in rows], vectors)
+    keys, vectors = heldout.usable_queries([(row["id"], r[0]) for r in rows], vectors)
     return keys[:count], vectors[:count]
-
-
-def _usable(keys: list[Key], vectors: np.ndarray) -> tuple[list[Key], np.ndarray]:
-    "Drop vectors that cannot be ranked; the rest unit length."
-    usable = sync.rankable(vectors)
-    return [key for key, ok in zip(keys, usable.tolist()) if ok], normalize(vectors[usable])
 
 
 def _built_backend(index: Evaluated) -> VectorIndex:
@@ -363,135 +343,6 @@ def _built_backend(index: Evaluated) -> VectorIndex:
     if backend is None or backend.count() == 0:
         raise VectorIndexError(f"Index {index.name!r} is empty: nothing to evaluate")
     return backend
-
-
-def held_out_queries(index: Evaluated, count: int, k: int, seed: int = 0) -> HeldOut:
-    "Up to ``count`` stored rows of the index (``stored_sample``) and their exact top ``k``."
-    keys, vectors = stored_sample(index, count, seed)
-    return with_truth(index, keys, vectors, k)
-
-
-def probe_queries(index: Evaluated, count: int, k: int, seed: int = 0) -> HeldOut:
-    """Up to ``count`` probes and their exact top ``k``: new points that stand
-    to the data as new text does, for measuring a graph index.
-
-    A stored row flatters a graph even with itself excluded: it is a node,
-    linked to its own neighbours. A probe is no node. It starts from a stored
-    row in a random direction at right angles to it, as far as its nearest
-    row is as near as that stored row's own nearest other row: if new text
-    comes from the same distribution as the rows, its nearest stored row is
-    that far away too. On the real 40k in shared/data, probes understated
-    the recall@10 of 500 held-out summaries by 0.01 to 0.02 near 0.95 (faiss
-    HNSW32,SQ8, hnswlib M16), and on 32-dimensional gaussian data they matched
-    new queries within 0.02; stored rows overstated both by up to 0.24
-    (docs/tuning.md has the tables).
-    """
-    stored = held_out_queries(index, count, k, seed)
-    rows = stored.vectors[: len(stored.tops)]
-    if not len(rows):
-        return stored
-    near = np.clip(np.nan_to_num(np.array(stored.tops, np.float32), neginf=0.0), -1.0, 1.0)
-    # A stream of its own: a test that seeds its data with seed + 1 must not
-    # get its own rows back as directions.
-    directions = np.random.default_rng((seed, 0x9E37)).standard_normal(rows.shape)
-    directions = directions.astype(np.float32)
-    directions -= np.sum(directions * rows, axis=1, keepdims=True) * rows
-    directions = normalize(directions)
-
-    def step(cosines):  # points at these cosines from their rows
-        return normalize(cosines[:, None] * rows + np.sqrt(1 - cosines[:, None] ** 2) * directions)
-
-    # At the row's own distance first. In many dimensions a random direction
-    # leads away from every other row and that is far enough; where the data
-    # fills its space, another row may be nearer, so farther steps are tried.
-    keys = [(-1, f"probe {n}") for n in range(len(rows))]
-    probes = step(near)
-    truth, floors, tops = exact_neighbours(index, keys, probes, k)
-    too_near = [n for n in range(len(rows)) if tops[n] > near[n] + 1e-5]
-    if too_near:
-        farther = np.concatenate([step(near * share)[too_near] for share in PROBE_STEPS])
-        more = exact_neighbours(index, [(-1, f"step {n}") for n in range(len(farther))], farther, k)
-        for n, position in enumerate(too_near):
-            tries = range(n, len(farther), len(too_near))
-            chosen = next((t for t in tries if more[2][t] <= near[position] + 1e-5), tries[-1])
-            probes[position] = farther[chosen]
-            truth[position], floors[position], tops[position] = (
-                more[0][chosen],
-                more[1][chosen],
-                more[2][chosen],
-            )
-    usable = sync.rankable(probes)
-
-    def kept(values: list) -> list:
-        return [value for value, ok in zip(values, usable) if ok]
-
-    return HeldOut(kept(keys), probes[usable], kept(truth), kept(floors), kept(tops), k)
-
-
-def with_truth(index: Evaluated, keys: list[Key], vectors: np.ndarray, k: int) -> HeldOut:
-    "Queries with their exact top ``k`` (``exact_neighbours``)."
-    truth, floors, tops = exact_neighbours(index, keys, vectors, k)
-    return HeldOut(keys, vectors, truth, floors, tops, k)
-
-
-def stored_sample(index: Evaluated, count: int, seed: int = 0) -> tuple[list[Key], np.ndarray]:
-    """Up to ``count`` stored rows of the index, chosen with ``seed`` (labels
-    drawn at random, so no scan of the label map), unit length."""
-    record = index.record
-    rng = np.random.default_rng(seed)
-    wanted = rng.permutation(max(record.next_label, 1))[: 2 * count + 20].tolist()
-    rows = _labelled_rows(index, wanted)
-    order = {label: position for position, label in enumerate(wanted)}
-    rows.sort(key=lambda row: order[row[0]])
-    width = 4 * (record.dimensions or 0)
-    rows = [row for row in rows if row[3] is not None and len(row[3]) == width]
-    if not rows:
-        return [], np.empty((0, record.dimensions or 0), np.float32)
-    vectors = sync.vectors_from_blobs(
-        [row[2] for row in rows], [row[3] for row in rows], record.dimensions
-    )
-    keys, vectors = _usable([(row[1], row[2]) for row in rows], vectors)
-    return keys[:count], vectors[:count]
-
-
-def exact_neighbours(
-    index: Evaluated, keys: list[Key], queries: np.ndarray, k: int
-) -> tuple[list[list[Key]], list[float], list[float]]:
-    """The true top ``k`` rows per query, each query's own row excluded, and
-    each query's k-th best and best score; every row of the covered
-    collections is scanned once."""
-    if not keys:
-        return [], [], []
-    own = {key: position for position, key in enumerate(keys)}
-    seen: list[Key] = []  # every row scanned; the best are kept as positions in it
-    best_scores = np.full((len(keys), 0), -np.inf)
-    best_rows = np.empty((len(keys), 0), dtype=np.int64)
-    for collection_id in index.collection_ids():
-        for batch in sync.read_all(index.db, collection_id, index.record.dimensions):
-            scores = np.full((len(keys), len(batch.ids)), -np.inf)
-            usable = sync.rankable(batch.vectors)
-            scores[:, usable] = queries @ normalize(batch.vectors[usable]).T
-            for column, id in enumerate(batch.ids):
-                if (collection_id, id) in own:  # never its own neighbour
-                    scores[own[(collection_id, id)], column] = -np.inf
-            rows = np.arange(len(seen), len(seen) + len(batch.ids))
-            seen += [(collection_id, id) for id in batch.ids]
-            scores = np.concatenate([best_scores, scores], axis=1)
-            candidates = np.concatenate(
-                [best_rows, np.broadcast_to(rows, (len(keys), len(rows)))], axis=1
-            )
-            keep = min(k, scores.shape[1])
-            top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-            best_scores = np.take_along_axis(scores, top, axis=1)
-            best_rows = np.take_along_axis(candidates, top, axis=1)
-    truth = [
-        [seen[row] for score, row in zip(row_scores, rows) if score > -np.inf]
-        for row_scores, rows in zip(best_scores.tolist(), best_rows.tolist())
-    ]
-    found = [[s for s in row if s > -np.inf] for row in best_scores.tolist()]
-    floors = [min(row, default=-np.inf) for row in found]
-    tops = [max(row, default=-np.inf) for row in found]
-    return truth, floors, tops
 
 
 def measure(index: Evaluated, backend: VectorIndex, held_out: HeldOut) -> Measurement:
@@ -541,7 +392,7 @@ def _rows_of(index: Evaluated, labels: set[int]) -> dict[int, tuple[Key, np.ndar
     width = 4 * (index.record.dimensions or 0)
     rows = [
         row
-        for row in _labelled_rows(index, sorted(labels))
+        for row in heldout.labelled_rows(index, sorted(labels))
         if row[3] is not None and len(row[3]) == width
     ]
     if not rows:
@@ -555,17 +406,3 @@ def _rows_of(index: Evaluated, labels: set[int]) -> dict[int, tuple[Key, np.ndar
         label: ((collection_id, id), vector)
         for (label, collection_id, id, _), vector in zip(rows, vectors)
     }
-
-
-def _labelled_rows(index: Evaluated, labels: Sequence[int]) -> list[tuple]:
-    "(label, collection_id, id, embedding) of the index's rows under ``labels``."
-    rows = []
-    for start in range(0, len(labels), 500):
-        chunk = labels[start : start + 500]
-        rows += index.db.execute(
-            "select l.label, l.collection_id, l.id, e.embedding from vector_index_labels l "
-            "join embeddings e on e.collection_id = l.collection_id and e.id = l.id "
-            f"where l.index_id = ? and l.label in ({','.join('?' * len(chunk))})",
-            [index.record.id, *chunk],
-        ).fetchall()
-    return rows

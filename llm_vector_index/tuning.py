@@ -7,7 +7,7 @@ option is tuned to a target at build (0.95 unless the user names another:
 ``llm index build NAME --target-recall 0.99``, ``Index.tune(0.99)``; a value
 the user set for the option itself is kept, untuned), and the index
 measures it: every value of the option is tried cheapest first, on probes
-(``evaluate.probe_queries``: new points as far from the data as new text
+(``heldout.probe_queries``: new points as far from the data as new text
 is, never a stored row that flatters a graph), until recall@10 reaches the
 target. The choice goes into the index's options (every later open uses it)
 and the curve into the catalog, for ``llm index show``. An index whose row
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import catalog, evaluate
+from . import catalog, evaluate, heldout
 from .base import DEFAULT_TARGET_RECALL
 from .errors import VectorIndexError
 
@@ -103,7 +103,7 @@ def tune(
     catalog.ensure_schema(index.db)
     started = time.perf_counter()
     tunable = index.backend_class.tunable(index.settings)
-    probes = evaluate.probe_queries(index, queries, k, seed)
+    probes = heldout.probe_queries(index, queries, k, seed)
     # A private instance: trying settings must not change what queries use.
     backend = index.holder.private()
     if backend is None:
