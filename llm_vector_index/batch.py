@@ -7,16 +7,15 @@ single query's refill loop."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from . import query
 from .errors import DimensionMismatch, VectorIndexError, check_count
-from .filters import ROW_COLUMNS, Filter
+from .filters import Filter
 
-# Rows read in one statement (their labels passed as one JSON array).
+# Rows read in one statement (under SQLite's 32,766 parameters).
 ROWS_PER_READ = 5_000
 
 
@@ -84,20 +83,10 @@ def query_matrix(vectors: Any) -> np.ndarray:
 
 
 def _rows_by_label(index: query.Queried, labels: np.ndarray) -> dict[int, tuple]:
-    "Every found label's row (see query.rows_for_labels), read in a few statements."
-    wanted = np.unique(labels[labels >= 0]).tolist()
+    "Every found label's row (query.rows_for_labels), read a few thousand at a time."
+    wanted = np.unique(labels[labels >= 0])
     rows: dict[int, tuple] = {}
-    on = query.ROW_OF_LABEL if index.label_hints else query.ROW_BY_KEY
     for start in range(0, len(wanted), ROWS_PER_READ):
-        for row in index.db.conn.execute(
-            f"""
-            select {ROW_COLUMNS}, l.label
-            from json_each(?) j
-            cross join vector_index_labels l on l.index_id = ? and l.label = j.value
-            join embeddings e on {on}
-            join collections c on c.id = l.collection_id
-            """,
-            [json.dumps(wanted[start : start + ROWS_PER_READ]), index.record.id],
-        ):
+        for row in query.rows_for_labels(index, wanted[start : start + ROWS_PER_READ]):
             rows[row[-1]] = row
     return rows
