@@ -94,7 +94,8 @@ class Remote:
     secrets: tuple[str, ...] = ()  # environment variables it reads
 
     def describe(self) -> str:
-        reads = ", ".join(f"${name}" for name in self.secrets)
+        # (A secret the address already names, e.g. "from $DSN", is not repeated.)
+        reads = ", ".join(f"${name}" for name in self.secrets if f"${name}" not in self.address)
         return f"{self.backend} server {self.address}" + (
             f" with the secret in {reads}" if reads else ""
         )

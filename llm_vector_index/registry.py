@@ -22,6 +22,7 @@ DEFAULT_BACKEND_PLUGINS = (
     "llm_vector_index.backends.faiss",
     "llm_vector_index.backends.hnswlib",
     "llm_vector_index.backends.chroma",
+    "llm_vector_index.backends.pgvector",
     "llm_vector_index.backends.auto",
 )
 

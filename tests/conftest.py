@@ -154,6 +154,22 @@ def chroma_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    "A real Postgres with pgvector for the whole session (see testing_postgres)."
+    from llm_vector_index.testing_postgres import postgres_server as run_server
+
+    with run_server(tmp_path_factory.mktemp("postgres-server")) as server:
+        yield server
+
+
+@pytest.fixture
+def pgvector_dsn(postgres_server, monkeypatch):
+    "PGVECTOR_DSN set to the session's Postgres: pass -o dsn_env PGVECTOR_DSN."
+    monkeypatch.setenv("PGVECTOR_DSN", postgres_server.dsn)
+    return "PGVECTOR_DSN"
+
+
+@pytest.fixture(scope="session")
 def forkserver():
     """Child processes forked from a server that has imported the heavy
     libraries and tests/workers.py already: a child starts in milliseconds."""

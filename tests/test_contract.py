@@ -8,6 +8,7 @@ from llm_vector_index.backends.chroma import ChromaIndex
 from llm_vector_index.backends.exact import ExactIndex
 from llm_vector_index.backends.faiss import FaissIndex
 from llm_vector_index.backends.hnswlib import HnswlibIndex
+from llm_vector_index.backends.pgvector import PgvectorIndex
 from llm_vector_index.testing import VectorIndexContract
 
 
@@ -43,3 +44,19 @@ class TestChromaServer(VectorIndexContract):
     @pytest.fixture(autouse=True)
     def _server(self, chroma_server):
         self.options = dict(chroma_server)
+
+
+class TestPgvectorHnsw(VectorIndexContract):
+    backend_class = PgvectorIndex
+
+    @pytest.fixture(autouse=True)
+    def _server(self, pgvector_dsn):
+        self.options = {"dsn_env": pgvector_dsn, "ef_search": 100}
+
+
+class TestPgvectorIvfflat(VectorIndexContract):
+    backend_class = PgvectorIndex
+
+    @pytest.fixture(autouse=True)
+    def _server(self, pgvector_dsn):
+        self.options = {"dsn_env": pgvector_dsn, "kind": "ivfflat", "lists": 8, "probes": 8}

@@ -9,6 +9,7 @@ Children are forked from a forkserver that has already imported the heavy
 libraries, so a kill costs milliseconds, not a Python start."""
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -32,6 +33,7 @@ BACKENDS = {
     "faiss": {"ef_search": 64},
     "hnswlib": {"ef": 64},
     "chroma": {"ef_search": 100},
+    "pgvector": {"dsn_env": "PGVECTOR_DSN", "ef_search": 64},
 }
 FULL_POINTS = ["scanned", "saved", "swapped", "committing", "committed"]
 INCREMENTAL_POINTS = ["scanned", "saved", "committing", "committed"]
@@ -132,7 +134,13 @@ def check_after_kill(db_path, capsys, queries, exact):
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_kill_builds_at_every_point(db_path, db, backend, forkserver, capsys, user_path):
+def test_kill_builds_at_every_point(
+    db_path, db, backend, forkserver, capsys, user_path, request, monkeypatch
+):
+    if backend == "pgvector":  # a real server, its DSN passed to the children
+        dsn = request.getfixturevalue("postgres_server").dsn
+        monkeypatch.setenv("PGVECTOR_DSN", dsn)
+        (user_path / workers.ENVIRONMENT_FILE).write_text(json.dumps({"PGVECTOR_DSN": dsn}))
     rng = random.Random(backend)
     write_embeddings(
         db,

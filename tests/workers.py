@@ -2,11 +2,13 @@
 (no pytest) and preloaded in the forkserver (conftest.forkserver), so a child
 starts in milliseconds with every heavy library already imported."""
 
+import json
 import os
 import random
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 from sqlite_utils import Database
 
@@ -23,8 +25,16 @@ sys._called_from_test = True
 get_backends()
 
 
+# Variables a test sets for its children (a server's DSN): the forkserver's
+# environment is the one it started with.
+ENVIRONMENT_FILE = "test-environment.json"
+
+
 def _environment(user_path, kill_at=None):
     os.environ["LLM_USER_PATH"] = str(user_path)
+    extra = Path(user_path) / ENVIRONMENT_FILE
+    if extra.exists():
+        os.environ.update(json.loads(extra.read_text()))
     if kill_at:
         os.environ[faults.VARIABLE] = kill_at
 
