@@ -285,3 +285,41 @@ def test_a_server_that_is_down_then_back(db_path, db, rows, tmp_path, user_path,
         server.start()
         assert run("build", "ix", "-d", db_path).exit_code == 0
         assert Index("ix", db).similar_by_vector(rows[0] * -1, 1)[0].id == "late"
+
+
+def test_a_streaming_replica_answers_and_follows_the_primarys_builds(
+    db_path, db, rows, tmp_path, user_path, monkeypatch
+):
+    "The read side of outgrowing one machine: queries from a hot standby."
+    from llm_vector_index.testing_postgres import postgres_server, streaming_replica
+
+    with (
+        postgres_server(tmp_path / "primary") as primary,
+        streaming_replica(primary, tmp_path / "replica") as replica,
+    ):
+        monkeypatch.setenv("PG_DSN", primary.dsn)
+        Index.create("ix", ["c"], db, backend="pgvector", options={"dsn_env": "PG_DSN"}).build()
+        close_indexes()
+        # This machine points the same variable at the replica.
+        monkeypatch.setenv("PG_DSN", replica.dsn)
+        assert replica.sql("select pg_is_in_recovery()") == [(True,)]
+        found = [e.id for e in Index("ix", db).similar_by_vector(rows[5], 5)]
+        assert found == exact_ids(db, rows[5], 5)
+        # A build on the primary reaches the replica's queries.
+        write_embeddings(db, "c", ["late"], -rows[:1], updated=3000)
+        monkeypatch.setenv("PG_DSN", primary.dsn)
+        close_indexes()
+        Index("ix", db).build()
+        close_indexes()
+        monkeypatch.setenv("PG_DSN", replica.dsn)
+        assert Index("ix", db).similar_by_vector(-rows[0], 1)[0].id == "late"
+        # A build against the replica is one line and changes nothing.
+        db.execute("delete from embeddings where id = 'late'")
+        db.conn.commit()
+        folder = db_path.parent / "embeddings.db.vector-indexes"
+        state, files = catalog_state(db), snapshot(folder)
+        result = run("build", "ix", "-d", db_path)
+        assert result.exit_code == 1
+        assert "read-only transaction" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert catalog_state(db) == state and snapshot(folder) == files
