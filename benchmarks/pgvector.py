@@ -90,11 +90,7 @@ def raw_build(dsn: str, vectors: np.ndarray, m: int, ef_construction: int) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--npz", default=str(DATA), help="real vectors ('' for synthetic)")
-    parser.add_argument("--rows", type=int, default=40_000)
-    parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--dimensions", type=int, default=384)
-    parser.add_argument("--clusters", type=int, default=100)
+    scale.data_arguments(parser, DATA)
     args = parser.parse_args()
     vectors, queries, texts = scale.load(args)
     with tempfile.TemporaryDirectory() as work, postgres_server(Path(work) / "pg") as server:

@@ -117,6 +117,15 @@ def exact_truth(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.nda
     return best[1]
 
 
+def data_arguments(parser, npz: Path, rows: int = 40_000) -> None:
+    "The data options of the benchmarks that run on the real 40k or on synthetic vectors."
+    parser.add_argument("--npz", default=str(npz), help="real vectors ('' for synthetic)")
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--dimensions", type=int, default=384)
+    parser.add_argument("--clusters", type=int, default=100)
+
+
 def load(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if args.npz:
         data = np.load(args.npz)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from llm.embeddings import Collection
 
 from . import catalog
 from .cli_evaluate import index_evaluate
+from .cli_migrate import index_migrate_chroma, index_migrate_pgvector
 from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_output import (
     backends_listing,
@@ -29,7 +29,6 @@ from .errors import BackendUnavailable
 from .filters import where_option
 from .index import DEFAULT_BACKEND, Index
 from .keywords import DEFAULT_TOKENIZER, TOKENIZERS
-from .migrate import migrate_to_chroma
 from .registry import get_backends
 
 
@@ -455,84 +454,9 @@ def index_default(collection, name, clear, database):
         click.echo(current if current else f"Collection {collection} has no default index")
 
 
-@index_group.command(name="migrate-chroma")
-@click.argument("collections", nargs=-1, required=True)
-@click.option(
-    "--path",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A local Chroma directory (PersistentClient)",
-)
-@click.option("--host", help="A Chroma server's host")
-@click.option("--port", type=int, default=8000, show_default=True, help="The server's port")
-@click.option("--ssl", is_flag=True, help="Connect to the server over https")
-@click.option(
-    "headers",
-    "--header",
-    type=(str, str),
-    multiple=True,
-    help="HTTP header for the server, e.g. --header Authorization 'Bearer T'",
-)
-@click.option("--chroma-collection", help="Chroma collection name (default: from the collections)")
-@click.option("--batch-size", type=int, help="Records per request (at most the server's limit)")
-@click.option(
-    "--sync-deletes", is_flag=True, help="Also delete Chroma records whose llm row is gone"
-)
-@database_option
-def index_migrate_chroma(
-    collections,
-    path,
-    host,
-    port,
-    ssl,
-    headers,
-    chroma_collection,
-    batch_size,
-    sync_deletes,
-    database,
-):
-    """
-    Copy llm collections into Chroma, or bring an earlier copy up to date
-
-    Ids, vectors, content (as documents) and metadata go over; a re-run sends
-    only what changed.
-
-    \b
-        llm index migrate-chroma docs --path ./chroma
-        llm index migrate-chroma docs notes --host 127.0.0.1 --port 8000 \\
-            --chroma-collection all-notes --sync-deletes
-    """
-    if bool(path) == bool(host):
-        raise click.UsageError("Give either --path or --host")
-    db = open_database(database)
-    with progress_bar("Migrating") as progress:
-        report = migrate_to_chroma(
-            db,
-            list(collections),
-            path=path,
-            host=host or "",
-            port=port,
-            ssl=ssl,
-            headers=dict(headers),
-            chroma_collection=chroma_collection,
-            batch_size=batch_size,
-            sync_deletes=sync_deletes,
-            progress=progress,
-        )
-    held = (
-        f"Held back {report.held_back} rows with NaN, infinite, all-zero or odd-width vectors\n"
-        if report.held_back
-        else ""
-    )
-    click.echo(
-        f"Migrated to Chroma collection {report.chroma_collection}: {report.sent} sent, "
-        f"{report.deleted} deleted, {report.seconds:.2f}s\n{held}"
-        f"Verified: {report.llm_rows} rows in llm, {report.chroma_rows} in Chroma, "
-        f"{report.sampled} sampled records identical",
-        err=True,
-    )
-
-
-# In a module of its own (one concern each), listed here in its place.
+# In modules of their own (one concern each), listed here in their place.
+index_group.add_command(index_migrate_chroma)
+index_group.add_command(index_migrate_pgvector)
 index_group.add_command(index_evaluate)
 
 

@@ -45,6 +45,8 @@ from .chroma_client import (
 )
 from .errors import DimensionMismatch, InvalidOptions, VectorIndexError, check_count
 
+# What a Chroma record is made of: whether there is a blob, not its bytes.
+CHROMA_COLUMNS = "id, embedding, content, content_blob is not null, metadata, updated"
 RESERVED = ("llm_collection", "llm_id", "llm_updated", "llm_content_blob", "llm_json_keys")
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -216,8 +218,7 @@ class _CollectionMigration:
 
     def _select(self, condition: str, params: list) -> Any:
         return self.db.execute(
-            "select id, embedding, content, content_blob is not null, metadata, updated "
-            f"from embeddings where collection_id = ? and ({condition})",
+            f"select {CHROMA_COLUMNS} from embeddings where collection_id = ? and ({condition})",
             [self.collection_id, *params],
         )
 
@@ -232,7 +233,9 @@ class _CollectionMigration:
             [self.collection_id, *params],
         ).fetchone()[0]
         sent = 0
-        for batch in self._pages(condition, params):
+        for batch in llm_pages(
+            self.db, self.collection_id, condition, params, self.batch_size, columns=CHROMA_COLUMNS
+        ):
             read = len(batch)
             if watermark is not None:
                 batch = self._drop_unchanged(batch, watermark)
@@ -241,29 +244,6 @@ class _CollectionMigration:
             if self.progress:
                 self.progress(read, total)
         return sent
-
-    def _pages(self, condition: str, params: list):
-        """The rows matching ``condition``, a page at a time by id, each page
-        its own short statement: llm's writers wait for one page at most, not
-        for the whole migration (a held cursor keeps SQLite's read lock)."""
-        last = None
-        while True:
-            after = "and id > ?" if last is not None else ""
-            page = self.db.execute(
-                "select id, embedding, content, content_blob is not null, metadata, updated "
-                f"from embeddings where collection_id = ? and ({condition}) {after} "
-                "order by id limit ?",
-                [
-                    self.collection_id,
-                    *params,
-                    *([last] if last is not None else []),
-                    self.batch_size,
-                ],
-            ).fetchall()
-            if not page:
-                return
-            last = page[-1][0]
-            yield page
 
     def _records(self, batch) -> tuple[list[str], np.ndarray, list, list]:
         ids = [self.chroma_id(row[0]) for row in batch]
@@ -359,6 +339,34 @@ class _CollectionMigration:
             marks = ",".join("?" * len(chunk))
             sent += self._send(self._select(f"id in ({marks})", chunk).fetchall())
         return len(gone), sent
+
+
+def llm_pages(
+    db: Database,
+    collection_id: int,
+    condition: str,
+    params: list,
+    batch_size: int,
+    *,
+    columns: str = "id, embedding, content, content_blob, metadata, updated",
+    after: str | None = None,
+):
+    """A collection's rows matching ``condition``, a page at a time in id
+    order (after the id ``after``), each page its own short statement: llm's
+    writers wait for one page at most, not for the whole migration (a held
+    cursor keeps SQLite's read lock)."""
+    last = after
+    while True:
+        page = db.execute(
+            f"select {columns} from embeddings where collection_id = ? and ({condition}) "
+            + ("and id > ? " if last is not None else "")
+            + "order by id limit ?",
+            [collection_id, *params, *([last] if last is not None else []), batch_size],
+        ).fetchall()
+        if not page:
+            return
+        last = page[-1][0]
+        yield page
 
 
 def same_vector(stored, vector: np.ndarray) -> bool:

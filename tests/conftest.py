@@ -3,11 +3,12 @@ import sys
 from pathlib import Path
 
 import llm
+import numpy as np
 import pytest
 from llm.plugins import pm
 from sqlite_utils import Database
 
-from llm_vector_index.testing import write_embeddings
+from llm_vector_index.testing import clustered_vectors, write_embeddings
 
 
 def pytest_configure(config):
@@ -128,7 +129,6 @@ def snapshot(*paths: Path) -> dict:
 @pytest.fixture
 def vectors_collection(db):
     "Two hundred clustered 24-d vectors with known values, model 'test-model'."
-    from llm_vector_index.testing import clustered_vectors
 
     vectors = clustered_vectors(200, 24, clusters=8, seed=4)
     ids = [f"v{i:03d}" for i in range(200)]
@@ -141,6 +141,24 @@ def vectors_collection(db):
         metadatas=[{"i": i} if i % 2 else None for i in range(200)],
         updated=1000,
     )
+    return ids, vectors
+
+
+def write_rich_collection(db, metadatas) -> tuple[list[str], np.ndarray]:
+    """Collection ``rich`` for the migration tests: 300 rows of text, binary
+    and empty content, unicode ids, ``metadatas`` in turn."""
+    vectors = clustered_vectors(300, 24, clusters=6, seed=8)
+    ids = [f"doc-{i}" for i in range(297)] + ["ünïcødé/ид", "emoji-🦙", "space id"]
+    write_embeddings(
+        db,
+        "rich",
+        ids,
+        vectors,
+        contents=[f"text {i}" if i % 3 else None for i in range(300)],
+        metadatas=[metadatas[i % len(metadatas)] for i in range(300)],
+    )
+    db.execute("update embeddings set content_blob = x'00ff' where id in ('doc-1', 'doc-2')")
+    db.conn.commit()
     return ids, vectors
 
 

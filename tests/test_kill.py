@@ -210,6 +210,43 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
     assert kills >= 6
 
 
+def test_kill_pgvector_migrations(db_path, db, forkserver, user_path, postgres_server, monkeypatch):
+    """Killed at a committed batch or at a random moment (mid-COPY, mid-index),
+    a migration leaves Postgres consistent: the next run completes it, equal
+    to llm's rows, and resumes rather than starting again."""
+    from llm_vector_index.migrate_pgvector import migrate_to_pgvector
+
+    monkeypatch.setenv("PGVECTOR_DSN", postgres_server.dsn)
+    (user_path / workers.ENVIRONMENT_FILE).write_text(
+        json.dumps({"PGVECTOR_DSN": postgres_server.dsn})
+    )
+    rng = random.Random(6)
+    write_embeddings(
+        db, "c", [f"r{i:03d}" for i in range(400)], clustered_vectors(400, DIMENSIONS, seed=2)
+    )
+    kills = resumed = 0
+    try:
+        for trial in range(12):
+            mutate(db, rng, 2000 + trial)
+            before = llm_tables(db_path)
+            point, delay = ("migrate-sent", None) if trial % 2 else (None, rng.uniform(0.0, 0.4))
+            kills += in_child(
+                forkserver,
+                workers.migrate_pgvector,
+                (db_path, user_path),
+                kill_at=point,
+                delay=delay,
+            )
+            assert llm_tables(db_path) == before
+            report = migrate_to_pgvector(db, ["c"], dsn_env="PGVECTOR_DSN", sync_deletes=True)
+            resumed += bool(report.resumed)
+            assert report.llm_rows == report.postgres_rows and not report.mismatches
+    finally:
+        postgres_server.sql("drop table if exists public.c, public.llm_vector_index_migrations")
+    KILLED["migrate-pgvector"] = kills
+    assert kills >= 6 and resumed >= 6
+
+
 VOCABULARY = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
 

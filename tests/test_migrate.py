@@ -14,7 +14,7 @@ from llm_vector_index.cli import index_group
 from llm_vector_index.migrate import from_chroma_metadata, migrate_to_chroma, to_chroma_metadata
 from llm_vector_index.testing import clustered_vectors, write_embeddings
 
-from .conftest import snapshot
+from .conftest import snapshot, write_rich_collection
 
 
 def quiet():
@@ -34,18 +34,7 @@ METADATAS = [
 @pytest.fixture
 def rich_collection(db):
     "Text, binary and empty content, awkward metadata, unicode ids."
-    vectors = clustered_vectors(300, 24, clusters=6, seed=8)
-    ids = [f"doc-{i}" for i in range(297)] + ["ünïcødé/ид", "emoji-🦙", "space id"]
-    write_embeddings(
-        db,
-        "rich",
-        ids,
-        vectors,
-        contents=[f"text {i}" if i % 3 else None for i in range(300)],
-        metadatas=[METADATAS[i % len(METADATAS)] for i in range(300)],
-    )
-    db.execute("update embeddings set content_blob = x'00ff' where id in ('doc-1', 'doc-2')")
-    db.conn.commit()
+    ids, vectors = write_rich_collection(db, METADATAS)
     return ids, vectors
 
 

@@ -55,6 +55,14 @@ def migrate(db_path, target, user_path, kill_at, ready):
     migrate_to_chroma(Database(db_path), ["c"], path=target, batch_size=40)
 
 
+def migrate_pgvector(db_path, user_path, kill_at, ready):
+    _environment(user_path, kill_at)
+    from llm_vector_index.migrate_pgvector import migrate_to_pgvector
+
+    ready.set()
+    migrate_to_pgvector(Database(db_path), ["c"], dsn_env="PGVECTOR_DSN", batch_size=40)
+
+
 def connect(db_path):
     return Database(sqlite3.connect(db_path, timeout=30))
 

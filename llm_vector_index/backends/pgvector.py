@@ -52,7 +52,7 @@ REGISTRY = "llm_vector_index_tables"
 KINDS = ("hnsw", "ivfflat")
 # pgvector's limits: HNSW and IVFFlat index up to 2,000 dimensions of vector
 # and 4,000 of halfvec; hnsw.ef_search at most 1,000.
-MAX_DIMENSIONS = {False: 2000, True: 4000}
+MAX_DIMENSIONS = {False: pg_client.MAX_HNSW_DIMENSIONS, True: 4000}
 MAX_EF_SEARCH = 1000
 IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # A replica applies the primary's commits a moment later: a query there
@@ -448,12 +448,11 @@ class PgvectorIndex(VectorIndex):
             lists = self.settings["lists"] or lists_for(self.count())
             parameters = f"lists = {int(lists)}"
         assert self._connection is not None
-        # A graph built in memory is built many times faster; the server's
-        # default (64 MB) holds about 30k rows of 384 dimensions.
-        width = (2 if self._half else 4) * self.dimensions + 16 * self.settings["m"] + 64
-        wanted = min(2048, max(64, math.ceil(self.count() * width * 1.3 / 2**20)))
-        self._connection.execute(
-            "select set_config('maintenance_work_mem', %s, true)", [f"{wanted}MB"]
+        pg_client.size_build_memory(
+            self._connection,
+            self.count(),
+            (2 if self._half else 4) * self.dimensions,
+            int(self.settings["m"]),
         )
         self._execute(
             f"create index {{ann}} on {{table}} using {method} (embedding {ops}) "
