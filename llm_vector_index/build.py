@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from . import catalog, faults, freshness, paths, sync
 from .base import VectorIndex
-from .errors import CannotWrite, DamagedFiles, ModelMismatch, first_line
+from .errors import CannotWrite, DamagedFiles, ModelMismatch, VectorIndexError, first_line
 from .generations import (
     build_lock,
     commit_lock,
@@ -30,7 +31,7 @@ from .generations import (
     write_generation,
 )
 from .holding import HeldIndex, Holder
-from .storage import load_snapshot
+from .storage import MANIFEST, load_snapshot
 from .texts import BuildTexts
 
 
@@ -119,7 +120,6 @@ class Build:
             raise CannotWrite(f"Cannot build index {index.name!r}: {reason}")
         with build_lock(index.db, index.name):
             index.reload()
-            remove_retired(index.path)
             record = index.record
             collection_ids = self._collection_ids()
             # Before the scan: a row written during the build changes it again.
@@ -127,6 +127,9 @@ class Build:
             dimensions = record.dimensions or sync.peek_dimensions(
                 self.db, index.record.collections
             )
+            if dimensions is not None:
+                self._discard_leftovers(self._leftovers(), dimensions)
+            remove_retired(index.path)
             catalog.ensure_schema(self.db)
             if dimensions is None:  # nothing to index yet
                 self._commit(True, [], [], dimensions=None, rows=0)
@@ -262,6 +265,8 @@ class Build:
             except (sqlite3.Error, OSError):  # e.g. the disk is full: nothing committed
                 unswap(index.path)
                 raise
+        if retired is None:  # files that were not the catalog's: what do they name?
+            self._discard_leftovers(self._leftovers(), dimensions)
         remove_retired(index.path)
         if retired is not None:
             retired.destroy()  # e.g. the old collection on a Chroma server
@@ -276,6 +281,40 @@ class Build:
             held_back,
             without_text=text.without_text,
         )
+
+    def _leftovers(self) -> list[Path]:
+        "Folders of this index that no catalog generation will open again."
+        index = self.index
+        return [
+            paths.staging_path(self.db, index.name),
+            *index.path.parent.glob(f".{index.path.name}.retired-*"),
+        ]
+
+    def _discard_leftovers(self, folders: list[Path], dimensions: int) -> None:
+        """What ``folders`` keep elsewhere (a table on a Postgres server, a
+        collection on a Chroma server), dropped before the folders go. A
+        build killed after its backend saved and before the catalog
+        committed leaves such a folder (staging, or the files a swap set
+        aside), or files the catalog never committed, which the next full
+        build swaps aside: nothing would name what they hold again. A folder
+        that cannot be opened (damaged, its server down) goes without:
+        never more than a folder names is dropped."""
+        index = self.index
+        if not index.backend_class.keeps_data_elsewhere(index.settings):
+            return
+        for folder in folders:
+            if not (folder / paths.MARKER).is_file() or not (folder / MANIFEST).is_file():
+                continue  # not a folder of ours, or its backend never saved
+            try:
+                backend = index.new_backend(folder, dimensions)
+            except (VectorIndexError, OSError):
+                continue
+            try:
+                backend.destroy()
+            except VectorIndexError:
+                pass  # e.g. the server went away: the folder goes, the rest stays
+            finally:
+                backend.close()
 
     def _incremental(self, collection_ids: list[int], dimensions: int) -> BuildReport | None:
         """Apply what changed since the last build; None when the saved files

@@ -133,14 +133,20 @@ def check_after_kill(db_path, capsys, queries, exact):
     db.conn.close()
 
 
+def share_postgres(request, monkeypatch, user_path) -> str:
+    "The session's real Postgres in PGVECTOR_DSN, here and in the children."
+    dsn = request.getfixturevalue("postgres_server").dsn
+    monkeypatch.setenv("PGVECTOR_DSN", dsn)
+    (user_path / workers.ENVIRONMENT_FILE).write_text(json.dumps({"PGVECTOR_DSN": dsn}))
+    return dsn
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_kill_builds_at_every_point(
     db_path, db, backend, forkserver, capsys, user_path, request, monkeypatch
 ):
-    if backend == "pgvector":  # a real server, its DSN passed to the children
-        dsn = request.getfixturevalue("postgres_server").dsn
-        monkeypatch.setenv("PGVECTOR_DSN", dsn)
-        (user_path / workers.ENVIRONMENT_FILE).write_text(json.dumps({"PGVECTOR_DSN": dsn}))
+    if backend == "pgvector":
+        share_postgres(request, monkeypatch, user_path)
     rng = random.Random(backend)
     write_embeddings(
         db,
@@ -265,11 +271,16 @@ def keyword_truth(db, word):
 
 # exact saves atomically, chroma does not: both ways of keeping the keyword
 # index in step with the vectors' generation.
-@pytest.mark.parametrize("backend", ["exact", "chroma"])
-def test_kill_builds_of_an_index_with_keywords(db_path, db, backend, forkserver, user_path):
+@pytest.mark.parametrize("backend", ["exact", "chroma", "pgvector"])
+def test_kill_builds_of_an_index_with_keywords(
+    db_path, db, backend, forkserver, user_path, request, monkeypatch
+):
     """The keyword index lives in the index folder and is committed inside
     the same generation protocol: after any kill its answers are the last
-    build's or refused, and the next build puts them right."""
+    build's or refused, and the next build puts them right. (With pgvector
+    the vectors are committed by Postgres, the keywords in the folder.)"""
+    if backend == "pgvector":
+        share_postgres(request, monkeypatch, user_path)
     rng = random.Random(f"keywords-{backend}")
     ids = [f"r{i:03d}" for i in range(200)]
     write_embeddings(

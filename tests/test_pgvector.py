@@ -287,6 +287,111 @@ def test_a_server_that_is_down_then_back(db_path, db, rows, tmp_path, user_path,
         assert Index("ix", db).similar_by_vector(rows[0] * -1, 1)[0].id == "late"
 
 
+@pytest.mark.parametrize("full", [True, False])
+def test_a_server_that_dies_mid_build(db_path, db, rows, tmp_path, user_path, monkeypatch, full):
+    """The server goes away after the rows are sent and before the save
+    commits: one line, the catalog and the index's files as they were, the
+    previous rows still in Postgres; once it is back, a build completes."""
+    from llm_vector_index import faults
+    from llm_vector_index.testing_postgres import postgres_server
+
+    with postgres_server(tmp_path / "dying-server") as server:
+        monkeypatch.setenv("OWN_DSN", server.dsn)
+        Index.create("ix", ["c"], db, backend="pgvector", options={"dsn_env": "OWN_DSN"}).build()
+        close_indexes()
+        write_embeddings(db, "c", ["late"], rows[:1] * -1, updated=3000)
+        folder = db_path.parent / "embeddings.db.vector-indexes"
+        state, files = catalog_state(db), snapshot(folder)
+        tables = server.sql("select name, version from llm_vector_index.llm_vector_index_tables")
+
+        point = faults.point
+
+        def die(name):
+            if name == "scanned":
+                server.stop("immediate")
+
+        monkeypatch.setattr(faults, "point", die)
+        with pytest.raises(BackendUnavailable) as failed:
+            Index("ix", db).build(full=full)
+        assert str(failed.value).startswith("the Postgres server in $OWN_DSN failed:")
+        assert "\n" not in str(failed.value) and "llm-vector-index-test" not in str(failed.value)
+        monkeypatch.setattr(faults, "point", point)
+        close_indexes()
+        assert catalog_state(db) == state and snapshot(folder) == files
+        server.start()
+        assert (
+            server.sql("select name, version from llm_vector_index.llm_vector_index_tables")
+            == tables
+        )
+        assert Index("ix", db).similar_by_vector(rows[0], 1)[0].id == "r000"  # the old rows
+        close_indexes()
+        assert Index("ix", db).build().rows == len(rows) + 1
+        assert Index("ix", db).similar_by_vector(rows[0] * -1, 1)[0].id == "late"
+        close_indexes()
+
+
+def test_queries_in_the_building_process_hold_no_transaction(
+    db, rows, pgvector_dsn, postgres_server
+):
+    """The process that built an index queries through the backend its
+    incremental build saved (a connection that may write): no transaction,
+    and so no lock on the table, outlives a query, or a full build's DROP of
+    the old table (and VACUUM) would wait for as long as the process lives."""
+    with Index.create(
+        "ix", ["c"], db, backend="pgvector", options={"dsn_env": pgvector_dsn}, refresh="manual"
+    ) as index:
+        index.build()
+        write_embeddings(db, "c", ["late"], rows[:1] * -1, updated=3000)
+        index.build()
+        assert index.similar_by_vector(rows[3], 1)[0].id == "r003"
+        assert index.similar_by_vector(rows[4], 2, where={"even": True})[0].id == "r004"
+        waiting = postgres_server.sql(
+            "select count(*) from pg_stat_activity where application_name = "
+            "'llm-vector-index' and state like 'idle in transaction%'"
+        )
+        assert waiting == [(0,)]
+        assert index.build(full=True).rows == len(rows) + 1  # its DROP does not wait
+        assert index.similar_by_vector(rows[0] * -1, 1)[0].id == "late"
+    close_indexes()
+
+
+@pytest.mark.parametrize("point", ["saved", "swapped", "committing", "committed"])
+def test_a_full_build_killed_after_its_save_leaves_no_table_behind(
+    db_path, db, rows, pgvector_dsn, postgres_server, point
+):
+    """Killed after Postgres committed the new table, the build leaves a
+    folder (staging or retired) naming a table nothing else names; the next
+    full build drops it, so the registry ends with the index's one table."""
+    import os
+    import subprocess
+    import sys
+
+    def tables():  # (the session's server holds other tests' tables too)
+        if postgres_server.sql(f"select to_regclass('{registry}')")[0][0] is None:
+            return set()
+        return {row[0] for row in postgres_server.sql(f"select name from {registry}")}
+
+    registry = "llm_vector_index.llm_vector_index_tables"
+    others = tables()
+    Index.create("ix", ["c"], db, backend="pgvector", options={"dsn_env": pgvector_dsn}).build()
+    close_indexes()
+    assert len(tables() - others) == 1
+    killed = subprocess.run(
+        [sys.executable, "-m", "llm", "index", "build", "ix", "--full", "-d", str(db_path)],
+        env={**os.environ, "LLM_VECTOR_INDEX_KILL_AT": point},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert len(tables() - others) == 2  # the new one, and the old
+    with Index("ix", db) as index:
+        index.build(full=True)
+        current = index.backend().describe()["pgvector_table"].split(".")[1]
+    assert tables() - others == {current}
+    assert Index("ix", db).similar_by_vector(rows[5], 1)[0].id == "r005"
+    close_indexes()
+
+
 def test_a_streaming_replica_answers_and_follows_the_primarys_builds(
     db_path, db, rows, tmp_path, user_path, monkeypatch
 ):

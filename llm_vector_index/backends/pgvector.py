@@ -370,6 +370,11 @@ class PgvectorIndex(VectorIndex):
             return no_results(len(queries))
         found = []
         with self._errors():
+            # A connection that may write and has nothing pending (a build's
+            # backend, kept for queries) ends the transaction its search
+            # opens: held open, its lock on the table would block another
+            # build's DROP, and VACUUM, for as long as the process lives.
+            ends_transaction = not self.read_only and self._in_no_transaction()
             for query in queries:
                 vector = pg_client.parameter(query, self._half)
                 rows = self._nearest(vector, k, allow, exact=False)
@@ -378,10 +383,18 @@ class PgvectorIndex(VectorIndex):
                     # scan's limit. Answer exactly over what is stored.
                     rows = self._nearest(vector, k, allow, exact=True)
                 found.append(rows)
+            if ends_transaction:
+                assert self._connection is not None
+                self._connection.rollback()
         width = min(len(rows) for rows in found)
         labels = np.array([[r[0] for r in rows[:width]] for rows in found], dtype=np.int64)
         scores = np.array([[r[1] for r in rows[:width]] for rows in found], dtype=np.float32)
         return scores.reshape(len(queries), width), labels.reshape(len(queries), width)
+
+    def _in_no_transaction(self) -> bool:
+        assert self._connection is not None
+        idle = pg_client.psycopg().pq.TransactionStatus.IDLE
+        return self._connection.info.transaction_status == idle
 
     def _nearest(self, vector, k: int, allow: list[int] | None, exact: bool) -> list:
         condition = "" if allow is None else "where label = any(%(allowed)s)"
@@ -474,6 +487,8 @@ class PgvectorIndex(VectorIndex):
         with self._errors():
             self._connection.rollback()  # unsaved rows, or an unsaved new table
             with self._connection.transaction():
+                # A query elsewhere that holds the table: one line, not a hang.
+                self._connection.execute("select set_config('lock_timeout', '20s', true)")
                 listed = self._registry_row() is not None
                 if listed:
                     self._execute("drop table if exists {table}")
