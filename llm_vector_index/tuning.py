@@ -57,7 +57,9 @@ class Tuning:
     rows: int  # in the index when tuned
     queries: int
     k: int
-    curve: list[list]  # [value, recall@k, recall@1, p50 ms] for every value tried
+    # [value, recall@k, recall@1, p50 ms, probes measured] for every value
+    # tried; a value that could no longer reach the target was stopped early.
+    curve: list[list]
     seconds: float
     when: float
 
@@ -113,23 +115,25 @@ def tune(
     curve: list[list] = []
     try:
         if tunable:
-            points = evaluate.curve(index, backend, probes, tunable.option, tunable.values)
+            # A value that can no longer reach the target stops early: the
+            # same value is chosen, at a fraction of the cheap values' queries.
+            points = evaluate.curve(
+                index, backend, probes, tunable.option, tunable.values, stop_below=target
+            )
         else:  # nothing to trade: one measurement as it is
             points = iter([(None, evaluate.measure(index, backend, probes))])
         for value, measured in points:
-            curve.append(
-                [
-                    value,
-                    round(measured.recall, 4),
-                    round(measured.recall_at_1, 4),
-                    round(float(np.median(measured.timings)) * 1000, 3),
-                ]
-            )
+            curve.append(_point(value, measured))
             if measured.recall >= target:
                 break
         best = next((point for point in curve if point[1] >= target), None)
         if best is None:  # not met: the best recall measured, cheapest among equals
             best = max(curve, key=lambda point: (point[1], -curve.index(point)))
+            if tunable and best[4] < len(probes.keys):  # stopped early: measure it all
+                backend.set_search_option(tunable.option, best[0])
+                curve[curve.index(best)] = best = _point(
+                    best[0], evaluate.measure(index, backend, probes)
+                )
         if tunable:
             backend.set_search_option(tunable.option, best[0])  # Chroma: persists it
     finally:
@@ -154,6 +158,17 @@ def tune(
     catalog.save_tuning(index.db, record.id, options, target, tuning.to_dict())
     index.reload()
     return tuning
+
+
+def _point(value: Any, measured: evaluate.Measurement) -> list:
+    "A point of the curve: [value, recall@k, recall@1, p50 ms, queries measured]."
+    return [
+        value,
+        round(measured.recall, 4),
+        round(measured.recall_at_1, 4),
+        round(float(np.median(measured.timings)) * 1000, 3),
+        len(measured.timings),
+    ]
 
 
 def needs_tuning(index: Tuned) -> bool:

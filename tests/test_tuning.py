@@ -127,12 +127,23 @@ class BudgetExact(ExactIndex):
         return super().search(queries, k, scanned)
 
 
+class ShortBudgetExact(BudgetExact):
+    "Budgets that never reach 0.95 of 6,000 rows."
+
+    name = "short-budget-exact"
+
+    @classmethod
+    def tunable(cls, settings):
+        return Tunable("budget", (10, 100, 1000))
+
+
 class BudgetPlugin:
     __name__ = "BudgetPlugin"
 
     @hookimpl
     def register_vector_index_backends(self, register):
         register(BudgetExact)
+        register(ShortBudgetExact)
 
 
 def test_a_third_party_backend_takes_part(db, hard):
@@ -145,6 +156,29 @@ def test_a_third_party_backend_takes_part(db, hard):
         pm.unregister(name="llm-budget")
     assert [point[0] for point in tuning.curve] == [10, 100, 1000, 10000]
     assert tuning.chosen == 10000 and tuning.met
+
+
+@pytest.mark.parametrize("backend", [BudgetExact, ShortBudgetExact])
+def test_a_setting_that_cannot_reach_the_target_stops_early(db, hard, backend):
+    """Measuring a setting stops once its recall could no longer reach the
+    target even if every probe left were perfect (one probe in 6 of 6,000
+    rows is in the first 1,000); the value kept is measured on every probe,
+    met or not."""
+    pm.register(BudgetPlugin(), name="llm-budget")
+    try:
+        index = Index.create("ix", ["c"], db, backend=backend.name)
+        index.build()
+        tuning = index.tune(0.95, queries=200)
+    finally:
+        pm.unregister(name="llm-budget")
+    measured = {point[0]: point[4] for point in tuning.curve}
+    if backend is BudgetExact:
+        assert tuning.met and tuning.chosen == 10000 and tuning.recall == 1.0
+        assert measured == {10: 50, 100: 50, 1000: 50, 10000: 200}
+    else:  # none meets it: the best, measured again on all 200
+        assert not tuning.met and tuning.chosen == 1000
+        assert measured == {10: 50, 100: 50, 1000: 200}
+        assert 0.1 < tuning.recall < 0.3  # about 1,000 / 6,000
 
 
 def test_cli_build_with_a_target_and_show(db_path, db, hard):

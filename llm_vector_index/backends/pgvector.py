@@ -368,24 +368,31 @@ class PgvectorIndex(VectorIndex):
         wanted = min(k, stored if allow is None else len(allow))
         if wanted == 0:
             return no_results(len(queries))
-        found = []
+        found: list[list] = []
+        connection = self._connection
+        assert connection is not None
         with self._errors():
             # A connection that may write and has nothing pending (a build's
-            # backend, kept for queries) ends the transaction its search
-            # opens: held open, its lock on the table would block another
-            # build's DROP, and VACUUM, for as long as the process lives.
-            ends_transaction = not self.read_only and self._in_no_transaction()
-            for query in queries:
-                vector = pg_client.parameter(query, self._half)
-                rows = self._nearest(vector, k, allow, exact=False)
-                if len(rows) < wanted:
-                    # Short: deleted tuples in the graph, or the iterative
-                    # scan's limit. Answer exactly over what is stored.
-                    rows = self._nearest(vector, k, allow, exact=True)
-                found.append(rows)
-            if ends_transaction:
-                assert self._connection is not None
-                self._connection.rollback()
+            # backend, kept for queries, or tuning's) searches in autocommit:
+            # a transaction its search opened and held would lock the table
+            # against another build's DROP, and VACUUM, for as long as the
+            # process lives, and BEGIN and ROLLBACK would be two more round
+            # trips a query (a third of tuning's time).
+            autocommit = not self.read_only and self._in_no_transaction()
+            if autocommit:
+                connection.autocommit = True
+            try:
+                for query in queries:
+                    vector = pg_client.parameter(query, self._half)
+                    rows = self._nearest(vector, k, allow, exact=False)
+                    if len(rows) < wanted:
+                        # Short: deleted tuples in the graph, or the iterative
+                        # scan's limit. Answer exactly over what is stored.
+                        rows = self._nearest(vector, k, allow, exact=True)
+                    found.append(rows)
+            finally:
+                if autocommit and not connection.closed:
+                    connection.autocommit = False
         width = min(len(rows) for rows in found)
         labels = np.array([[r[0] for r in rows[:width]] for rows in found], dtype=np.int64)
         scores = np.array([[r[1] for r in rows[:width]] for rows in found], dtype=np.float32)
