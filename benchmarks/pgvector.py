@@ -40,25 +40,6 @@ from llm_vector_index.testing_postgres import postgres_server
 DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/pypi-minilm-40k.npz"
 
 
-def raw_query(dsn: str, table: str, ef_search: int):
-    "The same query as the plugin's, through psycopg directly."
-    import psycopg
-
-    connection = psycopg.connect(dsn, autocommit=True, prepare_threshold=0)
-    pg_client.register_dumpers(connection, pg_client.vector_types(connection))
-    connection.execute("select set_config('hnsw.ef_search', %s, false)", [str(ef_search)])
-    statement = (
-        f"select label, 1 - (embedding <=> %(q)s) from {table} "
-        "order by embedding <=> %(q)s limit 10"
-    )
-
-    def search(query):
-        vector = pg_client.parameter(query / np.linalg.norm(query), False)
-        return connection.execute(statement, {"q": vector}).fetchall()
-
-    return search
-
-
 def raw_build(dsn: str, vectors: np.ndarray, m: int, ef_construction: int) -> float:
     "COPY + CREATE INDEX of the same rows into a fresh table, seconds."
     import psycopg
@@ -139,7 +120,7 @@ def main() -> None:
         write_embeddings(db, "bench", changed, vectors[::100], model="bench-vectors")
         index.build()
         table = index.backend().describe()["pgvector_table"]
-        raw = raw_query(server.dsn, table, index.settings["ef_search"])
+        raw = scale.raw_pgvector_search(server.dsn, table, index.settings["ef_search"])
         ours_ms, raw_ms = [], []
         for query in queries:
             for measured, call in (

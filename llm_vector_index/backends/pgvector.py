@@ -152,10 +152,11 @@ class PgvectorIndex(VectorIndex):
 
     @classmethod
     def settings_in_use(cls, settings):
-        unused = ("lists", "probes") if settings["kind"] == "hnsw" else ("m", "ef_construction")
-        return {k: v for k, v in settings.items() if k not in {*unused, "ef_search"}} | (
-            {"ef_search": settings["ef_search"]} if settings["kind"] == "hnsw" else {}
-        )
+        if settings["kind"] == "hnsw":
+            unused: tuple[str, ...] = ("lists", "probes")
+        else:
+            unused = ("m", "ef_construction", "ef_search")
+        return {k: v for k, v in settings.items() if k not in unused}
 
     def candidates(self, k: int) -> int:
         # float16 scores can swap near neighbours: propose more, llm's
@@ -458,15 +459,12 @@ class PgvectorIndex(VectorIndex):
     def _create_ann_index(self) -> None:
         "The ANN index over what was loaded (pgvector builds one far faster than it grows one)."
         ops = "halfvec_cosine_ops" if self._half else "vector_cosine_ops"
-        if self.settings["kind"] == "hnsw":
-            method = "hnsw"
-            parameters = f"m = {int(self.settings['m'])}, ef_construction = " + str(
-                int(self.settings["ef_construction"])
-            )
+        method = "hnsw" if self.settings["kind"] == "hnsw" else "ivfflat"  # never formatted in
+        if method == "hnsw":
+            m, ef_construction = int(self.settings["m"]), int(self.settings["ef_construction"])
+            parameters = f"m = {m}, ef_construction = {ef_construction}"
         else:
-            method = "ivfflat"
-            lists = self.settings["lists"] or lists_for(self.count())
-            parameters = f"lists = {int(lists)}"
+            parameters = f"lists = {int(self.settings['lists'] or lists_for(self.count()))}"
         assert self._connection is not None
         pg_client.size_build_memory(
             self._connection,
