@@ -4,9 +4,15 @@ Datasette (``datasette_plugin.py`` registers them on every connection).
     vector_index_similar(name, id, k)        -- the k rows nearest stored row id
     vector_index_search(name, embedding, k)  -- nearest an embedding: llm's
                                                 float32 blob, or a JSON array
+    vector_index_query(name, text, k)        -- nearest the text, embedded with
+                                                the index's model (a search box)
     vector_index_keywords(name, text, k)     -- the k best rows for the words
                                                 (an index with keywords)
     vector_index_hybrid(name, text, embedding, k)  -- both fused
+    vector_index_agg(id, embedding, compare_embedding, k)  -- an aggregate:
+                                                exact, over the rows a query
+                                                selects, no index (sql_aggregate.py)
+    vector_index_encode(json), vector_index_decode(blob)  -- llm's float32 blobs
 
 Each returns a JSON array of ``{"id", "score", "collection"}``, best first
 (keyword and hybrid hits add ``keyword_score``, ``keyword_rank``, ``fused``,
@@ -35,7 +41,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from . import catalog
+from . import catalog, sql_aggregate, sql_values
 from .errors import VectorIndexError, check_count
 
 MAX_K = 1000
@@ -43,12 +49,22 @@ HYBRID_FIELDS = ("keyword_score", "keyword_rank", "fused", "vector_rank")
 
 
 def register(conn: sqlite3.Connection) -> None:
-    "Add ``vector_index_similar`` and ``vector_index_search`` to ``conn``."
+    "Add the plugin's SQL functions (this module's docstring lists them) to ``conn``."
     functions = _Functions(conn)
     conn.create_function("vector_index_similar", 3, functions.similar)
     conn.create_function("vector_index_search", 3, functions.search)
+    conn.create_function("vector_index_query", 3, functions.query)
     conn.create_function("vector_index_keywords", 3, functions.keywords)
     conn.create_function("vector_index_hybrid", 4, functions.hybrid)
+    # (typeshed's protocol for an aggregate knows only one argument.)
+    aggregates: Any = {
+        "vector_index_agg": sql_aggregate.Nearest,
+        "vector_index_agg_report": sql_aggregate.NearestReport,
+    }
+    for name, aggregate in aggregates.items():
+        conn.create_aggregate(name, 4, aggregate)
+    conn.create_function("vector_index_encode", 1, sql_values.encode, deterministic=True)
+    conn.create_function("vector_index_decode", 1, sql_values.decode, deterministic=True)
 
 
 class _Functions:
@@ -59,20 +75,29 @@ class _Functions:
     def similar(self, name: Any, id: Any, k: Any) -> str:
         def run(index, number):
             if not isinstance(id, str):
-                raise VectorIndexError(f"id must be text, got {_kind(id)}")
+                raise VectorIndexError(f"id must be text, got {sql_values.kind(id)}")
             return index.similar_by_id(id, number)
 
         return self._answer(name, k, run)
 
     def search(self, name: Any, embedding: Any, k: Any) -> str:
         def run(index, number):
-            return index.similar_by_vector(_vector(embedding, index.record.dimensions), number)
+            return index.similar_by_vector(
+                sql_values.vector(embedding, index.record.dimensions), number
+            )
+
+        return self._answer(name, k, run)
+
+    def query(self, name: Any, text: Any, k: Any) -> str:
+        def run(index, number):
+            # Embedded with the index's model; hybrid where the index has keywords.
+            return index.similar(sql_values.query_text(text), number)
 
         return self._answer(name, k, run)
 
     def keywords(self, name: Any, text: Any, k: Any) -> str:
         def run(index, number):
-            return index.similar(_text(text), number, mode="keyword")
+            return index.similar(sql_values.text(text), number, mode="keyword")
 
         return self._answer(name, k, run)
 
@@ -80,8 +105,8 @@ class _Functions:
         def run(index, number):
             from . import hybrid
 
-            vector = _vector(embedding, index.record.dimensions)
-            return hybrid.answer(index, _text(text), number, "hybrid", lambda: vector)
+            vector = sql_values.vector(embedding, index.record.dimensions)
+            return hybrid.answer(index, sql_values.text(text), number, "hybrid", lambda: vector)
 
         return self._answer(name, k, run)
 
@@ -112,7 +137,7 @@ class _Functions:
         from .index import Index
 
         if not isinstance(name, str):
-            raise VectorIndexError(f"Index name must be text, got {_kind(name)}")
+            raise VectorIndexError(f"Index name must be text, got {sql_values.kind(name)}")
         index = self.indexes.get(name)
         if index is None or index.identity != catalog.identity_of(self.db, name):
             # Not yet open here, or dropped and created again since (maybe
@@ -123,40 +148,3 @@ class _Functions:
             index.may_build = False  # a query must not write inside a SELECT
             self.indexes[name] = index
         return index
-
-
-def _vector(embedding: Any, dimensions: int | None) -> Any:
-    "llm's little-endian float32 blob, or a JSON array of numbers."
-    import numpy as np
-
-    if isinstance(embedding, bytes):
-        if dimensions is not None and len(embedding) != 4 * dimensions:
-            raise VectorIndexError(
-                f"embedding must be a blob of {dimensions} float32 values "
-                f"({4 * dimensions} bytes), got {len(embedding)} bytes"
-            )
-        if len(embedding) % 4:
-            raise VectorIndexError(
-                f"embedding blob of {len(embedding)} bytes is not float32 values"
-            )
-        return np.frombuffer(embedding, dtype="<f4")
-    if isinstance(embedding, str):
-        try:
-            values = json.loads(embedding)
-        except ValueError:
-            values = None
-        if isinstance(values, list) and not any(isinstance(v, bool) for v in values):
-            return values  # (query_vector checks the rest: flat, numbers, finite)
-    raise VectorIndexError(
-        f"embedding must be llm's float32 blob or a JSON array of numbers, got {_kind(embedding)}"
-    )
-
-
-def _text(text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise VectorIndexError(f"text must be non-empty text, got {_kind(text)}")
-    return text
-
-
-def _kind(value: Any) -> str:
-    return "NULL" if value is None else type(value).__name__

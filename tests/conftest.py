@@ -1,4 +1,6 @@
+import contextlib
 import hashlib
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -214,3 +216,16 @@ def close_shared_indexes():
     from llm_vector_index import close_indexes
 
     close_indexes()
+
+
+@contextlib.contextmanager
+def sql_connection(path):
+    "A plain sqlite3 connection to ``path`` with the plugin's SQL functions (sql.register)."
+    from llm_vector_index.sql import register
+
+    connection = sqlite3.connect(path)
+    register(connection)
+    try:
+        yield connection
+    finally:
+        connection.close()

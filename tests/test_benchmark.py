@@ -113,3 +113,19 @@ def test_the_identifier_set_asks_for_each_name_only_one_document_has(tmp_path):
         ("check_output", ["alpha.check_output"]),
         ("get_terminal_size", ["beta.get_terminal_size"]),
     ]
+
+
+def test_the_aggregate_benchmark_agrees_with_an_exact_scan():
+    "sql_aggregate.py (vector_index_agg against llm and the index) at a tiny size."
+    result = subprocess.run(
+        [
+            *(sys.executable, str(RUN.parent / "sql_aggregate.py")),
+            *("--rows", "3000", "--queries", "5", "--llm-queries", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "agree with an exact scan: 1.000" in result.stdout
+    assert "| `vector_index_agg`, whole collection |" in result.stdout

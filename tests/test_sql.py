@@ -4,16 +4,14 @@ Datasette's own client, joined back to llm's embeddings table."""
 import asyncio
 import importlib.metadata
 import json
-import sqlite3
 
 import pytest
 from datasette.app import Datasette
 
 from llm_vector_index import Index
-from llm_vector_index.sql import register
 from llm_vector_index.testing import write_embeddings
 
-from .conftest import snapshot
+from .conftest import snapshot, sql_connection
 
 JOINED = """
     select hit.value ->> 'id' as id, hit.value ->> 'score' as score, e.content
@@ -33,10 +31,8 @@ def built(db, vectors_collection):
 
 @pytest.fixture
 def conn(db_path, built):
-    connection = sqlite3.connect(db_path)
-    register(connection)
-    yield connection
-    connection.close()
+    with sql_connection(db_path) as connection:
+        yield connection
 
 
 def test_similar_joined_back_to_embeddings(conn, built):
