@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -112,6 +113,9 @@ def _server_call(method):
     return call
 
 
+LOCKED_RETRIES = 4  # "database is locked" from Chroma's SQLite: tried again, 0.1 to 0.8 s apart
+
+
 class ChromaIndex(VectorIndex):
     name = "chroma"
     options = (
@@ -189,8 +193,20 @@ class ChromaIndex(VectorIndex):
 
     @_server_call
     def _apply_ef_search(self, value: int) -> None:
+        from chromadb.errors import InternalError
+
         with self._write_lock(), _no_legacy_config_warning():
-            self._collection.modify(configuration={"hnsw": {"ef_search": value}})
+            for attempt in range(LOCKED_RETRIES + 1):
+                try:
+                    self._collection.modify(configuration={"hnsw": {"ef_search": value}})
+                    break
+                except InternalError as error:
+                    # Chroma's own SQLite, busy with its own writes (seen once
+                    # in a loaded test run, tuning's quick changes of setting):
+                    # SQLite refuses at once where waiting could deadlock.
+                    if attempt == LOCKED_RETRIES or "database is locked" not in str(error):
+                        raise
+                    time.sleep(0.1 * 2**attempt)
         if not self.settings["host"]:
             self._reload_store()
 
