@@ -43,6 +43,7 @@ class Evaluated(Queried, Protocol):
 
 
 WARM_UP = 20  # queries run untimed before measuring
+MEASURED_TOGETHER = 50  # queries searched between two scorings (and checks of stop_below)
 
 
 @dataclass
@@ -399,10 +400,6 @@ def measure(
     if not hits:
         return Measurement(1.0, 1.0, timings)
     return Measurement(float(np.mean(hits)), float(np.mean(firsts)), timings)
-
-
-# Queries searched between two scorings (and two checks of ``stop_below``).
-MEASURED_TOGETHER = 50
 
 
 def _score(
