@@ -47,8 +47,8 @@ from ..base import (
 from ..errors import DamagedFiles, InvalidOptions, VectorIndexError
 from ..hookspecs import hookimpl
 from ..storage import load_snapshot, save_snapshot
+from . import pgvector_registry
 
-REGISTRY = "llm_vector_index_tables"
 KINDS = ("hnsw", "ivfflat")
 # pgvector's limits: HNSW and IVFFlat index up to 2,000 dimensions of vector
 # and 4,000 of halfvec; hnsw.ef_search at most 1,000.
@@ -58,13 +58,6 @@ IVF_PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 
 # A replica applies the primary's commits a moment later: a query there
 # waits this long for the version its folder names before refusing.
 REPLICA_WAIT = 3.0
-
-
-def table_name(index_folder: str) -> str:
-    "A new table's name: the index's name, made an identifier, and 12 random hex digits."
-    stem = "".join(c if c.isalnum() else "_" for c in index_folder.lower())
-    stem = "".join(c for c in stem if c.isascii())[:40]
-    return f"llm_{stem}_{uuid.uuid4().hex[:12]}"
 
 
 def lists_for(rows: int) -> int:
@@ -230,7 +223,7 @@ class PgvectorIndex(VectorIndex):
         if self.read_only:
             return
         self._ensure_registry()
-        self._table = table_name(self.path.name)
+        self._table = pgvector_registry.table_name(self.path.name)
         column = "halfvec" if self._half else "vector"
         self._execute(
             "create table {table} (label bigint primary key, "
@@ -238,26 +231,8 @@ class PgvectorIndex(VectorIndex):
         )
 
     def _ensure_registry(self) -> None:
-        "The schema and the registry of our tables, made once per server (its own transaction)."
-        sql = pg_client.psycopg().sql
-        connection = self._connection
-        assert connection is not None
-        with connection.transaction():
-            # Two first builds at once must not both create the schema.
-            connection.execute("select pg_advisory_xact_lock(hashtext('llm_vector_index'))")
-            connection.execute(
-                sql.SQL("create schema if not exists {}").format(sql.Identifier(self._schema))
-            )
-            connection.execute(
-                sql.SQL(
-                    "create table if not exists {}.{} (name text primary key, "
-                    "version text not null, rows bigint not null, dimensions int not null, "
-                    "half boolean not null, kind text not null, "
-                    "created timestamptz not null default now(), "
-                    "saved timestamptz not null default now())"
-                ).format(sql.Identifier(self._schema), sql.Identifier(REGISTRY))
-            )
-        connection.commit()
+        assert self._connection is not None
+        pgvector_registry.ensure(self._connection, self._schema)
 
     def _open_saved(self, meta: Mapping[str, Any]) -> None:
         table, version = meta.get("table"), meta.get("version")
@@ -289,17 +264,7 @@ class PgvectorIndex(VectorIndex):
         self._highest = -1 if self.read_only else self._max_label()
 
     def _registry_row(self):
-        sql = pg_client.psycopg().sql
-        assert self._connection is not None
-        try:
-            return self._connection.execute(
-                sql.SQL("select version, rows, dimensions, half from {}.{} where name = %s").format(
-                    sql.Identifier(self._schema), sql.Identifier(REGISTRY)
-                ),
-                [self._table],
-            ).fetchone()
-        except pg_client.psycopg().errors.UndefinedTable:
-            return None  # no registry in this schema: nothing of ours is here
+        return pgvector_registry.row(self._connection, self._schema, self._table)
 
     def _max_label(self) -> int:
         value = self._execute("select max(label) from {table}").fetchone()[0]
@@ -435,19 +400,21 @@ class PgvectorIndex(VectorIndex):
     def save(self) -> None:
         if self.read_only or self._connection is None:
             raise VectorIndexError("A read-only pgvector index cannot be saved")
-        sql = pg_client.psycopg().sql
         version = uuid.uuid4().hex
         with self._errors():
             if self._new:
                 self._create_ann_index()
             rows = self.count()
-            self._connection.execute(
-                sql.SQL(
-                    "insert into {}.{} (name, version, rows, dimensions, half, kind) "
-                    "values (%s, %s, %s, %s, %s, %s) on conflict (name) do update set "
-                    "version = excluded.version, rows = excluded.rows, saved = now()"
-                ).format(sql.Identifier(self._schema), sql.Identifier(REGISTRY)),
-                [self._table, version, rows, self.dimensions, self._half, self.settings["kind"]],
+            assert self._table is not None
+            pgvector_registry.record_save(
+                self._connection,
+                self._schema,
+                self._table,
+                version,
+                rows,
+                int(self.dimensions),
+                self._half,
+                self.settings["kind"],
             )
             self._connection.commit()
         self._new = False
@@ -488,7 +455,6 @@ class PgvectorIndex(VectorIndex):
             return
         if self.read_only:
             raise VectorIndexError("A read-only pgvector index cannot be destroyed")
-        sql = pg_client.psycopg().sql
         with self._errors():
             self._connection.rollback()  # unsaved rows, or an unsaved new table
             with self._connection.transaction():
@@ -497,12 +463,7 @@ class PgvectorIndex(VectorIndex):
                 listed = self._registry_row() is not None
                 if listed:
                     self._execute("drop table if exists {table}")
-                    self._connection.execute(
-                        sql.SQL("delete from {}.{} where name = %s").format(
-                            sql.Identifier(self._schema), sql.Identifier(REGISTRY)
-                        ),
-                        [self._table],
-                    )
+                    pgvector_registry.forget(self._connection, self._schema, self._table)
 
     def describe(self) -> dict[str, Any]:
         return {
