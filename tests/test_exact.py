@@ -140,3 +140,19 @@ def test_dead_positions_outside_the_rows_are_damage(folder):
     )
     with pytest.raises(DamagedFiles, match="dead positions"):
         ExactIndex(folder, DIMENSIONS)
+
+
+@pytest.mark.parametrize("columns", [10, 64 * 40, 64 * 40 + 17, 100_003])
+@pytest.mark.parametrize("k", [1, 6, 48])
+def test_top_k_by_blocks_is_a_full_sort(columns, k):
+    "top_k's two passes (blocks' maxima, then their columns) keep the true k best."
+    from llm_vector_index.base import top_k
+
+    rng = np.random.default_rng(columns + k)
+    scores = rng.standard_normal((7, columns)).astype(np.float32)
+    scores[0, : columns // 2] = -np.inf  # dead rows, as the exact backend marks them
+    scores[1, -5:] = 10.0  # the best in the last, partial block
+    found = top_k(scores, k)
+    expected = np.sort(scores, axis=1)[:, ::-1][:, : min(k, columns)]
+    assert np.array_equal(np.take_along_axis(scores, found, 1), expected)
+    assert all(len(set(row)) == len(row) for row in found.tolist())
