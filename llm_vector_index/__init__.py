@@ -32,6 +32,7 @@ from .hookspecs import hookimpl
 from .index import BuildReport, Index, IndexEntry
 from .open_indexes import release as close_indexes
 from .registry import BackendInfo, add_hookspecs, get_backend, get_backends
+from .related import RelatedReport, RelatedRow
 
 add_hookspecs()
 collection.install()
@@ -56,6 +57,8 @@ __all__ = [
     "NotApproved",
     "NotBuilt",
     "Option",
+    "RelatedReport",
+    "RelatedRow",
     "Remote",
     "Tunable",
     "UnknownBackend",

@@ -81,6 +81,10 @@ class Capabilities:
     # many Index objects of the process (see open_indexes.py). False where the
     # library keeps its own per-process state (Chroma's clients).
     shareable: bool = True
+    # set_search_option changes only the open instance it is called on.
+    # False where it changes a setting every reader sees (Chroma's
+    # collection configuration): then nothing widens a search for itself.
+    private_search_options: bool = True
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
-from . import faults
+from . import faults, related_store
 from .errors import DamagedCatalog
 from .records import DamagedRecord, IndexRecord
 
@@ -121,6 +121,29 @@ def m006_label_hints(db: Database) -> None:
             "where e.collection_id = vector_index_labels.collection_id "
             "and e.id = vector_index_labels.id)"
         )
+
+
+@migrations()
+def m007_related(db: Database) -> None:
+    # `llm index related --save TABLE` (related.py, related_store.py): the
+    # tables each index saved into (neighbours per row, the index's rows in
+    # the table, +1 per save), and each row's vector checksum as that save
+    # read it, from which the next save learns what changed.
+    db.table("vector_index_related").create(
+        {
+            "index_id": int,
+            "table_name": str,
+            "number": int,
+            "rows": int,
+            "version": int,
+            "saved": float,
+        },
+        pk=("index_id", "table_name"),
+    )
+    db.table("vector_index_related_rows").create(
+        {"index_id": int, "table_name": str, "collection_id": int, "id": str, "checksum": int},
+        pk=("index_id", "table_name", "collection_id", "id"),
+    )
 
 
 def has_label_hints(db: Database) -> bool:
@@ -371,6 +394,9 @@ def save_tuning(
 
 def delete_record(db: Database, index_id: int) -> None:
     with db.atomic():
+        if db.table("vector_index_related").exists():
+            name = db.execute("select name from vector_indexes where id = ?", [index_id]).fetchone()
+            related_store.forget(db, index_id, name[0] if name else None)
         for table in (
             "vector_index_labels",
             "vector_index_collections",

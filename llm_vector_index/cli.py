@@ -25,6 +25,7 @@ from .cli_output import (
     echo_entries,
     progress_bar,
 )
+from .cli_related import index_related
 from .errors import BackendUnavailable
 from .filters import where_option
 from .index import DEFAULT_BACKEND, Index
@@ -458,6 +459,7 @@ def index_default(collection, name, clear, database):
 index_group.add_command(index_migrate_chroma)
 index_group.add_command(index_migrate_pgvector)
 index_group.add_command(index_evaluate)
+index_group.add_command(index_related)
 
 
 @index_group.command(name="backends")

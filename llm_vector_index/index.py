@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import approvals, batch, catalog, freshness, hybrid, paths, query, sync, tuning
+from . import approvals, batch, catalog, freshness, hybrid, paths, query, related, sync, tuning
 from . import evaluate as evaluation
 from . import keywords as keyword_index
 from .base import Remote, VectorIndex
@@ -40,6 +40,7 @@ from .generations import build_lock
 from .holding import Holder
 from .query import IndexEntry
 from .registry import get_backend
+from .related import RelatedReport, RelatedRow
 
 DEFAULT_BACKEND = "auto"
 
@@ -622,6 +623,30 @@ class Index:
         return batch.search_many(
             self, vectors, number, prefix=prefix, collection=collection, where=where
         )
+
+    # -- related items ------------------------------------------------------
+
+    def related(
+        self, number: int = 5, progress: Callable[[int, int], None] | None = None
+    ) -> Iterator[RelatedRow]:
+        """Each indexed row's ``number`` nearest other rows (rank 1 the
+        nearest), found through the backend a batch of rows at a time and
+        scored as llm scores them."""
+        return related.related(self, number, progress)
+
+    def save_related(
+        self,
+        table: str,
+        number: int = 5,
+        *,
+        full: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RelatedReport:
+        """``related`` written to ``table`` in this database (made if absent),
+        replacing this index's rows there in one transaction. After the
+        first save only rows whose neighbours can have changed are searched
+        again (the report says why when every row is)."""
+        return related.save(self, table, number, full=full, progress=progress)
 
 
 # (index folder, generation) already warned about: say it once per process.

@@ -216,6 +216,57 @@ def test_kill_migrations(db_path, db, forkserver, tmp_path, user_path):
     assert kills >= 6
 
 
+def related_state(db_path) -> str:
+    "A digest of the saved related rows and what the plugin keeps about them."
+    db = Database(db_path)
+    digest = hashlib.sha256()
+    for table in ("related", "vector_index_related", "vector_index_related_rows"):
+        for row in db.execute(f"select * from {table} order by 1, 2, 3, 4"):
+            digest.update(repr(row).encode())
+    db.conn.close()
+    return digest.hexdigest()
+
+
+def test_kill_related_saves(db_path, db, forkserver, user_path):
+    """Killed mid-write (inside the transaction) or at a random moment: the
+    table and its snapshot are the last save's, whole; the next save is
+    what a full pass finds."""
+    rng = random.Random(7)
+    write_embeddings(
+        db, "c", [f"r{i:03d}" for i in range(400)], clustered_vectors(400, DIMENSIONS, 6, seed=3)
+    )
+    with Index.create("ix", ["c"], db, backend="exact") as index:
+        index.build()
+        index.save_related("related", 5)
+    kills = 0
+    for trial in range(8):
+        mutate(db, rng, 3000 + trial)
+        with Index("ix", db) as index:
+            index.build()  # the kill falls in the save, not in a build it starts
+        before = related_state(db_path)
+        point, delay = ("related-writing", None) if trial % 2 else (None, rng.uniform(0.0, 0.3))
+        killed = in_child(
+            forkserver, workers.related, (db_path, user_path), kill_at=point, delay=delay
+        )
+        kills += killed
+        if killed:
+            assert related_state(db_path) == before
+        with Index("ix", Database(db_path)) as index:
+            index.save_related("related", 5)
+            index.save_related("check", 5, full=True)
+        saved = Database(db_path)
+        assert (
+            saved.execute(
+                "select collection, id, other_id, score, rank from related order by 1, 2, 5"
+            ).fetchall()
+            == saved.execute(
+                "select collection, id, other_id, score, rank from [check] order by 1, 2, 5"
+            ).fetchall()
+        )
+    KILLED["related"] = kills
+    assert kills >= 4
+
+
 def test_kill_pgvector_migrations(db_path, db, forkserver, user_path, postgres_server, monkeypatch):
     """Killed at a committed batch or at a random moment (mid-COPY, mid-index),
     a migration leaves Postgres consistent: the next run completes it, equal

@@ -63,6 +63,14 @@ def migrate_pgvector(db_path, user_path, kill_at, ready):
     migrate_to_pgvector(Database(db_path), ["c"], dsn_env="PGVECTOR_DSN", batch_size=40)
 
 
+def related(db_path, user_path, kill_at, ready):
+    "One save of related rows (an incremental one once a save exists)."
+    _environment(user_path, kill_at)
+    ready.set()
+    with Index("ix", Database(db_path)) as index:
+        index.save_related("related", 5)
+
+
 def connect(db_path):
     return Database(sqlite3.connect(db_path, timeout=30))
 

@@ -137,7 +137,11 @@ class ChromaIndex(VectorIndex):
         Option("ef_search", int, 100, "HNSW candidates explored per query", 1, maximum=MAX_WIDTH),
     )
     capabilities = Capabilities(
-        exact=False, filtered_search=True, atomic_save=False, shareable=False
+        exact=False,
+        filtered_search=True,
+        atomic_save=False,
+        shareable=False,
+        private_search_options=False,
     )
 
     @classmethod
