@@ -212,12 +212,16 @@ def _candidate_rows(index, found: np.ndarray, dimensions: int) -> dict[int, tupl
 def related(
     index: query.Queried, number: int = 5, progress: Progress | None = None
 ) -> Iterator[RelatedRow]:
-    "Every indexed row's ``number`` nearest other rows, as the rows ``save`` writes."
+    """Every indexed row's ``number`` nearest other rows, as the rows ``save``
+    writes; the number and the index are checked now, not at the first row."""
     check_count(number, "number", MAX_NUMBER)
     query.begin(index, None)
     names = _collection_names(index)
-    for key, others in find(index, number, progress=progress):
-        yield from _rows_of(names, key, others)
+    return (
+        row
+        for key, others in find(index, number, progress=progress)
+        for row in _rows_of(names, key, others)
+    )
 
 
 def _rows_of(names: dict[int, str], key: Key, others: list[tuple[Key, float]]):

@@ -313,3 +313,11 @@ def test_numbers_are_checked_in_python(exact):
     with pytest.raises(VectorIndexError, match="is not valid"):
         exact.save_related("1st", 5)
     assert related.MAX_NUMBER == 100
+
+
+def test_related_checks_before_the_first_row(db, vectors_collection, exact):
+    with pytest.raises(VectorIndexError, match="number must be a whole number"):
+        exact.related(0)  # not only once iterated
+    unbuilt = Index.create("unbuilt", ["vecs"], db, backend="exact")
+    with pytest.raises(VectorIndexError, match="has not been built"):
+        unbuilt.related(5)
