@@ -19,7 +19,19 @@ import llm
 import numpy as np
 from sqlite_utils import Database
 
-from . import approvals, batch, catalog, freshness, hybrid, paths, query, related, sync, tuning
+from . import (
+    approvals,
+    batch,
+    catalog,
+    freshness,
+    hybrid,
+    paths,
+    query,
+    related,
+    reuse,
+    sync,
+    tuning,
+)
 from . import evaluate as evaluation
 from . import keywords as keyword_index
 from .base import Remote, VectorIndex
@@ -68,6 +80,10 @@ class Index:
         # run inside a SELECT, where a build must not write).
         self.may_build = True
         self._label_hints: bool | None = None
+        # The database's state (reuse.state) when a query last found this
+        # index current, with the generation it had: while neither moves, it
+        # still is, and a query skips freshness's statement (30 us at 100k).
+        self._current_at: tuple | None = None
 
     @property
     def label_hints(self) -> bool:
@@ -390,6 +406,9 @@ class Index:
         database cannot be written, the query answers from the last build and
         says so on stderr, once per index and process.
         """
+        database_state = reuse.state(self.db)
+        if self._current_at == (database_state, self.record.generation, self.record.created):
+            return  # nothing was written or committed since it was current
         state = freshness.read_state(self.db, self.record.id, self.collections)
         if (state.generation, state.created) != (self.record.generation, self.record.created):
             # Another process built since, or dropped the index and made
@@ -400,6 +419,7 @@ class Index:
         if self.record.built is None:
             return
         if freshness.is_current(self.record.fingerprint, state):
+            self._current_at = (database_state, self.record.generation, self.record.created)
             return
         failed = ""
         if (

@@ -332,6 +332,30 @@ def test_auto_refresh_returns_new_rows(db, vectors_collection):
     assert index.record.rows == 201  # it was built first
 
 
+def test_a_query_skips_the_freshness_check_only_while_nothing_changed(
+    db_path, db, vectors_collection
+):
+    "The check is skipped while the database is as it was; any write or commit ends that."
+    _ids, vectors = vectors_collection
+    index = Index.create("ix", ["vecs"], db, backend="faiss")
+    index.build()
+    index.similar_by_vector(vectors[0], 1)  # found current
+    statements = []
+    db.conn.set_trace_callback(statements.append)
+    index.similar_by_vector(vectors[0], 1)
+    assert not [s for s in statements if "max(updated)" in s]
+    # another connection's commit: the next query sees the row (and builds)
+    write_embeddings(Database(db_path), "vecs", ["other"], (vectors[5] * -3)[None], updated=5)
+    assert index.similar_by_vector(-vectors[5], 1)[0].id == "other"
+    assert [s for s in statements if "max(updated)" in s]
+    index.similar_by_vector(vectors[0], 1)
+    # a write through this very connection: the same
+    write_embeddings(db, "vecs", ["mine"], (vectors[9] * -3)[None], updated=5)
+    assert index.similar_by_vector(-vectors[9], 1)[0].id == "mine"
+    assert index.record.rows == 202
+    db.conn.set_trace_callback(None)
+
+
 def test_manual_refresh_warns_once_and_answers(db, vectors_collection, capsys):
     _ids, vectors = vectors_collection
     index = Index.create("ix", ["vecs"], db, backend="faiss", refresh="manual")
