@@ -14,7 +14,7 @@ import numpy as np
 from llm.embeddings import Entry
 from sqlite_utils import Database
 
-from . import filters
+from . import filters, reader
 from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from .filters import ROW_COLUMNS, Filter
 from .holding import Holder
@@ -288,16 +288,20 @@ def rows_for_labels(index: Queried, labels: np.ndarray, columns: str = ROW_COLUM
 def _under_labels(index: Queried, labels: np.ndarray, columns: str) -> list[tuple]:
     if len(labels) == 0:
         return []
-    return index.db.conn.execute(
-        f"""
+    return (
+        reader.connection(index.db)
+        .execute(
+            f"""
         select {columns}
         from vector_index_labels l
         join embeddings e on {ROW_OF_LABEL if index.label_hints else ROW_BY_KEY}
         join collections c on c.id = l.collection_id
         where l.index_id = ? and l.label in ({','.join('?' * len(labels))})
         """,
-        [index.record.id, *labels.tolist()],
-    ).fetchall()
+            [index.record.id, *labels.tolist()],
+        )
+        .fetchall()
+    )
 
 
 # The rowid of label l's row: its hint where the hint still holds that row

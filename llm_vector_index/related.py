@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import catalog, query, related_store
+from . import catalog, query, reader, related_store
 from .base import VectorIndex
 from .batch import ROWS_PER_READ
 from .errors import check_count
@@ -83,12 +83,16 @@ def stored_batches(index: query.Queried, size: int = BATCH_ROWS) -> Iterator[Sto
     join = query.ROW_OF_LABEL if index.label_hints else query.ROW_BY_KEY
     last = -1
     while True:
-        rows = index.db.conn.execute(
-            f"select l.label, l.collection_id, l.id, e.embedding "
-            f"from vector_index_labels l join embeddings e on {join} "
-            "where l.index_id = ? and l.label > ? order by l.label limit ?",
-            [index.record.id, last, size],
-        ).fetchall()
+        rows = (
+            reader.connection(index.db)
+            .execute(
+                f"select l.label, l.collection_id, l.id, e.embedding "
+                f"from vector_index_labels l join embeddings e on {join} "
+                "where l.index_id = ? and l.label > ? order by l.label limit ?",
+                [index.record.id, last, size],
+            )
+            .fetchall()
+        )
         if not rows:
             return
         last = rows[-1][0]

@@ -128,6 +128,17 @@ def snapshot(*paths: Path) -> dict:
     return files
 
 
+def statements_sent(db, run) -> list[str]:
+    "The SQL statements ``run()`` sends through ``db``'s connection."
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        db.conn.set_trace_callback(None)
+    return statements
+
+
 @pytest.fixture
 def vectors_collection(db):
     "Two hundred clustered 24-d vectors with known values, model 'test-model'."

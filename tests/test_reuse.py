@@ -9,6 +9,8 @@ from sqlite_utils import Database
 
 from llm_vector_index import Index, reuse
 
+from .conftest import statements_sent
+
 
 @pytest.fixture
 def index(db, vectors_collection):
@@ -19,13 +21,7 @@ def index(db, vectors_collection):
 
 def reads_of_the_filter(db, run):
     "How many statements ``run()`` sends that read the filter's rows."
-    statements = []
-    db.conn.set_trace_callback(statements.append)
-    try:
-        run()
-    finally:
-        db.conn.set_trace_callback(None)
-    return sum("e.rowid" in sql and "limit" in sql for sql in statements)
+    return sum("e.rowid" in sql and "limit" in sql for sql in statements_sent(db, run))
 
 
 def ids(entries):
