@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ import numpy as np
 from sqlite_utils import Database
 
 sys.path.insert(0, str(Path(__file__).parent))
+import scale
 from relevance_sets import CACHE, sets
 
 from llm_vector_index import Index, close_indexes, hybrid, query
@@ -104,29 +104,6 @@ def speed_corpus(rows: int):
     )
 
 
-def timed(runs: dict, queries, rounds: int = 3) -> dict[str, tuple[float, float]]:
-    """p50 and p95 ms of each run over the queries, interleaved (each query
-    through every run in turn, ``rounds`` times) so that the machine's drift
-    falls on all of them alike. The runs take turns going first: the second
-    to search for a query finds the first one's pages and graph nodes in the
-    CPU's caches (measured at 100k: our share of a query read 0.48 ms with the
-    plugin always first, 0.25 ms with it always second, 0.33 ms taking turns)."""
-    timings = {label: [] for label in runs}
-    order = list(runs.items())
-    for _ in range(rounds):
-        for turn, query_args in enumerate(queries):
-            first = turn % len(order)
-            for label, run in order[first:] + order[:first]:
-                started = time.perf_counter()
-                run(*query_args)
-                timings[label].append((time.perf_counter() - started) * 1000)
-    result = {}
-    for label, values in timings.items():
-        values.sort()
-        result[label] = (statistics.median(values), values[int(len(values) * 0.95)])
-    return result
-
-
 def raw_tantivy(index, texts):
     """tantivy's own search, as the plugin asks it (the query's terms OR-ed,
     the 10 best and 32 more for ties), on the index's keyword files: the
@@ -179,7 +156,7 @@ def speed(rows: int) -> None:
             hybrid.answer(index, text, 10, "hybrid", lambda vector=vector: vector)
         print("| query (10 results) | p50 ms | p95 ms |")
         print("|---|---|---|")
-        measured = timed(
+        measured = scale.interleaved_timings(
             {
                 "vector": lambda t, v: query.search(index, v, 10),
                 "keyword": lambda t, v: hybrid.answer(index, t, 10, "keyword", lambda: v),
@@ -200,7 +177,7 @@ def speed(rows: int) -> None:
         print("\n| keyword query on its own (10 results) | p50 ms | p95 ms |")
         print("|---|---|---|")
         engine = raw_tantivy(index, query_texts)
-        alone = timed(
+        alone = scale.interleaved_timings(
             {
                 "no filter": lambda t, v: hybrid.answer(index, t, 10, "keyword", None),
                 "tantivy's own search of the same terms (no rows read)": engine,
@@ -212,7 +189,7 @@ def speed(rows: int) -> None:
             ("--prefix p000 (1%)", "p000"),
         ):
             alone.update(
-                timed(
+                scale.interleaved_timings(
                     {
                         label: lambda t, v, prefix=prefix: hybrid.answer(
                             index, t, 10, "keyword", None, prefix=prefix

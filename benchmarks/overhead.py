@@ -20,15 +20,12 @@ read from SQLite, the exact re-score, the entries).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from sqlite_utils import Database
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,55 +33,6 @@ import hybrid
 import scale
 
 from llm_vector_index import Index
-
-
-def raw_batch(backend):
-    "The wrapped library's own batch search on the same index (its threads), or None."
-    name = type(backend).__name__
-    if name == "FaissIndex":
-        params = backend._search_parameters(None)
-        wanted = backend.candidates(10)
-        return lambda m: backend._index.search(
-            m / np.linalg.norm(m, axis=1, keepdims=True), wanted, params=params
-        )
-    if name == "HnswlibIndex":
-        return lambda m: backend._graph.knn_query(m, 10, num_threads=-1)
-    return None
-
-
-def batch_ms(function, matrix, runs: int = 5) -> float:
-    "Median ms a query of one call for the whole matrix, after a warm-up call."
-    function(matrix)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function(matrix)
-        times.append((time.perf_counter() - started) * 1000 / len(matrix))
-    return float(np.median(times))
-
-
-def queries_per_second(db_path, name: str, queries: np.ndarray, threads: int) -> float:
-    """Queries a second with ``threads`` threads each asking every query in
-    turn, each thread with its own connection and ``Index`` (the open index is
-    shared, as in a web app), one library thread each."""
-    ready = threading.Barrier(threads + 1)
-
-    def work():
-        index = Index(name, Database(db_path))
-        index.similar_by_vector(queries[0], 10)  # opened before the clock starts
-        ready.wait()
-        for q in queries:
-            index.similar_by_vector(q, 10)
-
-    with threadpool_limits(1):
-        pool = [threading.Thread(target=work) for _ in range(threads)]
-        for thread in pool:
-            thread.start()
-        ready.wait()
-        started = time.perf_counter()
-        for thread in pool:
-            thread.join()
-    return threads * len(queries) / (time.perf_counter() - started)
 
 
 def measure(db, db_path, backend: str, queries: np.ndarray, rounds: int) -> dict:
@@ -97,15 +45,9 @@ def measure(db, db_path, backend: str, queries: np.ndarray, rounds: int) -> dict
     if raw is not None:
         runs["raw"] = raw
     with threadpool_limits(1):
-        result = hybrid.timed(runs, [(q,) for q in queries], rounds=rounds)
+        result = scale.interleaved_timings(runs, [(q,) for q in queries], rounds=rounds)
     result["build_s"] = build_s
-    raw_many = raw_batch(index.backend())
-    result["batch"] = batch_ms(lambda m: index.similar_by_vectors(m, 10), queries)
-    result["raw_batch"] = batch_ms(raw_many, queries) if raw_many else float("nan")
-    result["qps"] = [
-        statistics.median(queries_per_second(db_path, index.name, queries, n) for _ in range(3))
-        for n in (1, 2)
-    ]
+    result.update(scale.throughput(index, db_path, queries))
     return result
 
 

@@ -2,9 +2,12 @@
 Markdown and plots (the real record is a 1M run: make benchmark), pgvector
 on a Postgres it starts itself."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RUN = Path(__file__).parents[1] / "benchmarks" / "run.py"
@@ -28,6 +31,7 @@ def test_the_record_is_written(tmp_path):
             "",
             "--out",
             str(out),
+            "--no-cold",  # it would drop the machine's page cache (as root)
         ],
         capture_output=True,
         text=True,
@@ -43,13 +47,21 @@ def test_the_record_is_written(tmp_path):
         if line.startswith(("| auto |", "| faiss |", "| pgvector |"))
     ]
     assert len(rows) == 6
-    assert all(line.count("|") == 15 for line in rows)  # 14 columns, each filled
-    auto_row = rows[0].split("|")
-    assert auto_row[2].strip() == "exact" and auto_row[11].strip() == "1.000"
+    assert all(line.count("|") == 19 for line in rows)  # 18 columns, each filled
+    auto_row = [cell.strip() for cell in rows[0].split("|")]
+    assert auto_row[2] == "exact" and auto_row[12] == "1.000"
+    # our share beside the raw library's search, the batch and the threads
+    assert float(auto_row[11]) == pytest.approx(
+        float(auto_row[7].split("/")[0]) - float(auto_row[9]), abs=0.0015
+    )
+    assert auto_row[14] == "-"  # no cold-cache runs asked for
+    faiss_row = [cell.strip() for cell in rows[1].split("|")]
+    assert faiss_row[15].endswith("x)") and float(faiss_row[15].split()[0]) > 0
+    assert re.fullmatch(r"[\d,]+ / [\d,]+ \(\d+\.\d\dx\)", faiss_row[16])
     # pgvector on the Postgres the run started: raw SQL beside it, its table's size.
-    pgvector_row = rows[2].split("|")
-    assert pgvector_row[2].strip().startswith("hnsw ef_search=")
-    assert float(pgvector_row[9]) > 0 and float(pgvector_row[13]) > 1.0
+    pgvector_row = [cell.strip() for cell in rows[2].split("|")]
+    assert pgvector_row[2].startswith("hnsw ef_search=")
+    assert float(pgvector_row[9]) > 0 and float(pgvector_row[17]) > 1.0
     for name in ("bench-recall-latency.png", "bench-latency-rows.png", "bench-build-rows.png"):
         assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in record
 
