@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import scale
 from relevance_sets import CACHE, sets
 
-from llm_vector_index import Index, close_indexes, hybrid, query
+from llm_vector_index import Index, close_indexes, hybrid, query, reuse
 from llm_vector_index.relevance import Judged, judge, judgement_table
 from llm_vector_index.testing import write_embeddings
 
@@ -188,11 +188,24 @@ def speed(rows: int) -> None:
             ("--prefix p00 (10% of rows)", "p00"),
             ("--prefix p000 (1%)", "p000"),
         ):
+            # asked again and again (what it allows is reused), and each
+            # query as the first with its filter
             alone.update(
                 scale.interleaved_timings(
                     {
                         label: lambda t, v, prefix=prefix: hybrid.answer(
                             index, t, 10, "keyword", None, prefix=prefix
+                        )
+                    },
+                    pairs,
+                )
+            )
+            alone.update(
+                scale.interleaved_timings(
+                    {
+                        f"{label}, first query with it": lambda t, v, prefix=prefix: (
+                            reuse.forget(db),
+                            hybrid.answer(index, t, 10, "keyword", None, prefix=prefix),
                         )
                     },
                     pairs,

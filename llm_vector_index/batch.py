@@ -36,9 +36,10 @@ def search_many(
         return [[] for _ in matrix]
     skip: frozenset = frozenset()
     subset = query.restriction(index, collection, prefix, where)
-    if subset is not None and subset.rowids is not None:
+    rowids = subset.rowids(index.db) if subset is not None else None
+    if rowids is not None:
         # few rows allowed: read them once, rank them for every query
-        rows = Filter.rows(index.db, subset.rowids)
+        rows = Filter.rows(index.db, rowids)
         return [query.rank(rows, q, skip, show_collection, number) for q in matrix]
     allowed = subset.labels(index) if subset is not None else None
     if allowed is not None and len(allowed) == 0:

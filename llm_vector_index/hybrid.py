@@ -145,11 +145,7 @@ def _keyword_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(BM25 scores, labels) of the best ``k`` rows among ``restricted``
     (None: all), best first (see KeywordIndex.search for ``all_ties``)."""
-    allowed = None
-    if restricted is not None:
-        allowed = restricted.labels(index)
-        if len(allowed) == 0:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    allowed = restricted.allowed(index) if restricted is not None else None
     keyword_index = index.holder.keywords()
     try:
         return keyword_index.search(text, k, allowed, all_ties=all_ties)
@@ -174,8 +170,7 @@ def _keyword_entries(
     restricted: Restriction | None,
     show_collection: bool,
 ) -> list[IndexEntry]:
-    record = index.record
-    available = record.keyword_rows if restricted is None else len(restricted.labels(index))
+    available = index.record.keyword_rows  # at most: a filter's rows are not counted
     k = min(number, available) or 1
     while True:
         scores, labels = _keyword_labels(index, text, k, restricted)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,12 +52,32 @@ MAX_QUERY_TERMS = 256  # distinct terms read from one query's text
 MAX_QUERY_CHARS = 100_000
 MAX_TIED = 10_000  # rows read to put ties in a fixed order
 TIE_MARGIN = 32  # rows read past the k-th at first, for ties
-# Allowed labels matched in the query itself, one term each (tantivy's term
-# set costs more for few: 0.5 ms for 10 at 100k rows, against 0.1 ms)
+# A filtered search chooses between matching the allowed labels in the
+# query (a term for a lone label, a range for a run of consecutive ones:
+# after a full build labels follow the rows' ids, so an id prefix is one run
+# for each way of writing its letters) and reading the unfiltered ranking
+# deep enough to hold k allowed rows, by what each costs. Measured at 100k
+# rows, µs (one thread, benchmarks/hybrid.py's queries): in the query, about
+# 3 a run (up to UNION_LIMIT runs) and 0.2 an allowed label (a range over
+# 1,000: 0.27 ms the whole search; 10,000: 2.2 ms); the ranking, about
+# 0.005 a document to score them all and 0.43 a row read (42 rows: 0.59
+# ms, 2,032: 1.44 ms).
 UNION_LIMIT = 256
+RUN_COST = 3.0
+LABEL_COST = 0.2
+DOCUMENT_COST = 0.005
+HIT_COST = 0.43
 # Rows of the unfiltered ranking read, at most, for each allowed label
 # before the filter is put in the query instead (their costs meet about there).
 DEEP_PER_ALLOWED = 16
+# A filter whose labels are not known yet (its first query): up to this many
+# rows are read whole, more are checked among the ranking's rows instead, as
+# long as no more than VERIFIED_DEPTH of those are needed (reading 10,000
+# allowed labels from SQLite took 4 ms, checking 232 ranked rows 0.14 ms).
+READ_LIMIT = 2_000
+VERIFIED_DEPTH = 1_000
+ASSUMED_SHARE = 10  # a first check reads deep enough for one row in this many allowed
+CHECKED_FIRST = 64  # ranked rows asked about at once at first, twice as many each time after
 CHECKS = "checks.json"
 # Files in the folder that are not tantivy's data: never checked.
 _NOT_DATA = {CHECKS, paths.MARKER, ".tantivy-meta.lock", ".tantivy-writer.lock"}
@@ -122,6 +142,65 @@ def settings(value: bool | dict | None) -> dict | None:
 
 def _fields(tokenizer: str) -> list[str]:
     return ["text"] if check_tokenizer(tokenizer) == "words" else ["text", "names"]
+
+
+class LabelSet:
+    """Allowed labels, sorted and distinct, with what a filtered search
+    derives from them, each made once: a filter's labels are reused while
+    the database is unchanged (sorting 10,000 took 1.3 ms a query)."""
+
+    def __init__(self, labels: np.ndarray | Sequence[int]) -> None:
+        self.labels = np.unique(np.asarray(labels, dtype=np.int64))
+        self._runs: tuple[np.ndarray, np.ndarray] | None = None
+        self._member: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        "Runs of consecutive labels: each one's first and last."
+        if self._runs is None:
+            labels = self.labels
+            breaks = np.flatnonzero(np.diff(labels) != 1) + 1
+            self._runs = labels[np.r_[0, breaks]], labels[np.r_[breaks - 1, len(labels) - 1]]
+        return self._runs
+
+    def allows(self, labels: np.ndarray) -> np.ndarray:
+        "Which of these labels are in the set (bools)."
+        if self._member is None:
+            self._member = np.zeros(int(self.labels[-1]) + 1 if len(self) else 0, dtype=bool)
+            self._member[self.labels] = True
+        member = self._member
+        inside = (labels >= 0) & (labels < len(member))
+        found = np.zeros(len(labels), dtype=bool)
+        found[inside] = member[labels[inside]]
+        return found
+
+    # as Allowed
+    def known(self) -> LabelSet:
+        return self
+
+    def more_than(self, limit: int) -> bool:
+        return len(self) > limit
+
+    def label_set(self) -> LabelSet:
+        return self
+
+
+class Allowed(Protocol):
+    "The rows a filtered search may return, as its caller can tell them."
+
+    def known(self) -> LabelSet | None:
+        "Every allowed label, if they have been read already (else None)."
+
+    def more_than(self, limit: int) -> bool:
+        "Whether more than ``limit`` rows may be allowed (counting some that are not is fine)."
+
+    def label_set(self) -> LabelSet:
+        "Every allowed label, read now if need be."
+
+    def allows(self, labels: np.ndarray) -> np.ndarray:
+        "Which of these labels are allowed, exactly (bools); asked again as a search reads deeper."
 
 
 class KeywordIndex:
@@ -262,27 +341,26 @@ class KeywordIndex:
         self,
         text: str,
         k: int,
-        allowed: np.ndarray | None = None,
+        allowed: Allowed | np.ndarray | Sequence[int] | None = None,
         *,
         all_ties: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for ``text`` by BM25 as (scores, labels), best
-        first, ties by label; with ``allowed``, only among those labels.
-        Without ``all_ties``, a tie at the k-th place is settled among the rows
+        first, ties by label; with ``allowed`` (labels, or an Allowed), only
+        among those rows. Without ``all_ties``, a tie at the k-th place is settled among the rows
         tantivy returned (a second search saved where the cut-off barely
         matters: a hybrid query's candidates)."""
         terms = self.terms(text)
-        if not terms or k <= 0 or (allowed is not None and len(allowed) == 0):
+        if not terms or k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        among = LabelSet(allowed) if isinstance(allowed, (np.ndarray, Sequence)) else allowed
         query = self._query(terms)
         searcher = self._current()
         try:
-            if allowed is None:
+            if among is None:
                 scores, labels = self._top(searcher, query, k, all_ties)
             else:
-                scores, labels = self._top_allowed(
-                    searcher, query, k, np.asarray(allowed, dtype=np.int64), all_ties
-                )
+                scores, labels = self._top_allowed(searcher, query, k, among, all_ties)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as error:  # noqa: BLE001 (damage the checks missed: a panic)
@@ -328,48 +406,63 @@ class KeywordIndex:
         return self._scored_labels(searcher, hits)
 
     def _top_allowed(
-        self,
-        searcher,
-        query,
-        k: int,
-        allowed: np.ndarray,
-        all_ties: bool,
+        self, searcher, query, k: int, allowed: Allowed, all_ties: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """As _top, among the ``allowed`` labels. A few are matched in the
-        query itself; many, by reading the unfiltered ranking deep enough to
-        hold ``k`` of them: tantivy's own filter (a term set over the label
-        field) costs 8 ms for 1,000 labels at 100k rows, 14 ms for 10,000,
-        where reading 2,000 ranked rows costs 1.5 ms."""
+        """As _top, among the ``allowed`` rows, by the way that costs least
+        (see UNION_LIMIT): their labels matched in the query (as runs of
+        consecutive labels), or the unfiltered ranking read deep enough to
+        hold ``k`` of them. tantivy's own filter for many scattered labels (a
+        term set) comes last: 8 ms for 1,000 labels at 100k rows, 14 ms for
+        10,000, where reading 2,000 ranked rows costs 1.5 ms."""
         total = searcher.num_docs
-        deep_enough = 2 * k * total // len(allowed) + TIE_MARGIN  # rows read to hold k allowed
-        if len(allowed) > UNION_LIMIT and deep_enough <= DEEP_PER_ALLOWED * len(allowed):
-            member = np.zeros(int(allowed.max()) + 1, dtype=bool)
-            member[allowed] = True
-            fetched = deep_enough
-            while True:
-                hits = searcher.search(query, fetched, count=False).hits
-                scores, labels = self._scored_labels(searcher, hits)
-                keep = member[np.minimum(labels, len(member) - 1)] & (labels < len(member))
-                kept = scores[keep]
-                if len(hits) < fetched:  # every matching row read
-                    return kept, labels[keep]
-                if len(kept) >= k and (
-                    not all_ties or scores[-1] < kept[k - 1] or fetched >= MAX_TIED
-                ):
-                    return kept, labels[keep]
-                if fetched * 2 > DEEP_PER_ALLOWED * len(allowed):
-                    break  # the allowed rows rank low: the filter in the query costs less
-                fetched *= 2
+        labels = allowed.known()
+        first_check = 2 * k * ASSUMED_SHARE + TIE_MARGIN
+        if labels is None and first_check <= VERIFIED_DEPTH and allowed.more_than(READ_LIMIT):
+            # Many, not read yet: check the ranking's rows rather than read them all.
+            top = self._deep(
+                searcher, query, k, allowed.allows, first_check, VERIFIED_DEPTH, all_ties
+            )
+            if top is not None:
+                return top
+        if labels is None:
+            labels = allowed.label_set()
+        if not len(labels):
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
+        firsts, lasts = labels.runs()
+        deep_enough = 2 * k * total // len(labels) + TIE_MARGIN  # rows read to hold k allowed
+        in_query = RUN_COST * len(firsts) + LABEL_COST * len(labels)
+        ranking = DOCUMENT_COST * total + HIT_COST * deep_enough
+        most = DEEP_PER_ALLOWED * len(labels)
+        if not (len(firsts) <= UNION_LIMIT and in_query <= ranking) and deep_enough <= most:
+            top = self._deep(searcher, query, k, labels.allows, deep_enough, most, all_ties)
+            if top is not None:
+                return top  # else the allowed rows rank low: the filter in the query costs less
         tantivy = tantivy_module()
-        if len(allowed) <= UNION_LIMIT:
+        if len(firsts) <= UNION_LIMIT:
             only = tantivy.Query.boolean_query(
                 [
-                    (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, LABEL, label))
-                    for label in allowed.tolist()
+                    (
+                        tantivy.Occur.Should,
+                        (
+                            tantivy.Query.term_query(self._schema, LABEL, first)
+                            if first == last
+                            else tantivy.Query.range_query(
+                                self._schema,
+                                LABEL,
+                                tantivy.FieldType.Integer,
+                                first,
+                                last,
+                                include_lower=True,
+                                include_upper=True,
+                                use_inverted_index=True,
+                            )
+                        ),
+                    )
+                    for first, last in zip(firsts.tolist(), lasts.tolist())
                 ]
             )
         else:
-            only = tantivy.Query.term_set_query(self._schema, LABEL, allowed.tolist())
+            only = tantivy.Query.term_set_query(self._schema, LABEL, labels.labels.tolist())
         restricted = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, query),
@@ -377,6 +470,44 @@ class KeywordIndex:
             ]
         )
         return self._top(searcher, restricted, k, all_ties)
+
+    def _deep(
+        self,
+        searcher,
+        query,
+        k: int,
+        allows: Callable[[np.ndarray], np.ndarray],
+        fetched: int,
+        most: int,
+        all_ties: bool,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The best ``k`` rows that ``allows`` lets through (and every row
+        tied with the k-th, ``all_ties``), from the unfiltered ranking read
+        ``fetched`` deep and deeper: None once more than ``most`` rows of it
+        would be needed. The rows are asked about from the top, a few at a
+        time, until the k-th allowed is known and a lower score follows."""
+        while True:
+            hits = searcher.search(query, fetched, count=False).hits
+            scores, labels = self._scored_labels(searcher, hits)
+            keep = np.zeros(len(labels), dtype=bool)
+            asked, step = 0, CHECKED_FIRST
+            while asked < len(labels):
+                keep[asked : asked + step] = allows(labels[asked : asked + step])
+                asked, step = min(len(labels), asked + step), step * 2
+                kept = scores[:asked][keep[:asked]]
+                if len(kept) >= k and scores[asked - 1] < kept[k - 1]:
+                    # every row past here scores below the k-th: no tie runs on
+                    return kept, labels[:asked][keep[:asked]]
+            kept = scores[keep]
+            if len(hits) < fetched:  # every matching row read
+                return kept, labels[keep]
+            if len(kept) >= k and (not all_ties or fetched >= MAX_TIED):
+                return kept, labels[keep]
+            # deep enough for k at the share of allowed rows seen so far
+            deeper = max(fetched * 2, 2 * k * fetched // max(len(kept), 1) + TIE_MARGIN)
+            if deeper > most:
+                return None
+            fetched = deeper
 
     @staticmethod
     def _scored_labels(searcher, hits) -> tuple[np.ndarray, np.ndarray]:

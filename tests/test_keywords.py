@@ -530,6 +530,12 @@ def ranked(tmp_path_factory):
         (1500, 5, "tied"),
         (1500, 10, "lowest"),
         (300, 10, "lowest"),
+        (100, 10, "runs"),
+        (120, 40, "runs"),
+        (3000, 10, "random"),
+        (3000, 10, "tied"),
+        (2500, 60, "random"),
+        (2500, 10, "lowest"),
     ],
 )
 def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, size, k, which):
@@ -540,14 +546,102 @@ def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, si
         allowed = np.random.default_rng(size + k).choice(6000, size, replace=False)
     elif which == "lowest":  # the worst ranked: reading the ranking deep finds too few
         allowed = labels[-size:]
+    elif which == "runs":  # consecutive labels, as an id prefix gives: ranges in the query
+        starts = np.random.default_rng(size).choice(5900, 8, replace=False)
+        allowed = np.concatenate(
+            [np.arange(s, s + n) for s, n in zip(starts, [1, 2, 2, 3, size // 2, 5, 8, 10])]
+        )
     else:
         starts = np.flatnonzero(np.diff(scores, prepend=np.inf) != 0)
         lengths = np.diff(starts, append=len(scores))
         start = next(s for s, n in zip(starts, lengths) if s > 100 and n >= 40)
         run = labels[scores == scores[start]]
         allowed = np.concatenate([run, labels[-(size - len(run)) :]])
-    found = ranked.search("common rare w3", k, allowed)
     keep = np.isin(labels, allowed)
-    assert found[1].tolist() == labels[keep][:k].tolist()
-    assert found[0].tolist() == scores[keep][:k].tolist()
+    asked = AskedOnly(allowed)
+    for given in (allowed, asked):  # the labels, or only whether some are allowed
+        found = ranked.search("common rare w3", k, given)
+        assert found[1].tolist() == labels[keep][:k].tolist()
+        assert found[0].tolist() == scores[keep][:k].tolist()
     assert len(set(scores[keep][: k + 1].tolist())) < k + 1  # ties at stake
+    # Many allowed rows are checked among the ranked ones, not read, as long
+    # as the ranking need not be read too deep for them.
+    assert asked.read == (k > 40 or size <= 2000 or which == "lowest")
+
+
+class AskedOnly:
+    """Allowed rows as a filter's first query knows them (keywords.Allowed):
+    not read yet, asked about label by label; reading them is counted."""
+
+    def __init__(self, labels):
+        from llm_vector_index.keywords import LabelSet
+
+        self.labels = LabelSet(labels)
+        self.read = False
+
+    def known(self):
+        return None
+
+    def more_than(self, limit):
+        return len(self.labels) > limit
+
+    def label_set(self):
+        self.read = True
+        return self.labels
+
+    def allows(self, labels):
+        return self.labels.allows(labels)
+
+
+def test_a_first_filtered_keyword_query_checks_ranked_rows_and_a_repeated_one_reads_them(
+    db, monkeypatch
+):
+    """A filter allowing many rows is not read whole for its first keyword
+    query: the ranked rows are looked up in the label map instead. Asked
+    again (the database unchanged), its labels are read once and kept.
+    Either way the answer is the unfiltered ranking, filtered."""
+    from llm_vector_index.filters import Filter
+
+    many = llm.Collection("many", db, model_id="hash-16")
+    many.embed_multi_with_metadata(
+        [
+            (
+                f"{'a' if i % 4 else 'b'}{i:04d}",
+                f"row {i} words {'apple ' * (i % 7)}{'pear' if i % 3 == 0 else ''}",
+                {"m": i % 2},
+            )
+            for i in range(3200)
+        ],
+        store=True,
+    )
+    index = Index.create("m", ["many"], db, backend="exact", keywords=True)
+    index.build()
+    everything = index.similar("apple pear", 3200, mode="keyword")
+    reads = []
+    read = Filter.matching_labels
+    monkeypatch.setattr(
+        Filter, "matching_labels", lambda self, *args: reads.append(self) or read(self, *args)
+    )
+
+    def found(**kwargs):
+        return [
+            (e.id, e.keyword_score)
+            for e in index.similar("apple pear", 10, mode="keyword", **kwargs)
+        ]
+
+    # (prefix, where, whether the first query reads the labels): 2,400 rows
+    # start with a (more than keywords.READ_LIMIT), 1,200 of them with m 1
+    # (counted as 2,400: the metadata filter is not counted), 800 with b.
+    for prefix, where, read_first in (("A", {}, False), ("a", {"m": 1}, False), ("b", {}, True)):
+        expected = [
+            (e.id, e.keyword_score)
+            for e in everything
+            if e.id.startswith(prefix.lower())
+            and all(e.metadata[key] == value for key, value in where.items())
+        ][:10]
+        reads.clear()
+        assert found(prefix=prefix, where=where) == expected
+        assert len(reads) == read_first, prefix
+        assert found(prefix=prefix, where=where) == expected
+        assert found(prefix=prefix, where=where) == expected
+        assert len(reads) == 1, prefix  # read once, by the second query or the first

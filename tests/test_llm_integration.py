@@ -167,6 +167,27 @@ def test_where_filters(metadata_index, monkeypatch, scratch_limit):
         assert got == expected_ids(vectors, metadatas, query, keep, 15), where
 
 
+def test_a_filter_asked_label_by_label_allows_what_it_reads(metadata_index):
+    "Filter.allows (a keyword query's check of ranked rows) against matching_labels."
+    from llm_vector_index.filters import Filter
+
+    index, _vectors, _metadatas = metadata_index
+    (collection_id,) = index.collection_ids()
+    every = np.arange(-3, 420)  # negative: held back; past the end: no such label
+    for subset in (
+        Filter([collection_id], where={"kind": "note"}),
+        Filter([collection_id], prefix="m1", where={"nested.level": 2}),
+        Filter([collection_id], where={"absent": "x"}),
+        Filter([collection_id], prefix="M3"),
+        Filter([]),
+    ):
+        expected = sorted(subset.matching_labels(index.db, index.record.id).tolist())
+        allowed = subset.allows(index.db, index.record.id, every)
+        assert sorted(every[allowed].tolist()) == expected, subset
+        assert bool(expected) == bool(subset.collection_ids and "absent" not in subset.where)
+        assert subset.allows(index.db, index.record.id + 1, every).sum() == 0  # not its index
+
+
 def test_where_on_the_command_line(db_path, metadata_index):
     _index, _vectors, metadatas = metadata_index
     result = CliRunner().invoke(
@@ -318,9 +339,19 @@ def test_a_prefix_reads_only_its_range_and_matches_as_like(db, prefix):
     index = Index.create("t", ["tricky"], db, backend="exact")
     index.build()
     subset = Filter([collection_id], prefix=prefix)
-    assert sorted(subset.matching_labels(db, index.record.id).tolist()) == sorted(
+    labels = subset.matching_labels(db, index.record.id)
+    assert sorted(labels.tolist()) == sorted(
         Filter.labels(db, index.record.id, sorted(like)).tolist()
     )
+    # The keyword side's first query: labels asked about one by one, and a
+    # count that may count too many but never too few.
+    every = np.arange(-1, len(TRICKY_IDS) + 1)
+    allowed = subset.allows(db, index.record.id, every)
+    assert sorted(every[allowed].tolist()) == sorted(labels.tolist())
+    for limit in range(len(like)):
+        assert subset.more_than(db, index.record.id, limit)
+    wildcard_first = prefix[0] in "%_"
+    assert subset.more_than(db, index.record.id, len(TRICKY_IDS)) == wildcard_first
 
 
 def test_auto_refresh_returns_new_rows(db, vectors_collection):
