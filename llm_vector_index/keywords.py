@@ -27,15 +27,16 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from . import fusion, paths, storage
 from .errors import DamagedFiles, VectorIndexError, first_line
+from .keyword_filter import MAX_TIED, TIE_MARGIN, UNION_LIMIT, Allowed, LabelSet, from_ranking
 
 FOLDER = "keywords"
 LABEL = "label"
@@ -50,34 +51,6 @@ TOKENIZERS = ("words", "names")
 DEFAULT_TOKENIZER = "names"
 MAX_QUERY_TERMS = 256  # distinct terms read from one query's text
 MAX_QUERY_CHARS = 100_000
-MAX_TIED = 10_000  # rows read to put ties in a fixed order
-TIE_MARGIN = 32  # rows read past the k-th at first, for ties
-# A filtered search chooses between matching the allowed labels in the
-# query (a term for a lone label, a range for a run of consecutive ones:
-# after a full build labels follow the rows' ids, so an id prefix is one run
-# for each way of writing its letters) and reading the unfiltered ranking
-# deep enough to hold k allowed rows, by what each costs. Measured at 100k
-# rows, µs (one thread, benchmarks/hybrid.py's queries): in the query, about
-# 3 a run (up to UNION_LIMIT runs) and 0.2 an allowed label (a range over
-# 1,000: 0.27 ms the whole search; 10,000: 2.2 ms); the ranking, about
-# 0.005 a document to score them all and 0.43 a row read (42 rows: 0.59
-# ms, 2,032: 1.44 ms).
-UNION_LIMIT = 256
-RUN_COST = 3.0
-LABEL_COST = 0.2
-DOCUMENT_COST = 0.005
-HIT_COST = 0.43
-# Rows of the unfiltered ranking read, at most, for each allowed label
-# before the filter is put in the query instead (their costs meet about there).
-DEEP_PER_ALLOWED = 16
-# A filter whose labels are not known yet (its first query): up to this many
-# rows are read whole, more are checked among the ranking's rows instead, as
-# long as no more than VERIFIED_DEPTH of those are needed (reading 10,000
-# allowed labels from SQLite took 4 ms, checking 232 ranked rows 0.14 ms).
-READ_LIMIT = 2_000
-VERIFIED_DEPTH = 1_000
-ASSUMED_SHARE = 10  # a first check reads deep enough for one row in this many allowed
-CHECKED_FIRST = 64  # ranked rows asked about at once at first, twice as many each time after
 CHECKS = "checks.json"
 # Files in the folder that are not tantivy's data: never checked.
 _NOT_DATA = {CHECKS, paths.MARKER, ".tantivy-meta.lock", ".tantivy-writer.lock"}
@@ -142,65 +115,6 @@ def settings(value: bool | dict | None) -> dict | None:
 
 def _fields(tokenizer: str) -> list[str]:
     return ["text"] if check_tokenizer(tokenizer) == "words" else ["text", "names"]
-
-
-class LabelSet:
-    """Allowed labels, sorted and distinct, with what a filtered search
-    derives from them, each made once: a filter's labels are reused while
-    the database is unchanged (sorting 10,000 took 1.3 ms a query)."""
-
-    def __init__(self, labels: np.ndarray | Sequence[int]) -> None:
-        self.labels = np.unique(np.asarray(labels, dtype=np.int64))
-        self._runs: tuple[np.ndarray, np.ndarray] | None = None
-        self._member: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def runs(self) -> tuple[np.ndarray, np.ndarray]:
-        "Runs of consecutive labels: each one's first and last."
-        if self._runs is None:
-            labels = self.labels
-            breaks = np.flatnonzero(np.diff(labels) != 1) + 1
-            self._runs = labels[np.r_[0, breaks]], labels[np.r_[breaks - 1, len(labels) - 1]]
-        return self._runs
-
-    def allows(self, labels: np.ndarray) -> np.ndarray:
-        "Which of these labels are in the set (bools)."
-        if self._member is None:
-            self._member = np.zeros(int(self.labels[-1]) + 1 if len(self) else 0, dtype=bool)
-            self._member[self.labels] = True
-        member = self._member
-        inside = (labels >= 0) & (labels < len(member))
-        found = np.zeros(len(labels), dtype=bool)
-        found[inside] = member[labels[inside]]
-        return found
-
-    # as Allowed
-    def known(self) -> LabelSet:
-        return self
-
-    def more_than(self, limit: int) -> bool:
-        return len(self) > limit
-
-    def label_set(self) -> LabelSet:
-        return self
-
-
-class Allowed(Protocol):
-    "The rows a filtered search may return, as its caller can tell them."
-
-    def known(self) -> LabelSet | None:
-        "Every allowed label, if they have been read already (else None)."
-
-    def more_than(self, limit: int) -> bool:
-        "Whether more than ``limit`` rows may be allowed (counting some that are not is fine)."
-
-    def label_set(self) -> LabelSet:
-        "Every allowed label, read now if need be."
-
-    def allows(self, labels: np.ndarray) -> np.ndarray:
-        "Which of these labels are allowed, exactly (bools); asked again as a search reads deeper."
 
 
 class KeywordIndex:
@@ -409,35 +323,22 @@ class KeywordIndex:
         self, searcher, query, k: int, allowed: Allowed, all_ties: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """As _top, among the ``allowed`` rows, by the way that costs least
-        (see UNION_LIMIT): their labels matched in the query (as runs of
-        consecutive labels), or the unfiltered ranking read deep enough to
-        hold ``k`` of them. tantivy's own filter for many scattered labels (a
-        term set) comes last: 8 ms for 1,000 labels at 100k rows, 14 ms for
-        10,000, where reading 2,000 ranked rows costs 1.5 ms."""
-        total = searcher.num_docs
-        labels = allowed.known()
-        first_check = 2 * k * ASSUMED_SHARE + TIE_MARGIN
-        if labels is None and first_check <= VERIFIED_DEPTH and allowed.more_than(READ_LIMIT):
-            # Many, not read yet: check the ranking's rows rather than read them all.
-            top = self._deep(
-                searcher, query, k, allowed.allows, first_check, VERIFIED_DEPTH, all_ties
-            )
-            if top is not None:
-                return top
-        if labels is None:
-            labels = allowed.label_set()
-        if not len(labels):
+        (keyword_filter.py): read from the unfiltered ranking, or their
+        labels matched in the query, as runs of consecutive labels. tantivy's
+        own filter for many scattered labels (a term set) comes last: 8 ms for
+        1,000 labels at 100k rows, 14 ms for 10,000, where reading 2,000
+        ranked rows costs 1.5 ms."""
+
+        def read(depth: int) -> tuple[np.ndarray, np.ndarray]:
+            return self._scored_labels(searcher, searcher.search(query, depth, count=False).hits)
+
+        found = from_ranking(read, searcher.num_docs, k, allowed, all_ties)
+        if not isinstance(found, LabelSet):
+            return found
+        if not len(found):
             return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
-        firsts, lasts = labels.runs()
-        deep_enough = 2 * k * total // len(labels) + TIE_MARGIN  # rows read to hold k allowed
-        in_query = RUN_COST * len(firsts) + LABEL_COST * len(labels)
-        ranking = DOCUMENT_COST * total + HIT_COST * deep_enough
-        most = DEEP_PER_ALLOWED * len(labels)
-        if not (len(firsts) <= UNION_LIMIT and in_query <= ranking) and deep_enough <= most:
-            top = self._deep(searcher, query, k, labels.allows, deep_enough, most, all_ties)
-            if top is not None:
-                return top  # else the allowed rows rank low: the filter in the query costs less
         tantivy = tantivy_module()
+        firsts, lasts = found.runs()
         if len(firsts) <= UNION_LIMIT:
             only = tantivy.Query.boolean_query(
                 [
@@ -462,7 +363,7 @@ class KeywordIndex:
                 ]
             )
         else:
-            only = tantivy.Query.term_set_query(self._schema, LABEL, labels.labels.tolist())
+            only = tantivy.Query.term_set_query(self._schema, LABEL, found.labels.tolist())
         restricted = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, query),
@@ -470,44 +371,6 @@ class KeywordIndex:
             ]
         )
         return self._top(searcher, restricted, k, all_ties)
-
-    def _deep(
-        self,
-        searcher,
-        query,
-        k: int,
-        allows: Callable[[np.ndarray], np.ndarray],
-        fetched: int,
-        most: int,
-        all_ties: bool,
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The best ``k`` rows that ``allows`` lets through (and every row
-        tied with the k-th, ``all_ties``), from the unfiltered ranking read
-        ``fetched`` deep and deeper: None once more than ``most`` rows of it
-        would be needed. The rows are asked about from the top, a few at a
-        time, until the k-th allowed is known and a lower score follows."""
-        while True:
-            hits = searcher.search(query, fetched, count=False).hits
-            scores, labels = self._scored_labels(searcher, hits)
-            keep = np.zeros(len(labels), dtype=bool)
-            asked, step = 0, CHECKED_FIRST
-            while asked < len(labels):
-                keep[asked : asked + step] = allows(labels[asked : asked + step])
-                asked, step = min(len(labels), asked + step), step * 2
-                kept = scores[:asked][keep[:asked]]
-                if len(kept) >= k and scores[asked - 1] < kept[k - 1]:
-                    # every row past here scores below the k-th: no tie runs on
-                    return kept, labels[:asked][keep[:asked]]
-            kept = scores[keep]
-            if len(hits) < fetched:  # every matching row read
-                return kept, labels[keep]
-            if len(kept) >= k and (not all_ties or fetched >= MAX_TIED):
-                return kept, labels[keep]
-            # deep enough for k at the share of allowed rows seen so far
-            deeper = max(fetched * 2, 2 * k * fetched // max(len(kept), 1) + TIE_MARGIN)
-            if deeper > most:
-                return None
-            fetched = deeper
 
     @staticmethod
     def _scored_labels(searcher, hits) -> tuple[np.ndarray, np.ndarray]:

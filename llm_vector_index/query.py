@@ -18,7 +18,7 @@ from . import filters, reader
 from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
 from .filters import ROW_COLUMNS, Filter
 from .holding import Holder
-from .keywords import LabelSet
+from .keyword_filter import LabelSet
 from .records import IndexRecord
 from .reuse import reuse
 

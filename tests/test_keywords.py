@@ -574,7 +574,7 @@ class AskedOnly:
     not read yet, asked about label by label; reading them is counted."""
 
     def __init__(self, labels):
-        from llm_vector_index.keywords import LabelSet
+        from llm_vector_index.keyword_filter import LabelSet
 
         self.labels = LabelSet(labels)
         self.read = False
@@ -630,7 +630,7 @@ def test_a_first_filtered_keyword_query_checks_ranked_rows_and_a_repeated_one_re
         ]
 
     # (prefix, where, whether the first query reads the labels): 2,400 rows
-    # start with a (more than keywords.READ_LIMIT), 1,200 of them with m 1
+    # start with a (more than keyword_filter.READ_LIMIT), 1,200 of them with m 1
     # (counted as 2,400: the metadata filter is not counted), 800 with b.
     for prefix, where, read_first in (("A", {}, False), ("a", {"m": 1}, False), ("b", {}, True)):
         expected = [
@@ -645,3 +645,47 @@ def test_a_first_filtered_keyword_query_checks_ranked_rows_and_a_repeated_one_re
         assert found(prefix=prefix, where=where) == expected
         assert found(prefix=prefix, where=where) == expected
         assert len(reads) == 1, prefix  # read once, by the second query or the first
+
+
+def test_a_filtered_search_reads_the_ranking_only_where_that_costs_less():
+    """keyword_filter.from_ranking's choice at 100k rows: a run of 1,000
+    labels (an id prefix allowing 1%) goes into the query, 10,000 (10%) are
+    found by reading 232 ranked rows, scattered ones past UNION_LIMIT runs
+    too; a first query with many allowed asks about ranked rows only."""
+    import numpy as np
+
+    from llm_vector_index.keyword_filter import LabelSet, from_ranking
+
+    ranking = np.random.default_rng(0).permutation(100_000)
+    depths = []
+
+    def read(depth):
+        depths.append(depth)
+        return np.linspace(10, 1, 100_000)[:depth], ranking[:depth]
+
+    one_percent = LabelSet(np.arange(5_000, 6_000))
+    assert from_ranking(read, 100_000, 10, one_percent, True) is one_percent and depths == []
+    ten_percent = LabelSet(np.arange(20_000, 30_000))
+    _scores, labels = from_ranking(read, 100_000, 10, ten_percent, True)
+    assert (
+        depths == [232]
+        and labels.tolist()
+        == [label for label in ranking[:232].tolist() if 20_000 <= label < 30_000][: len(labels)]
+    )
+    assert len(labels) >= 10
+    depths.clear()
+    scattered = LabelSet(ranking[::7][:3_000])
+    assert not isinstance(from_ranking(read, 100_000, 10, scattered, True), LabelSet)
+    assert len(depths) == 1
+
+    class FirstQuery(LabelSet):
+        def known(self):
+            return None
+
+        def label_set(self):
+            raise AssertionError("read whole")
+
+    depths.clear()
+    asked = FirstQuery(np.arange(20_000, 30_000))
+    _scores, labels = from_ranking(read, 100_000, 10, asked, True)
+    assert depths == [232] and len(labels) >= 10
