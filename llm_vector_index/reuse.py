@@ -2,7 +2,7 @@
 changes.
 
 A filtered query first reads the rows its filter allows (their rowids, when
-few, or the index's labels for them: 10,000 labels cost about 4 ms at 100k
+few, or the index's labels for them: 10,000 labels cost about 2.5 ms at 100k
 rows, several times the search). An app or a Datasette page asks with the
 same filter again and again, so the answer is kept on the ``Database``
 object, keyed by the filter, and dropped as soon as anything in the
