@@ -13,15 +13,24 @@ tied with the k-th read, so that ties can be ordered by label:
   are known, else asked of the caller (the label map) a few at a time.
 
 The costs that choose between them, measured at 100k rows (µs, one thread,
-benchmarks/hybrid.py's queries): in the query, about 3 a run (up to
-UNION_LIMIT runs) and 0.2 an allowed label (a range over 1,000: 0.27 ms the
-whole search; 10,000: 2.2 ms); the ranking, about 0.005 a document to score
-them all and 0.43 a row read (42 rows: 0.59 ms, 2,032: 1.44 ms).
+benchmarks/hybrid.py's queries):
+
+- in the query through the label field's terms, about 3 a run (up to
+  UNION_LIMIT runs) and 0.2 an allowed label (a range over 1,000: 0.27 ms
+  the whole search; 10,000: 2.2 ms);
+- in the query through the label's fast field (its column, scanned once for
+  each range), about 0.0027 a document for each run and 0.02 an allowed label
+  (one range over 1,000: 0.37 ms; 10,000: 0.56 ms; 30,000: 0.95 ms; each
+  more range about 0.27 ms more);
+- the ranking, about 0.005 a document to score them all and 0.43 a row read
+  (42 rows: 0.59 ms, 232: 0.72 ms, 2,032: 1.44 ms).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -31,6 +40,9 @@ TIE_MARGIN = 32  # rows read past the k-th at first, for ties
 UNION_LIMIT = 256
 RUN_COST = 3.0
 LABEL_COST = 0.2
+SCAN_COST = 0.0027
+SCANNED_LABEL_COST = 0.02
+SCAN_LIMIT = 4  # ranges over the fast field at most
 DOCUMENT_COST = 0.005
 HIT_COST = 0.43
 # Rows of the unfiltered ranking read, at most, for each allowed label
@@ -109,12 +121,20 @@ class Allowed(Protocol):
         "Which of these labels are allowed, exactly (bools); asked again as a search reads deeper."
 
 
+@dataclass
+class InQuery:
+    "The allowed labels, to be matched in the query: through the fast field (``scan``) or terms."
+
+    labels: LabelSet
+    scan: bool
+
+
 def from_ranking(
     read: Read, total: int, k: int, allowed: Allowed, all_ties: bool
-) -> tuple[np.ndarray, np.ndarray] | LabelSet:
+) -> tuple[np.ndarray, np.ndarray] | InQuery:
     """The best ``k`` allowed rows (and every row tied with the k-th,
     ``all_ties``) from the unfiltered ranking of ``total`` rows, where
-    reading it costs least; else the allowed labels, to be matched in the
+    reading it costs least; else how to match the allowed labels in the
     query (see the module's docstring)."""
     labels = allowed.known()
     first_check = 2 * k * ASSUMED_SHARE + TIE_MARGIN
@@ -126,17 +146,23 @@ def from_ranking(
     if labels is None:
         labels = allowed.label_set()
     if not len(labels):
-        return labels
+        return InQuery(labels, scan=False)
     deep_enough = 2 * k * total // len(labels) + TIE_MARGIN  # rows read to hold k allowed
     runs = len(labels.runs()[0])
-    in_query = RUN_COST * runs + LABEL_COST * len(labels)
+    terms = RUN_COST * runs + LABEL_COST * len(labels) if runs <= UNION_LIMIT else math.inf
+    scan = (
+        SCAN_COST * total * runs + SCANNED_LABEL_COST * len(labels)
+        if runs <= SCAN_LIMIT
+        else math.inf
+    )
     ranking = DOCUMENT_COST * total + HIT_COST * deep_enough
     most = DEEP_PER_ALLOWED * len(labels)
-    if not (runs <= UNION_LIMIT and in_query <= ranking) and deep_enough <= most:
+    if ranking < min(terms, scan) and deep_enough <= most:
         top = deep(read, k, labels.allows, deep_enough, most, all_ties)
         if top is not None:
             return top
-    return labels  # the allowed rows rank low or are few: the filter in the query costs less
+    # the allowed rows rank low or are few: the filter in the query costs less
+    return InQuery(labels, scan=scan < terms)
 
 
 def deep(

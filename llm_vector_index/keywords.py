@@ -36,7 +36,15 @@ import numpy as np
 
 from . import fusion, paths, storage
 from .errors import DamagedFiles, VectorIndexError, first_line
-from .keyword_filter import MAX_TIED, TIE_MARGIN, UNION_LIMIT, Allowed, LabelSet, from_ranking
+from .keyword_filter import (
+    MAX_TIED,
+    TIE_MARGIN,
+    UNION_LIMIT,
+    Allowed,
+    InQuery,
+    LabelSet,
+    from_ranking,
+)
 
 FOLDER = "keywords"
 LABEL = "label"
@@ -333,12 +341,13 @@ class KeywordIndex:
             return self._scored_labels(searcher, searcher.search(query, depth, count=False).hits)
 
         found = from_ranking(read, searcher.num_docs, k, allowed, all_ties)
-        if not isinstance(found, LabelSet):
+        if not isinstance(found, InQuery):
             return found
-        if not len(found):
+        labels = found.labels
+        if not len(labels):
             return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
         tantivy = tantivy_module()
-        firsts, lasts = found.runs()
+        firsts, lasts = labels.runs()
         if len(firsts) <= UNION_LIMIT:
             only = tantivy.Query.boolean_query(
                 [
@@ -346,7 +355,7 @@ class KeywordIndex:
                         tantivy.Occur.Should,
                         (
                             tantivy.Query.term_query(self._schema, LABEL, first)
-                            if first == last
+                            if first == last and not found.scan
                             else tantivy.Query.range_query(
                                 self._schema,
                                 LABEL,
@@ -355,7 +364,7 @@ class KeywordIndex:
                                 last,
                                 include_lower=True,
                                 include_upper=True,
-                                use_inverted_index=True,
+                                use_inverted_index=not found.scan,
                             )
                         ),
                     )
@@ -363,7 +372,7 @@ class KeywordIndex:
                 ]
             )
         else:
-            only = tantivy.Query.term_set_query(self._schema, LABEL, found.labels.tolist())
+            only = tantivy.Query.term_set_query(self._schema, LABEL, labels.labels.tolist())
         restricted = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, query),

@@ -532,6 +532,8 @@ def ranked(tmp_path_factory):
         (300, 10, "lowest"),
         (100, 10, "runs"),
         (120, 40, "runs"),
+        (600, 10, "run"),
+        (600, 60, "run"),
         (3000, 10, "random"),
         (3000, 10, "tied"),
         (2500, 60, "random"),
@@ -546,6 +548,8 @@ def test_a_filtered_keyword_search_is_the_unfiltered_ranking_filtered(ranked, si
         allowed = np.random.default_rng(size + k).choice(6000, size, replace=False)
     elif which == "lowest":  # the worst ranked: reading the ranking deep finds too few
         allowed = labels[-size:]
+    elif which == "run":  # one run: a range over the label's fast field
+        allowed = np.arange(2000, 2000 + size)
     elif which == "runs":  # consecutive labels, as an id prefix gives: ranges in the query
         starts = np.random.default_rng(size).choice(5900, 8, replace=False)
         allowed = np.concatenate(
@@ -649,12 +653,14 @@ def test_a_first_filtered_keyword_query_checks_ranked_rows_and_a_repeated_one_re
 
 def test_a_filtered_search_reads_the_ranking_only_where_that_costs_less():
     """keyword_filter.from_ranking's choice at 100k rows: a run of 1,000
-    labels (an id prefix allowing 1%) goes into the query, 10,000 (10%) are
-    found by reading 232 ranked rows, scattered ones past UNION_LIMIT runs
-    too; a first query with many allowed asks about ranked rows only."""
+    labels (an id prefix allowing 1%) goes into the query as terms, one run
+    of 10,000 (10%) as a range over the fast field, 10,000 in eight runs
+    and 30,000 in one are found by reading the ranking (232 and 98 rows),
+    scattered ones too; a first query with many allowed asks about ranked
+    rows only."""
     import numpy as np
 
-    from llm_vector_index.keyword_filter import LabelSet, from_ranking
+    from llm_vector_index.keyword_filter import InQuery, LabelSet, from_ranking
 
     ranking = np.random.default_rng(0).permutation(100_000)
     depths = []
@@ -663,20 +669,29 @@ def test_a_filtered_search_reads_the_ranking_only_where_that_costs_less():
         depths.append(depth)
         return np.linspace(10, 1, 100_000)[:depth], ranking[:depth]
 
+    def chosen(labels):
+        depths.clear()
+        return from_ranking(read, 100_000, 10, labels, True)
+
     one_percent = LabelSet(np.arange(5_000, 6_000))
-    assert from_ranking(read, 100_000, 10, one_percent, True) is one_percent and depths == []
-    ten_percent = LabelSet(np.arange(20_000, 30_000))
-    _scores, labels = from_ranking(read, 100_000, 10, ten_percent, True)
-    assert (
-        depths == [232]
-        and labels.tolist()
-        == [label for label in ranking[:232].tolist() if 20_000 <= label < 30_000][: len(labels)]
+    assert chosen(one_percent) == InQuery(one_percent, scan=False) and depths == []
+    one_run = LabelSet(np.arange(20_000, 30_000))
+    assert chosen(one_run) == InQuery(one_run, scan=True) and depths == []
+    eight_runs = LabelSet(
+        np.concatenate([np.arange(i, i + 1250) for i in range(0, 80_000, 10_000)])
     )
-    assert len(labels) >= 10
-    depths.clear()
-    scattered = LabelSet(ranking[::7][:3_000])
-    assert not isinstance(from_ranking(read, 100_000, 10, scattered, True), LabelSet)
-    assert len(depths) == 1
+    _scores, labels = chosen(eight_runs)
+    assert depths == [232] and len(labels) >= 10
+    assert (
+        labels.tolist()
+        == [label for label in ranking[:232].tolist() if eight_runs.allows(np.array([label]))[0]][
+            : len(labels)
+        ]
+    )
+    _scores, labels = chosen(LabelSet(np.arange(30_000, 60_000)))
+    assert depths == [98] and len(labels) >= 10
+    _scores, labels = chosen(LabelSet(ranking[::7][:3_000]))
+    assert len(depths) == 1 and len(labels) >= 10
 
     class FirstQuery(LabelSet):
         def known(self):
@@ -685,7 +700,5 @@ def test_a_filtered_search_reads_the_ranking_only_where_that_costs_less():
         def label_set(self):
             raise AssertionError("read whole")
 
-    depths.clear()
-    asked = FirstQuery(np.arange(20_000, 30_000))
-    _scores, labels = from_ranking(read, 100_000, 10, asked, True)
+    _scores, labels = chosen(FirstQuery(np.arange(20_000, 30_000)))
     assert depths == [232] and len(labels) >= 10
