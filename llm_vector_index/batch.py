@@ -14,6 +14,7 @@ import numpy as np
 from . import query
 from .errors import DimensionMismatch, VectorIndexError, check_count
 from .filters import Filter
+from .restriction import restriction
 
 # Rows read in one statement (under SQLite's 32,766 parameters).
 ROWS_PER_READ = 5_000
@@ -35,7 +36,7 @@ def search_many(
     if len(matrix) == 0 or not query.check_dimensions(index, matrix[0]):
         return [[] for _ in matrix]
     skip: frozenset = frozenset()
-    subset = query.restriction(index, collection, prefix, where)
+    subset = restriction(index, collection, prefix, where)
     rowids = subset.rowids(index.db) if subset is not None else None
     if rowids is not None:
         # few rows allowed: read them once, rank them for every query

@@ -22,7 +22,8 @@ import numpy as np
 from . import fusion, query
 from .errors import DamagedFiles, VectorIndexError, check_count
 from .filters import ROW_COLUMNS
-from .query import IndexEntry, Restriction
+from .query import IndexEntry
+from .restriction import Restriction, restriction
 
 # ``index`` below is an ``index.Index``: not imported, not even for a type,
 # as no module below the facade imports it (DESIGN.md).
@@ -105,7 +106,7 @@ def search(
             f"Index {index.name!r} has keywords that no build has filled yet: "
             f"run llm index build {index.name}"
         )
-    restricted = query.restriction(index, collection, prefix, where)  # both sides' filter
+    restricted = restriction(index, collection, prefix, where)  # both sides' filter
     if mode == "keyword":
         return _keyword_entries(index, text, number, restricted, show_collection)
     vector = query.query_vector(embed())
