@@ -37,7 +37,7 @@ def search_many(
         return [[] for _ in matrix]
     skip: frozenset = frozenset()
     subset = restriction(index, collection, prefix, where)
-    rowids = subset.rowids(index.db) if subset is not None else None
+    rowids = subset.rowids(index) if subset is not None else None
     if rowids is not None:
         # few rows allowed: read them once, rank them for every query
         rows = Filter.rows(index.db, rowids)

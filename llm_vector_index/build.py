@@ -260,6 +260,7 @@ class Build:
                     dimensions=dimensions,
                     rows=rows,
                     next_label=rows,
+                    ordered_labels=rows,  # handed out in id order (catalog m008)
                     **text.values(),
                 )
             except (sqlite3.Error, OSError):  # e.g. the disk is full: nothing committed

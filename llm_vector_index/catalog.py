@@ -146,6 +146,17 @@ def m007_related(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_ordered_labels(db: Database) -> None:
+    # Labels below this were handed out by the last full build in the order
+    # of the rows' ids within each collection (later builds give new rows
+    # labels from next_label on, and a row keeps its label): the rows under
+    # an id prefix are then one run of labels plus a few later ones, which a
+    # filter reads from the run's two ends (filters.Filter.ordered_labels).
+    # NULL: no full build since this column was added.
+    db.table("vector_indexes").add_column("ordered_labels", int)
+
+
 def has_label_hints(db: Database) -> bool:
     "Has the label map its hint column (m006)? A database no build has upgraded has not."
     return any(row[1] == "hint" for row in db.execute("pragma table_info(vector_index_labels)"))

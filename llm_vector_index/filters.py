@@ -27,6 +27,7 @@ from sqlite_utils import Database
 
 from . import reader
 from .errors import VectorIndexError
+from .keyword_filter import sorted_distinct
 
 # Up to this many matching rows they are read from SQLite and scanned
 # exactly, where hnswlib's allow-list is slowest (its graph walks far to
@@ -96,16 +97,16 @@ def parse_cli_value(text: str) -> Any:
 PREFIX_LETTERS = 3
 
 
-def prefix_ranges(prefix: str) -> list[tuple[str, bytes]]:
+def prefix_ranges(prefix: str, most_letters: int = PREFIX_LETTERS) -> list[tuple[str, bytes]]:
     """Index ranges ``[low, high)`` (``high`` as UTF-8 bytes, compared as
     text) that hold every id ``LIKE prefix || '%'`` matches: the prefix up
-    to its first wildcard, cut before its fourth ASCII letter, in each mix of
-    upper and lower case. None ([]) when a wildcard comes first."""
+    to its first wildcard, cut before its ASCII letter past ``most_letters``,
+    in each mix of upper and lower case. None ([]) when a wildcard comes first."""
     literal = re.split(r"[%_]", prefix, maxsplit=1)[0]
     letters = [i for i, char in enumerate(literal) if char.isascii() and char.isalpha()]
-    if len(letters) > PREFIX_LETTERS:
-        literal = literal[: letters[PREFIX_LETTERS]]
-        letters = letters[:PREFIX_LETTERS]
+    if len(letters) > most_letters:
+        literal = literal[: letters[most_letters]]
+        letters = letters[:most_letters]
     if not literal:
         return []
     variants = [""]
@@ -117,6 +118,27 @@ def prefix_ranges(prefix: str) -> list[tuple[str, bytes]]:
         encoded = low.encode()  # UTF-8 never holds 0xff: the last byte can go up
         ranges.append((low, encoded[:-1] + bytes([encoded[-1] + 1])))
     return ranges
+
+
+# A filter reads its rows' labels from the ends of their runs (ordered_labels)
+# only while the labels handed out since the last full build, which it reads
+# one by one, are at most LATER_LIMIT, the runs at most MAX_ORDERED labels in
+# all (the catalog's numbers come from a file people share), and its prefix
+# has at most EXACT_LETTERS ASCII letters (a range for each way of writing
+# them: "docs/" is 16).
+LATER_LIMIT = 2_000
+MAX_ORDERED = 1 << 26
+EXACT_LETTERS = 5
+
+
+def exact_ranges(prefix: str) -> list[tuple[str, bytes]] | None:
+    """prefix_ranges that hold exactly the ids the prefix matches (no
+    wildcard, every ASCII letter in its own variants), else None."""
+    if "%" in prefix or "_" in prefix:
+        return None
+    if sum(char.isascii() and char.isalpha() for char in prefix) > EXACT_LETTERS:
+        return None
+    return prefix_ranges(prefix, most_letters=EXACT_LETTERS)
 
 
 @dataclass
@@ -197,6 +219,68 @@ class Filter:
                 row="l",
             )
         return self._label_array(db, sql, params)
+
+    def ordered_labels(self, db: Database, record: Any):
+        """The index's labels for the matching rows as matching_labels finds
+        them, read from their runs' ends, or None where that cannot be done.
+        The last full build handed out labels in id order within each
+        collection (``record.ordered_labels``), so the rows under an id range
+        are one run below it: its first and last label are two lookups in
+        the label map's index on (index_id, collection_id, id), and only the
+        labels handed out since (the rows added later) are read one by one.
+        A run's labels whose rows have left the label map are allowed too:
+        they are in neither the backend nor the keyword index (10% of 100k
+        rows: 0.1 ms, against 2.5 ms for reading their labels). Not with a
+        metadata filter, nor a prefix whose ranges hold more than it
+        matches."""
+        import numpy as np
+
+        ordered = min(record.ordered_labels or 0, record.next_label)
+        if self.where or not ordered or record.next_label - ordered > LATER_LIMIT:
+            return None
+        if ordered > min(MAX_ORDERED, 2 * record.rows + LATER_LIMIT):
+            return None  # mostly rows deleted since: read them instead
+        ranges: list[tuple[str, Any]] = [("", "")]
+        if self.prefix:
+            exact = exact_ranges(self.prefix)
+            if not exact:
+                return None
+            ranges = list(exact)
+        bounds = "and id >= ? and id < cast(? as text)" if self.prefix else ""
+        ends, params = [], []
+        for collection_id in self.collection_ids:
+            for low, high in ranges:
+                for direction in ("asc", "desc"):
+                    # +label: SQLite must walk the index by id, not the labels
+                    ends.append(
+                        "(select label from vector_index_labels where index_id = ? "
+                        f"and collection_id = ? {bounds} and +label >= 0 and +label < ? "
+                        f"order by id {direction} limit 1)"
+                    )
+                    params += [record.id, collection_id]
+                    params += [low, high] if self.prefix else []
+                    params.append(ordered)
+        clauses, clause_params = self._clauses(row="l")
+        since = (  # the labels handed out since the full build
+            "select json_group_array(label) from vector_index_labels l "
+            f"where l.index_id = ? and l.label >= ? and {clauses}"
+        )
+        row = self._query(
+            reader.connection(db),
+            f"select json_array({', '.join(ends) or 'null'}), ({since})",
+            [*params, record.id, ordered, *clause_params],
+        )[0]
+        found = json.loads(row[0])
+        runs = [(first, last) for first, last in zip(found[::2], found[1::2]) if first is not None]
+        if any(not isinstance(end, int) for run in runs for end in run):
+            return None  # (a crafted label map)
+        if sum(last - first + 1 for first, last in runs) > ordered or any(
+            first > last for first, last in runs
+        ):
+            return None
+        parts = [np.arange(first, last + 1, dtype=np.int64) for first, last in sorted(runs)]
+        later = np.array(json.loads(row[1]), dtype=np.int64)  # above every run's
+        return sorted_distinct(np.concatenate([*parts, later]))
 
     def more_than(self, db: Database, index_id: int, limit: int) -> bool:
         """Whether more than ``limit`` of the index's labels may match, told

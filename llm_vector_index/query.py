@@ -97,7 +97,7 @@ def ranked(
     allowed = None
     subset = restricted()
     if subset is not None:
-        rowids = subset.rowids(index.db)
+        rowids = subset.rowids(index)
         if rowids is not None:  # few: exact over just those rows
             return rank(Filter.rows(index.db, rowids), query, skip, show_collection, number)
         allowed = subset.labels(index)
@@ -116,7 +116,7 @@ def nearest_labels(
         return nothing
     allowed = None
     if restricted is not None:
-        rowids = restricted.rowids(index.db)
+        rowids = restricted.rowids(index)
         if rowids is not None:
             return _nearest_among(index, query, k, rowids)
         allowed = restricted.labels(index)

@@ -46,6 +46,7 @@ class IndexRecord:
     tuning: dict | None = None
     keywords: dict | None = None  # settings of its keyword index, None: it has none
     keyword_rows: int | None = None  # rows in the keyword index, None: not filled yet
+    ordered_labels: int | None = None  # labels below it follow the ids (catalog m008)
     collections: list[str] = field(default_factory=list)
 
     @classmethod
@@ -88,6 +89,7 @@ _WHOLE_NUMBERS = (
     ("generation", 0, None),
     ("watermark", None, None),
     ("keyword_rows", 0, None),
+    ("ordered_labels", 0, None),
 )
 
 

@@ -28,6 +28,7 @@ DAMAGE = [
     ("dimensions", -5, "dimensions is -5, not from 1 to 65536"),
     ("dimensions", "abc", "dimensions is 'abc', not a whole number"),
     ("rows", -1, "rows is -1, not at least 0"),
+    ("ordered_labels", -3, "ordered_labels is -3, not at least 0"),
     ("generation", "x", "generation is 'x', not a whole number"),
     ("refresh", "sometimes", "refresh is 'sometimes', not auto or manual"),
     ("backend", "", "backend is not a name"),
