@@ -85,6 +85,10 @@ class Capabilities:
     # False where it changes a setting every reader sees (Chroma's
     # collection configuration): then nothing widens a search for itself.
     private_search_options: bool = True
+    # search(allowed=...) may name labels it does not hold, and skips them:
+    # then a filter's labels may come from their runs, gaps and all
+    # (filters.Filter.ordered_labels). False: every allowed label is held.
+    absent_labels: bool = False
 
 
 @dataclass(frozen=True)

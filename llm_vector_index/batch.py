@@ -42,7 +42,8 @@ def search_many(
         # few rows allowed: read them once, rank them for every query
         rows = Filter.rows(index.db, rowids)
         return [query.rank(rows, q, skip, show_collection, number) for q in matrix]
-    allowed = subset.labels(index) if subset is not None else None
+    held_only = not query.takes_absent_labels(index)
+    allowed = subset.labels(index, held_only) if subset is not None else None
     if allowed is not None and len(allowed) == 0:
         return [[] for _ in matrix]
     backend = query.current_backend(index)

@@ -37,6 +37,8 @@ class Queried(Protocol):
     def name(self) -> str: ...
     @property
     def label_hints(self) -> bool: ...
+    @property
+    def backend_class(self) -> type[VectorIndex]: ...
     def backend(self) -> VectorIndex | None: ...
     def ensure_fresh(self) -> None: ...
     def collection_ids(self, only: str | None = None) -> list[int]: ...
@@ -100,7 +102,7 @@ def ranked(
         rowids = subset.rowids(index)
         if rowids is not None:  # few: exact over just those rows
             return rank(Filter.rows(index.db, rowids), query, skip, show_collection, number)
-        allowed = subset.labels(index)
+        allowed = subset.labels(index, held_only=not takes_absent_labels(index))
     return backend_search(index, query, number, skip, allowed, show_collection)
 
 
@@ -119,7 +121,7 @@ def nearest_labels(
         rowids = restricted.rowids(index)
         if rowids is not None:
             return _nearest_among(index, query, k, rowids)
-        allowed = restricted.labels(index)
+        allowed = restricted.labels(index, held_only=not takes_absent_labels(index))
         if len(allowed) == 0:
             return nothing
     backend = current_backend(index)
@@ -212,6 +214,11 @@ def current_backend(index: Queried) -> VectorIndex:
     if backend is None or not index.holder.matches_catalog(backend):
         raise index.holder.mismatch()
     return backend
+
+
+def takes_absent_labels(index: Queried) -> bool:
+    "May the backend's allow-list name labels it does not hold (a filter's runs' gaps)?"
+    return index.backend_class.capabilities.absent_labels
 
 
 def backend_search(index, query, number, skip, allowed, show_collection):

@@ -82,6 +82,8 @@ class Restriction:
     _label_set: LabelSet | None = field(default=None, repr=False)
     _uses: int = field(default=0, repr=False)  # keyword queries that asked about it
     _tried_runs: bool = field(default=False, repr=False)  # cheap_labels
+    _from_runs: bool = field(default=False, repr=False)  # _labels came from their runs
+    _held: np.ndarray | None = field(default=None, repr=False)  # labels(held_only=True)
     # by label: -1 not asked yet, else whether the filter allows it (AllowedRows.allows)
     _answers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8), repr=False)
 
@@ -98,10 +100,23 @@ class Restriction:
                 self._rowids = rowids if len(rowids) <= filters.SCRATCH_LIMIT else None
         return self._rowids
 
-    def labels(self, index: Restricted) -> np.ndarray:
+    def labels(self, index: Restricted, held_only: bool = False) -> np.ndarray:
+        """Their labels; with gaps (labels no row has now) where they come
+        from their runs, unless ``held_only`` (for a backend that takes no
+        label it does not hold: Capabilities.absent_labels)."""
         cheap = self.cheap_labels(index)
-        if cheap is not None:
+        if cheap is not None and not (held_only and self._from_runs):
             return cheap
+        if self._held is not None:
+            return self._held
+        labels = self._read_labels(index)
+        if cheap is not None:  # the runs gave them, gaps and all: keep both
+            self._held = labels
+        else:
+            self._labels = labels
+        return labels
+
+    def _read_labels(self, index: Restricted) -> np.ndarray:
         subset = self.subset
         if subset is None:
             labels = np.zeros(0, dtype=np.int64)
@@ -110,7 +125,6 @@ class Restriction:
             labels = Filter.labels(index.db, index.record.id, self._rowids)
         else:
             labels = subset.matching_labels(index.db, index.record.id)
-        self._labels = labels
         return labels
 
     def cheap_labels(self, index: Restricted) -> np.ndarray | None:
@@ -120,6 +134,7 @@ class Restriction:
         if self._labels is None and not self._tried_runs and self.subset is not None:
             self._tried_runs = True
             self._labels = self.subset.ordered_labels(index.db, index.record)
+            self._from_runs = self._labels is not None
         return self._labels
 
     def allowed(self, index: Restricted) -> AllowedRows:

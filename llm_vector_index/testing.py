@@ -264,6 +264,21 @@ class VectorIndexContract:
         _, labels = index.search(vectors[1:2], 50, allowed=allowed)
         assert sorted(labels[0].tolist()) == allowed.tolist()
 
+    def test_allowed_labels_it_does_not_hold_are_skipped(self, tmp_path):
+        "Only where the backend says so (Capabilities.absent_labels)."
+        if not self.backend_class.capabilities.absent_labels:
+            return  # every allowed label must be held
+        index = self.make(tmp_path)
+        vectors = self.data(400)
+        index.add(np.arange(400), vectors)
+        index.remove(np.arange(0, 400, 3))
+        held = np.array([label for label in range(0, 400, 8) if label % 3])
+        with_gaps = np.concatenate([np.arange(0, 400, 8), [400, 401, 10_000]])
+        for k in (5, len(held), len(with_gaps)):
+            _, expected = index.search(vectors[1:2], k, allowed=held)
+            _, found = index.search(vectors[1:2], k, allowed=with_gaps)
+            assert found[0][found[0] >= 0].tolist() == expected[0][expected[0] >= 0].tolist()
+
     def test_save_and_reopen_restores_exactly(self, tmp_path):
         index = self.make(tmp_path)
         vectors = self.data(300)

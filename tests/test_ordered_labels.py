@@ -31,6 +31,10 @@ def ids(count, start=0):
 
 @pytest.fixture
 def changed(db):
+    return changed_index(db, "exact")
+
+
+def changed_index(db, backend):
     """An index over two collections, fully built, then changed: rows added
     (some under each prefix), deleted and made unrankable, and built again."""
     for name, offset in (("one", 0), ("two", 5000)):
@@ -38,7 +42,7 @@ def changed(db):
         collection.embed_multi(
             [(id, text(offset + i)) for i, id in enumerate(ids(600))], store=True
         )
-    index = Index.create("o", ["one", "two"], db, backend="exact", keywords=True)
+    index = Index.create("o", ["one", "two"], db, backend=backend, keywords=True)
     index.build()
     assert index.record.ordered_labels == index.record.next_label == 1200
     llm.Collection("one", db).embed_multi(
@@ -104,6 +108,21 @@ def test_every_mode_answers_as_reading_the_label_map_does(changed, db, db_path, 
         ]
         found = changed.similar("pear plum", 10, mode=mode, **chosen)
         assert [e.id for e in found] == wanted[:10], mode
+
+
+@pytest.mark.parametrize("backend", ["faiss", "hnswlib", "chroma"])
+def test_each_backend_takes_the_runs_labels_with_their_gaps(db, db_path, backend, monkeypatch):
+    """The backends get labels whose rows have gone (the runs' gaps) and
+    answer as with the label map's own; with a low scratch limit, so that
+    the small filters go to them too."""
+    monkeypatch.setattr(filters, "SCRATCH_LIMIT", 10)
+    index = changed_index(db, backend)
+    reference = unordered(db_path)
+    for chosen in ({"prefix": "a"}, {"prefix": "a00"}, {"collection": "two"}, {"prefix": "a06"}):
+        found = index.similar("pear plum", 10, mode="vector", **chosen)
+        expected = reference.similar("pear plum", 10, mode="vector", **chosen)
+        assert [(e.id, e.score) for e in found] == [(e.id, e.score) for e in expected], chosen
+        assert len(found) == 10
 
 
 def test_the_runs_hold_every_matching_label_and_nothing_the_label_map_holds_else(changed, db):

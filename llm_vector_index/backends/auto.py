@@ -72,7 +72,7 @@ class AutoIndex(VectorIndex):
             internal=True,
         ),
     )
-    capabilities = Capabilities(exact=False, filtered_search=True)
+    capabilities = Capabilities(exact=False, filtered_search=True, absent_labels=True)
 
     def __new__(cls, path, dimensions, metric="cosine", options=None, *, read_only=False):
         settings = cls.validate_options(options or {}, dimensions)

@@ -29,7 +29,7 @@ FIRST_SEGMENT = ["labels", "vectors"]
 
 class ExactIndex(VectorIndex):
     name = "exact"
-    capabilities = Capabilities(exact=True, filtered_search=True)
+    capabilities = Capabilities(exact=True, filtered_search=True, absent_labels=True)
 
     def open(self) -> None:
         saved = load_snapshot(self.path)

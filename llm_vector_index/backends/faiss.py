@@ -130,7 +130,7 @@ class FaissIndex(VectorIndex):
             maximum=64,
         ),
     )
-    capabilities = Capabilities(exact=False, filtered_search=True)
+    capabilities = Capabilities(exact=False, filtered_search=True, absent_labels=True)
 
     @classmethod
     def validate_options(cls, values, dimensions=None):

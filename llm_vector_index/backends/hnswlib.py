@@ -43,7 +43,7 @@ class HnswlibIndex(VectorIndex):
             "ef", int, 64, "Candidates explored per query (recall vs speed)", 1, maximum=MAX_WIDTH
         ),
     )
-    capabilities = Capabilities(exact=False, filtered_search=True)
+    capabilities = Capabilities(exact=False, filtered_search=True, absent_labels=True)
 
     @classmethod
     def validate_options(cls, values, dimensions=None):

@@ -90,7 +90,9 @@ class PgvectorIndex(VectorIndex):
             "Store float16 (half the size; the plugin re-scores exactly from llm's vectors)",
         ),
     )
-    capabilities = Capabilities(exact=False, filtered_search=True, atomic_save=True)
+    capabilities = Capabilities(
+        exact=False, filtered_search=True, atomic_save=True, absent_labels=True
+    )
 
     @classmethod
     def validate_options(cls, values, dimensions=None):
