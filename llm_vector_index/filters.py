@@ -141,6 +141,23 @@ def exact_ranges(prefix: str) -> list[tuple[str, bytes]] | None:
     return prefix_ranges(prefix, most_letters=EXACT_LETTERS)
 
 
+# The rowid of label l's row: its hint where the hint still holds that row
+# (one lookup by rowid), else by the key (llm's replace and VACUUM move
+# rowids; the hint is NULL in label maps from before hints). Two rows can
+# never come back for one label: the key is unique in llm's table.
+ROW_BY_KEY = "e.collection_id = l.collection_id and e.id = l.id"
+ROW_OF_LABEL = """e.rowid = coalesce(
+            (select x.rowid from embeddings x
+             where x.rowid = l.hint and x.collection_id = l.collection_id and x.id = l.id),
+            (select x.rowid from embeddings x
+             where x.collection_id = l.collection_id and x.id = l.id))"""
+
+
+def row_of_label(hints: bool) -> str:
+    "How to join label l's row of llm's table, e: by its hint, if the label map has them."
+    return ROW_OF_LABEL if hints else ROW_BY_KEY
+
+
 @dataclass
 class Filter:
     collection_ids: list[int]
@@ -304,7 +321,7 @@ class Filter:
         sql = f"select count(*) from ({' union all '.join(selects)} limit ?)"
         return self._query(db, sql, [*params, limit + 1])[0][0] > limit
 
-    def allows(self, db: Database, index_id: int, labels) -> Any:
+    def allows(self, db: Database, index_id: int, labels, hints: bool = False) -> Any:
         """Which of these labels (the index's, >= 0) the filter allows,
         exactly as matching_labels finds them, as bools: each looked up in
         the label map (and its row in llm's table for a metadata filter),
@@ -314,7 +331,8 @@ class Filter:
         import numpy as np
 
         clauses, params = self._clauses(row="l")
-        rows = "cross join embeddings e on e.collection_id = l.collection_id and e.id = l.id"
+        # (the row by its hint: 128 rows' metadata in 0.45 ms, 0.60 by the key)
+        rows = f"cross join embeddings e on {row_of_label(hints)}"
         found = self._query(
             reader.connection(db),
             "select l.label from json_each(?) j cross join vector_index_labels l "

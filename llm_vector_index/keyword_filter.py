@@ -56,7 +56,8 @@ DEEP_PER_ALLOWED = 16
 READ_LIMIT = 2_000
 VERIFIED_DEPTH = 1_000
 ASSUMED_SHARE = 10  # a first check reads deep enough for one row in this many allowed
-CHECKED_FIRST = 64  # ranked rows asked about at once at first, twice as many each time after
+CHECKED_FIRST = 64  # ranked rows asked about at once at first
+CHECK_MARGIN = 1.5  # then as many as the share of allowed rows seen calls for, times this
 
 # (scores, labels) of the unfiltered ranking's first n rows, in tantivy's order
 Read = Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -194,11 +195,16 @@ def deep(
         asked, step = 0, CHECKED_FIRST
         while asked < len(labels):
             keep[asked : asked + step] = allows(labels[asked : asked + step])
-            asked, step = min(len(labels), asked + step), step * 2
+            asked = min(len(labels), asked + step)
             kept = scores[:asked][keep[:asked]]
             if len(kept) >= k and scores[asked - 1] < kept[k - 1]:
                 # every row past here scores below the k-th: no tie runs on
                 return kept, labels[:asked][keep[:asked]]
+            # as many more as the allowed rows still missing need at the
+            # share seen so far, with a margin (each row costs about 5 µs
+            # to check), at most twice as many as the last time
+            wanted = CHECK_MARGIN * max(k - len(kept), 1) * asked / max(len(kept), 1)
+            step = min(step * 2, max(CHECKED_FIRST // 4, math.ceil(wanted)))
         kept = scores[keep]
         if len(labels) < fetched:  # every matching row read
             return kept, labels[keep]

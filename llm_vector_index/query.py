@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from . import reader
 from .errors import DamagedFiles, DimensionMismatch, NotBuilt, VectorIndexError, check_count
-from .filters import ROW_COLUMNS, Filter
+from .filters import ROW_COLUMNS, Filter, row_of_label
 from .holding import Holder
 from .records import IndexRecord
 from .restriction import Restriction, restriction
@@ -250,7 +250,7 @@ def _under_labels(index: Queried, labels: np.ndarray, columns: str) -> list[tupl
             f"""
         select {columns}
         from vector_index_labels l
-        join embeddings e on {ROW_OF_LABEL if index.label_hints else ROW_BY_KEY}
+        join embeddings e on {row_of_label(index.label_hints)}
         join collections c on c.id = l.collection_id
         where l.index_id = ? and l.label in ({','.join('?' * len(labels))})
         """,
@@ -258,18 +258,6 @@ def _under_labels(index: Queried, labels: np.ndarray, columns: str) -> list[tupl
         )
         .fetchall()
     )
-
-
-# The rowid of label l's row: its hint where the hint still holds that row
-# (one lookup by rowid), else by the key (llm's replace and VACUUM move
-# rowids; the hint is NULL in label maps from before hints). Two rows can
-# never come back for one label: the key is unique in llm's table.
-ROW_BY_KEY = "e.collection_id = l.collection_id and e.id = l.id"
-ROW_OF_LABEL = """e.rowid = coalesce(
-            (select x.rowid from embeddings x
-             where x.rowid = l.hint and x.collection_id = l.collection_id and x.id = l.id),
-            (select x.rowid from embeddings x
-             where x.collection_id = l.collection_id and x.id = l.id))"""
 
 
 def check_label_map(index: Queried, labels: np.ndarray, rows: list[tuple]) -> None:

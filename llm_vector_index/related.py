@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import catalog, query, reader, related_store
+from . import catalog, filters, query, reader, related_store
 from .base import VectorIndex
 from .batch import ROWS_PER_READ
 from .errors import check_count
@@ -80,7 +80,7 @@ def stored_batches(index: query.Queried, size: int = BATCH_ROWS) -> Iterator[Sto
     """Every indexed row with a rankable vector of the index's width, in label
     order, ``size`` at a time (rows deleted since the build are not there)."""
     width = 4 * (index.record.dimensions or 0)
-    join = query.ROW_OF_LABEL if index.label_hints else query.ROW_BY_KEY
+    join = filters.row_of_label(index.label_hints)
     last = -1
     while True:
         rows = (

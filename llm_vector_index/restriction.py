@@ -37,6 +37,8 @@ class Restricted(Protocol):
     db: Database
     record: IndexRecord
 
+    @property
+    def label_hints(self) -> bool: ...
     def collection_ids(self, only: str | None = None) -> list[int]: ...
 
 
@@ -195,6 +197,6 @@ class AllowedRows:
         unknown = np.unique(labels[answers[labels] < 0])
         if len(unknown):
             answers[unknown] = restriction.subset.allows(
-                self.index.db, self.index.record.id, unknown
+                self.index.db, self.index.record.id, unknown, self.index.label_hints
             )
         return answers[labels] == 1

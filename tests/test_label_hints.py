@@ -64,13 +64,25 @@ def test_builds_keep_each_rows_rowid_and_follow_llms_replace(db, two_collections
     ],
 )
 def test_a_hint_that_no_longer_holds_its_row_changes_no_answer(db, two_collections, craft):
+    from llm_vector_index.filters import Filter
+
     index, vectors = two_collections
     queries = vectors[::25] + 0.01
     expected = answers(index, queries)
+    # a metadata filter checks each label's row, found by its hint too
+    db.execute("update embeddings set metadata = json_object('odd', rowid % 2)")
+    db.conn.commit()
+    odd = Filter(index.collection_ids(), where={"odd": 1})
+    allowed = odd.allows(db, index.record.id, np.arange(400), hints=True)
+    assert 150 < allowed.sum() < 250
     db.execute(craft)
     db.conn.commit()
     assert hints_hold(db)[0] == 0
     assert answers(Index("both", db), queries) == expected
+    for hints in (True, False):
+        assert odd.allows(db, index.record.id, np.arange(400), hints=hints).tolist() == (
+            allowed.tolist()
+        )
 
 
 def test_a_label_map_from_before_hints_answers_and_the_next_build_fills_them(db, two_collections):
