@@ -120,6 +120,11 @@ def prefix_ranges(prefix: str, most_letters: int = PREFIX_LETTERS) -> list[tuple
     return ranges
 
 
+def in_range(row: str) -> str:
+    "SQL: ``row``'s id in one of prefix_ranges' ranges (bound as low, high)."
+    return f"{row}.id >= ? and {row}.id < cast(? as text)"
+
+
 # A filter reads its rows' labels from the ends of their runs (ordered_labels)
 # only while the labels handed out since the last full build, which it reads
 # one by one, are at most LATER_LIMIT, the runs at most MAX_ORDERED labels in
@@ -199,8 +204,7 @@ class Filter:
         selects, all_params = [], []
         for low, high in ranges:  # disjoint: no row comes twice
             selects.append(
-                f"select {columns} from {table} {joins} where {clauses} "
-                f"and {row}.id >= ? and {row}.id < cast(? as text)"
+                f"select {columns} from {table} {joins} where {clauses} " f"and {in_range(row)}"
             )
             all_params += [*params, low, high]
         return " union all ".join(selects), all_params
@@ -247,7 +251,7 @@ class Filter:
         labels handed out since (the rows added later) are read one by one.
         A run's labels whose rows have left the label map are allowed too:
         they are in neither the backend nor the keyword index (10% of 100k
-        rows: 0.1 ms, against 2.5 ms for reading their labels). Not with a
+        rows: 0.05 ms, against 2.5 ms for reading their labels). Not with a
         metadata filter, nor a prefix whose ranges hold more than it
         matches."""
         import numpy as np
@@ -263,7 +267,7 @@ class Filter:
             if not exact:
                 return None
             ranges = list(exact)
-        bounds = "and id >= ? and id < cast(? as text)" if self.prefix else ""
+        bounds = f"and {in_range('vector_index_labels')}" if self.prefix else ""
         ends, params = [], []
         for collection_id in self.collection_ids:
             for low, high in ranges:
@@ -310,7 +314,7 @@ class Filter:
         if not ranges:
             return True
         marks = ",".join("?" * len(self.collection_ids)) or "null"
-        bounds = "and l.id >= ? and l.id < cast(? as text)" if self.prefix else ""
+        bounds = f"and {in_range('l')}" if self.prefix else ""
         selects, params = [], []
         for low, high in ranges:
             selects.append(
