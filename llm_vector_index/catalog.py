@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
-from . import faults, related_store
+from . import faults, metadata_indexes, related_store
 from .errors import DamagedCatalog
 from .records import DamagedRecord, IndexRecord
 
@@ -155,6 +155,16 @@ def m008_ordered_labels(db: Database) -> None:
     # filter reads from the run's two ends (filters.Filter.ordered_labels).
     # NULL: no full build since this column was added.
     db.table("vector_indexes").add_column("ordered_labels", int)
+
+
+@migrations()
+def m009_metadata_indexes(db: Database) -> None:
+    # The metadata keys each index asked to have indexed on llm's table, and
+    # which of those SQLite indexes the plugin made (metadata_indexes.py).
+    db.table("vector_index_metadata_keys").create(
+        {"index_id": int, "key": str}, pk=("index_id", "key")
+    )
+    db.table("vector_index_metadata_made").create({"key": str}, pk="key")
 
 
 def has_label_hints(db: Database) -> bool:
@@ -408,6 +418,8 @@ def delete_record(db: Database, index_id: int) -> None:
         if db.table("vector_index_related").exists():
             name = db.execute("select name from vector_indexes where id = ?", [index_id]).fetchone()
             related_store.forget(db, index_id, name[0] if name else None)
+        if db.table(metadata_indexes.KEYS).exists():
+            metadata_indexes.remove(db, index_id)
         for table in (
             "vector_index_labels",
             "vector_index_collections",

@@ -14,6 +14,7 @@ from llm.embeddings import Collection
 
 from . import catalog
 from .cli_evaluate import index_evaluate
+from .cli_metadata import index_metadata
 from .cli_migrate import index_migrate_chroma, index_migrate_pgvector
 from .cli_options import IndexGroup, database_option, fusion_options, open_database
 from .cli_output import (
@@ -76,9 +77,25 @@ def index_group():
     is_flag=True,
     help="Keep a keyword index of the stored text too: queries then fuse both (hybrid)",
 )
+@click.option(
+    "metadata_keys",
+    "--index-metadata",
+    multiple=True,
+    metavar="KEY",
+    help="Index this metadata key for --where filters (see llm index metadata)",
+)
 @database_option
 def index_create(
-    name, collections, backend, options, build_now, make_default, refresh, with_keywords, database
+    name,
+    collections,
+    backend,
+    options,
+    build_now,
+    make_default,
+    refresh,
+    with_keywords,
+    metadata_keys,
+    database,
 ):
     """
     Create a vector index over one or more collections
@@ -101,6 +118,7 @@ def index_create(
         refresh=refresh,
         default=make_default,
         keywords=with_keywords,
+        metadata_keys=metadata_keys,
     )
     click.echo(
         f"Created index {name} ({backend}) over {', '.join(index.collections)}",
@@ -460,6 +478,7 @@ index_group.add_command(index_migrate_chroma)
 index_group.add_command(index_migrate_pgvector)
 index_group.add_command(index_evaluate)
 index_group.add_command(index_related)
+index_group.add_command(index_metadata)
 
 
 @index_group.command(name="backends")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import click
 from sqlite_utils import Database
 
-from . import approvals, catalog
+from . import approvals, catalog, metadata_indexes
 from .build import BuildReport
 from .errors import VectorIndexError
 from .evaluate import Evaluation, Sweep
@@ -212,6 +212,7 @@ def describe(index_record: catalog.IndexRecord, db: Database) -> dict:
             if index_record.keywords
             else None
         ),
+        "metadata_indexes": metadata_indexes.keys_of(db, index_record.id),
         "tuning": (
             {**index_record.tuning, "when": iso_time(index_record.tuning.get("when"))}
             if index_record.tuning

@@ -25,6 +25,7 @@ from . import (
     catalog,
     freshness,
     hybrid,
+    metadata_indexes,
     paths,
     query,
     related,
@@ -110,11 +111,14 @@ class Index:
         refresh: str = "auto",
         default: bool = False,
         keywords: bool | dict[str, Any] = False,
+        metadata_keys: Sequence[str] = (),
     ) -> Index:
         """Define an index (nothing is read until ``build()``). Everything is
         checked before anything is written. ``keywords``: keep a keyword index
-        beside the vectors (True, or settings: see ``set_keywords``)."""
+        beside the vectors (True, or settings: see ``set_keywords``);
+        ``metadata_keys``: index these metadata keys (see ``index_metadata``)."""
         paths.check_name(name)
+        metadata_keys = metadata_indexes.check_keys(db, metadata_keys)
         _check_refresh(refresh)
         keyword_settings = keyword_index.settings(keywords)
         if keyword_settings:
@@ -157,6 +161,13 @@ class Index:
         # A folder left by an index of this name whose catalog row was deleted.
         paths.remove_tree(folder)
         index = cls(name, db)
+        if metadata_keys:
+            try:
+                index.index_metadata(metadata_keys)
+            except VectorIndexError:  # (rows whose metadata is not JSON): nothing stays
+                catalog.delete_record(db, index.record.id)
+                approvals.withdraw(db, name)
+                raise
         if default:
             for collection in collections:
                 index.set_default(collection)
@@ -481,6 +492,28 @@ class Index:
         )
         self.db.conn.commit()
         self.reload()
+
+    # -- metadata indexes ---------------------------------------------------
+
+    @property
+    def metadata_keys(self) -> list[str]:
+        "The metadata keys indexed on llm's table for this index's filters."
+        return metadata_indexes.keys_of(self.db, self.record.id)
+
+    def index_metadata(self, keys: Sequence[str]) -> list[str]:
+        """Index these metadata keys on llm's table (an SQLite index on each),
+        so that a filter on them (``where={KEY: value}``) finds its rows in
+        that index rather than by reading every row's JSON. Returns the keys
+        whose SQLite index this made (the rest were there already)."""
+        metadata_indexes.check_keys(self.db, keys)
+        catalog.ensure_schema(self.db)
+        return metadata_indexes.add(self.db, self.record.id, keys)
+
+    def drop_metadata(self, keys: Sequence[str] | None = None) -> list[str]:
+        """Stop indexing these metadata keys (None: all this index's). An
+        SQLite index the plugin made goes once no index asks for its key.
+        Returns the keys whose SQLite index went."""
+        return metadata_indexes.drop(self.db, self.record.id, self.name, keys)
 
     # -- default index ----------------------------------------------------------
 

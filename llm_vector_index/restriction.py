@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlite_utils import Database
 
-from . import filters
+from . import filters, metadata_indexes
 from .filters import Filter
 from .keyword_filter import LabelSet
 from .records import IndexRecord
@@ -52,6 +52,12 @@ def restriction(
     if not restricted:
         return Restriction(None)
     subset = Filter(restricted, prefix=prefix or None, where=dict(where or {}))
+
+    def read() -> Restriction:  # which of its keys are indexed, once with the rest
+        if subset.where:
+            subset.indexed = metadata_indexes.usable(index.db, subset.where)
+        return Restriction(subset)
+
     try:
         key = (
             index.record.id,
@@ -62,8 +68,8 @@ def restriction(
             filters.SCRATCH_LIMIT,
         )
     except (TypeError, ValueError):  # a value JSON cannot hold: read it afresh
-        return Restriction(subset)
-    return reuse(index.db, key, lambda: Restriction(subset))
+        return read()
+    return reuse(index.db, key, read)
 
 
 _UNREAD: Any = object()
