@@ -8,6 +8,10 @@ nested objects). Small matching subsets are searched exactly from their rows
 in SQLite (the "scratch index"); larger ones go to the backend as an
 allow-list of labels. ``SCRATCH_LIMIT`` comes from benchmarks/filtered_search.py.
 
+A metadata filter reads every row's JSON, unless its keys have an index on
+llm's table (metadata_indexes.py): then it reads one range of it, and
+checks a row by a lookup in it.
+
 A prefix reads only its ranges of the index on (collection_id, id), and an
 allow-list without a metadata filter comes from the label map alone: at 100k
 rows a filter allowing 10% of them took a vector query from 37 to 12 ms p50,
@@ -308,7 +312,10 @@ class Filter:
         counted over the prefix's ranges, up to one past ``limit`` (0.1 ms
         for 2,001 at 100k rows), without the LIKE that refines them or the
         metadata filter, so rows they leave out may be counted. A prefix
-        that starts with a wildcard has no ranges: many, then."""
+        that starts with a wildcard has no ranges: many, then. A metadata
+        filter whose keys are indexed counts its rows in llm's table
+        instead, in that index's range (2,001 in 0.25 ms): few of them can
+        then be told from many."""
         if self.where_indexed:  # the rows themselves, counted in the metadata's index
             sql, params = self._select("1")
             count = self._query(db, f"select count(*) from ({sql} limit ?)", [*params, limit + 1])

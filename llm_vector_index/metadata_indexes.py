@@ -72,7 +72,12 @@ def keys_of(db: Database, index_id: int) -> list[str]:
     could name (a crafted catalog) is left out: no SQL is made from it."""
     if not db.table(KEYS).exists():
         return []
-    rows = db.execute(f"select key from {KEYS} where index_id = ? order by key", [index_id])
+    try:
+        rows = db.execute(
+            f"select key from {KEYS} where index_id = ? order by key", [index_id]
+        ).fetchall()
+    except sqlite3.DatabaseError:  # a table of that name made otherwise: no keys
+        return []
     return [key for (key,) in rows if is_valid_key(key)]
 
 
@@ -170,19 +175,25 @@ def remove(db: Database, index_id: int, keys: Iterable[str] | None = None) -> li
     if not db.table(KEYS).exists():
         return []
     asked = keys_of(db, index_id) if keys is None else list(keys)
-    if keys is None:
-        db.execute(f"delete from {KEYS} where index_id = ?", [index_id])
-    else:
-        for key in asked:
-            db.execute(f"delete from {KEYS} where index_id = ? and key = ?", [index_id, key])
-    dropped = []
+    try:
+        if keys is None:
+            db.execute(f"delete from {KEYS} where index_id = ?", [index_id])
+        else:
+            for key in asked:
+                db.execute(f"delete from {KEYS} where index_id = ? and key = ?", [index_id, key])
+    except sqlite3.DatabaseError:  # tables of these names made otherwise: touch no index
+        return []
+    dropped: list[str] = []
     for key in asked:
         if (
             not is_valid_key(key)
             or db.execute(f"select 1 from {KEYS} where key = ?", [key]).fetchone()
         ):
             continue  # another index still asks for it
-        ours = db.execute(f"select 1 from {MADE} where key = ?", [key]).fetchone()
+        try:
+            ours = db.execute(f"select 1 from {MADE} where key = ?", [key]).fetchone()
+        except sqlite3.DatabaseError:  # made otherwise: it names no index as the plugin's
+            return dropped
         if ours and key in usable(db, [key]):
             db.execute(f'drop index "{index_name(key)}"')
             dropped.append(key)

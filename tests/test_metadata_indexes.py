@@ -338,3 +338,25 @@ def test_a_filter_allowing_few_rows_reads_their_labels_at_once(two, db, monkeypa
     reuse.forget(db)
     many = two.similar("cat dog", 10, mode="keyword", where={"flag": True})  # not indexed
     assert many and checked
+
+
+@pytest.mark.parametrize(
+    "made_otherwise",
+    [
+        f"create table {metadata_indexes.KEYS} (x)",
+        f"create table {metadata_indexes.MADE} (x)",
+    ],
+)
+def test_tables_of_these_names_made_otherwise_break_nothing(two, db, db_path, made_otherwise):
+    two.index_metadata(["kind"])
+    table = made_otherwise.split()[2]
+    db.execute(f"drop table {table}")
+    db.execute(made_otherwise)
+    db.conn.commit()
+    shown = CliRunner().invoke(index_group, ["show", "m", "-d", str(db_path)])
+    assert shown.exit_code == 0, shown.output
+    assert two.similar("cat", 3, where={"kind": "red"})
+    result = CliRunner().invoke(index_group, ["drop", "m", "-d", str(db_path)])
+    assert result.exit_code == 0, result.output
+    with closing(Database(db_path)) as fresh:
+        assert not Index.exists(fresh, "m")
