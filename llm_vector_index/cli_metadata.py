@@ -31,9 +31,10 @@ def index_metadata(name, keys, drop, database):
     """
     with Index(name, open_database(database)) as index:
         if drop:
+            stopped = list(keys) or index.metadata_keys
             gone = index.drop_metadata(list(keys) or None)
             click.echo(
-                f"{name} no longer indexes metadata {_listed(keys or gone)}"
+                f"{name} no longer indexes metadata {_listed(stopped)}"
                 + (f" (dropped the SQLite index of {_listed(gone)})" if gone else ""),
                 err=True,
             )

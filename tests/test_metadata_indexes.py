@@ -180,6 +180,9 @@ def test_create_and_drop_through_the_cli(db, db_path):
     assert result.exit_code == 0, result.output
     assert "dropped the SQLite index of n" in result.output
     assert indexes() == ["idx_embeddings_metadata_kind"]
+    result = runner.invoke(index_group, ["metadata", "b", "--drop", "-d", str(db_path)])
+    assert result.output.strip() == "b no longer indexes metadata kind"  # a still asks for it
+    assert runner.invoke(index_group, ["metadata", "b", "kind", "-d", str(db_path)]).exit_code == 0
     assert runner.invoke(index_group, ["drop", "a", "-d", str(db_path)]).exit_code == 0
     assert indexes() == ["idx_embeddings_metadata_kind"]  # b still asks for it
     assert runner.invoke(index_group, ["drop", "b", "-d", str(db_path)]).exit_code == 0
@@ -360,3 +363,60 @@ def test_tables_of_these_names_made_otherwise_break_nothing(two, db, db_path, ma
     assert result.exit_code == 0, result.output
     with closing(Database(db_path)) as fresh:
         assert not Index.exists(fresh, "m")
+
+
+KILLED_CHILD = """
+import sys
+from sqlite_utils import Database
+from llm_vector_index import Index
+index = Index("k", Database(sys.argv[1]))
+print("ready", flush=True)
+index.index_metadata(["kind", "n"])
+print("done", flush=True)
+"""
+
+
+def test_a_kill_while_indexing_leaves_all_or_nothing(db, db_path):
+    """SIGKILL at points through making the SQLite indexes: each time the
+    database is whole, and a key is recorded exactly when its index is
+    there (one SQLite transaction makes both)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from llm_vector_index.testing import clustered_vectors, write_embeddings
+
+    rows = 60_000
+    write_embeddings(
+        db,
+        "big",
+        [f"b{i}" for i in range(rows)],
+        clustered_vectors(rows, 8, clusters=10),
+        metadatas=[{"kind": KINDS[i % 3], "n": i % 50} for i in range(rows)],
+    )
+    Index.create("k", ["big"], db, backend="exact").build()
+    db.conn.close()
+    outcomes = []
+    for delay in [0.0, 0.02, 0.05, 0.08, 0.12, 0.2, 0.4]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CHILD, str(db_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay * random.uniform(0.8, 1.2))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with closing(Database(db_path)) as after:
+            assert after.execute("pragma integrity_check").fetchone() == ("ok",)
+            again = Index("k", after)
+            keys = again.metadata_keys
+            assert keys in ([], ["kind", "n"])
+            assert metadata_indexes.usable(after, ["kind", "n"]) == set(keys)
+            made = {key for (key,) in after.execute(f"select key from {metadata_indexes.MADE}")}
+            assert made == set(keys)
+            outcomes.append(bool(keys))
+            if keys:
+                assert [e.id for e in again.similar_by_id("b0", 5, where={"kind": "red"})]
+                again.drop_metadata()
+    print("killed after the commit:", outcomes)  # (timing decides which: both are fine)
