@@ -68,7 +68,7 @@ def is_valid_key(key: object) -> bool:
 
 
 def keys_of(db: Database, index_id: int) -> list[str]:
-    """The keys this index asked to be indexed, in order. A key no filter
+    """The keys this index asked to be indexed, sorted. A key no filter
     could name (a crafted catalog) is left out: no SQL is made from it."""
     if not db.table(KEYS).exists():
         return []
