@@ -505,9 +505,9 @@ class Index:
         so that a filter on them (``where={KEY: value}``) finds its rows in
         that index rather than by reading every row's JSON. Returns the keys
         whose SQLite index this made (the rest were there already)."""
-        metadata_indexes.check_keys(self.db, keys)
+        keys = metadata_indexes.check_keys(self.db, keys)  # before the schema is written
         catalog.ensure_schema(self.db)
-        return metadata_indexes.add(self.db, self.record.id, keys)
+        return metadata_indexes.add(self.db, self.record.id, keys, checked=True)
 
     def drop_metadata(self, keys: Sequence[str] | None = None) -> list[str]:
         """Stop indexing these metadata keys (None: all this index's). An
